@@ -1,0 +1,53 @@
+# sysvisor — see README.md.
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+GO        ?= go
+GOFLAGS   ?=
+LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION)
+BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl
+
+.PHONY: all build install uninstall test test-unit test-integration test-e2e bench demo deps lint clean
+
+all: build
+
+build: $(BINS)
+
+bin/%: FORCE
+	$(GO) build $(GOFLAGS) -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+FORCE:
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' docs/sysvisord.service.in > $(DESTDIR)$(UNITDIR)/sysvisord.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sysvisord.service
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) $(DESTDIR)$(UNITDIR)/sysvisord.service
+
+# Installs what the tests and the demo need on a Debian host.
+deps:
+	./tests/deps.sh
+
+lint:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+# Every test: unit, integration (real notify filters), end to end (private dockerd).
+test: deps build lint
+	$(GO) test -count=1 -timeout 30m ./...
+
+test-unit: build
+	$(GO) test -count=1 -short ./...
+
+bench: deps build
+	./bench/run
+
+demo: deps build
+	./tests/demo.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,74 @@
+// sysvisord is the sysvisor supervisor daemon.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/google/gops/agent"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sysvisor/sysvisor/supervisor"
+	"github.com/sysvisor/sysvisor/supervisor/control"
+)
+
+func main() {
+	fs := flag.NewFlagSet("sysvisord", flag.ContinueOnError)
+	runDir := fs.String("run-dir", control.DefaultRunDir, "directory for sockets")
+	stateDir := fs.String("state-dir", "/var/lib/sysvisor", "directory for persistent state (leases, container records)")
+	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	subuid := fs.String("subuid", "/etc/subuid", "subordinate uid file holding the sysvisor pool")
+	subgid := fs.String("subgid", "/etc/subgid", "subordinate gid file holding the sysvisor pool")
+	gops := fs.Bool("gops", true, "run a gops agent on loopback (port file under <run-dir>/gops)")
+	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
+	version := fs.Bool("version", false, "print version and exit")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	if *version {
+		fmt.Println("sysvisord", supervisor.Version)
+		return
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "sysvisord: unexpected argument %q\n", fs.Arg(0))
+		os.Exit(2)
+	}
+	level := hclog.LevelFromString(*logLevel)
+	if level == hclog.NoLevel {
+		fmt.Fprintf(os.Stderr, "sysvisord: --log-level %q: want trace, debug, info, warn or error\n", *logLevel)
+		os.Exit(2)
+	}
+	if *logFormat != "text" && *logFormat != "json" {
+		fmt.Fprintf(os.Stderr, "sysvisord: --log-format %q: want text or json\n", *logFormat)
+		os.Exit(2)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: level, JSONFormat: *logFormat == "json", Output: os.Stderr})
+	if os.Geteuid() != 0 {
+		log.Error("sysvisord must run as root")
+		os.Exit(1)
+	}
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync})
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		os.Exit(1)
+	}
+	if *gops {
+		if err := agent.Listen(agent.Options{Addr: "127.0.0.1:0", ConfigDir: filepath.Join(*runDir, "gops")}); err != nil {
+			log.Warn("gops agent not started", "error", err)
+		} else {
+			defer agent.Close()
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("serve", "error", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,333 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// usernsHoldArg makes sysvisor-runc a placeholder process that lives in a new
+// user namespace until its stdin closes; its namespace fd describes the ID
+// mapping for idmapped mounts.
+const usernsHoldArg = "__sysvisor_userns_hold"
+
+// MaybeUsernsHold runs the placeholder when argv asks for it.
+func MaybeUsernsHold() {
+	if len(os.Args) == 2 && os.Args[1] == usernsHoldArg {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
+}
+
+// UsernsFd returns an fd of a user namespace mapping 0..size-1 to base.., for
+// MOUNT_ATTR_IDMAP. The placeholder process is gone when this returns.
+func UsernsFd(base, size uint32) (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return -1, err
+	}
+	cmd := exec.Command(self, usernsHoldArg)
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(size)}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m,
+		GidMappingsEnableSetgroups: false, Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return -1, err
+	}
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("start user namespace holder: %w", err)
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	in.Close()
+	cmd.Wait()
+	if err != nil {
+		return -1, fmt.Errorf("open user namespace: %w", err)
+	}
+	return fd, nil
+}
+
+// idmapClone attaches an idmapped copy of src at dst (created as a file or
+// directory to match src).
+func idmapClone(src, dst string, usernsFd int, recursive bool) error {
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	attrFlags := unix.AT_EMPTY_PATH
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+		attrFlags |= unix.AT_RECURSIVE
+	}
+	tfd, err := unix.OpenTree(unix.AT_FDCWD, src, uint(flags))
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", src, err)
+	}
+	defer unix.Close(tfd)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFd)}
+	if err := unix.MountSetattr(tfd, "", uint(attrFlags), &attr); err != nil {
+		return fmt.Errorf("idmap %s: %w", src, err)
+	}
+	if err := makeMountpoint(src, dst); err != nil {
+		return err
+	}
+	if err := unix.MoveMount(tfd, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach idmapped %s at %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+func makeMountpoint(src, dst string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return os.MkdirAll(dst, 0o755)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Overlay is an overlayfs mount read from mountinfo.
+type Overlay struct {
+	Lower []string
+	Upper string
+	Work  string
+	// Other options to keep (index, redirect_dir, metacopy, xino, ...).
+	Other  []string
+	Source string
+	Opts   string // the full super options, to restore the original mount
+}
+
+// MountEntry is one line of mountinfo.
+type MountEntry struct {
+	ID         int
+	Mountpoint string
+	FSType     string
+	Source     string
+	Super      string
+}
+
+// ReadMountinfo parses /proc/self/mountinfo.
+func ReadMountinfo() ([]MountEntry, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []MountEntry
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 5 || len(f) < sep+4 {
+			continue
+		}
+		var id int
+		fmt.Sscanf(f[0], "%d", &id)
+		out = append(out, MountEntry{ID: id, Mountpoint: unescapeOctal(f[4]), FSType: f[sep+1], Source: f[sep+2], Super: f[sep+3]})
+	}
+	return out, nil
+}
+
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ParseOverlay reads overlay options; relative layer paths (engines use them
+// when the option string would exceed a page) are resolved against base.
+func ParseOverlay(super, base string) (*Overlay, error) {
+	o := &Overlay{Opts: super}
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	for _, opt := range splitOpts(super) {
+		k, v, _ := strings.Cut(opt, "=")
+		switch k {
+		case "lowerdir":
+			for _, l := range splitLower(v) {
+				o.Lower = append(o.Lower, abs(l))
+			}
+		case "upperdir":
+			o.Upper = abs(v)
+		case "workdir":
+			o.Work = abs(v)
+		case "index", "redirect_dir", "metacopy", "xino", "volatile", "nfs_export":
+			o.Other = append(o.Other, opt)
+		}
+	}
+	if len(o.Lower) == 0 {
+		return nil, fmt.Errorf("overlay without lowerdir")
+	}
+	if (o.Upper == "") != (o.Work == "") {
+		return nil, fmt.Errorf("overlay with upperdir but no workdir")
+	}
+	return o, nil
+}
+
+// splitOpts splits on commas not escaped by a backslash.
+func splitOpts(s string) []string {
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+1 < len(s):
+			cur.WriteByte(s[i+1])
+			i++
+		case s[i] == ',':
+			out = append(out, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	return append(out, cur.String())
+}
+
+func splitLower(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ":") {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// mountIdmappedOverlay mounts at target an overlay equal to o whose layers are
+// seen through idmapped mounts, so the container's root (host uid base) sees
+// the image as owned by itself while the layers on disk keep their owners.
+// The overlay's mounter credentials must lie inside the mapping (overlayfs
+// does copy-up and whiteouts with them), so the mount is made on a dedicated
+// thread whose filesystem uid/gid are base, keeping its capabilities.
+func mountIdmappedOverlay(o *Overlay, layers map[string]string, target string, base uint32) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread's credentials are changed and never restored: leaving
+		// the goroutine locked makes the Go runtime destroy the thread.
+		goruntime.LockOSThread()
+		errc <- func() error {
+			if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0); e != 0 {
+				return fmt.Errorf("set securebits: %w", e)
+			}
+			unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
+			unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
+			fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+			if err != nil {
+				return fmt.Errorf("fsopen overlay: %w", err)
+			}
+			defer unix.Close(fsfd)
+			set := func(k, v string) error {
+				if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+					return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
+				}
+				return nil
+			}
+			if err := unix.FsconfigSetString(fsfd, "lowerdir+", layers[o.Lower[0]]); err == nil {
+				for _, l := range o.Lower[1:] {
+					if err := set("lowerdir+", layers[l]); err != nil {
+						return err
+					}
+				}
+			} else {
+				// Kernels before 6.8 take the whole list in one option.
+				var ls []string
+				for _, l := range o.Lower {
+					ls = append(ls, layers[l])
+				}
+				if err := set("lowerdir", strings.Join(ls, ":")); err != nil {
+					return err
+				}
+			}
+			if o.Upper != "" {
+				if err := set("upperdir", layers[o.Upper]); err != nil {
+					return err
+				}
+				if err := set("workdir", layers[o.Work]); err != nil {
+					return err
+				}
+			}
+			for _, opt := range o.Other {
+				k, v, _ := strings.Cut(opt, "=")
+				if err := set(k, v); err != nil {
+					return err
+				}
+			}
+			if err := unix.FsconfigCreate(fsfd); err != nil {
+				return fmt.Errorf("create overlay: %w", err)
+			}
+			mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("fsmount overlay: %w", err)
+			}
+			defer unix.Close(mfd)
+			if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("attach overlay at %s: %w", target, err)
+			}
+			return nil
+		}()
+	}()
+	return <-errc
+}
+
+// mountID returns the id of the mount path lives on.
+func mountID(path string) (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_DONT_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, err
+	}
+	return st.Mnt_id, nil
+}
+
+// commonDir is the deepest directory containing every path.
+func commonDir(paths []string) string {
+	if len(paths) == 0 {
+		return "/"
+	}
+	c := filepath.Clean(paths[0])
+	for _, p := range paths[1:] {
+		p = filepath.Clean(p)
+		for c != "/" && p != c && !strings.HasPrefix(p, c+"/") {
+			c = filepath.Dir(c)
+		}
+	}
+	return c
+}
+
+var errNoIdmap = errors.New("filesystem does not support idmapped mounts")
+
+// secbitNoSetuidFixup keeps capabilities across uid changes (linux/securebits.h).
+const secbitNoSetuidFixup = 1 << 2

@@ -1,0 +1,239 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// ContainerDir is where the runtime keeps a container's host-side mounts:
+// the idmapped rootfs and idmapped bind-mount sources.
+func ContainerDir(runDir, id string) string { return filepath.Join(runDir, "containers", id) }
+
+// setupMounts makes the rootfs and bind mounts appear owned by the
+// container's root without touching a single file: the rootfs becomes an
+// overlay over idmapped layers (or an idmapped bind of a plain directory), and
+// each bind source an idmapped clone. Everything lives under dir, which
+// cleanupMounts removes.
+func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logger) error {
+	for _, d := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir), dir} {
+		if err := os.Mkdir(d, 0o711); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
+	nsfd, err := UsernsFd(base, size)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(nsfd)
+	rootfs := s.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	if rootfs, err = filepath.EvalSymlinks(rootfs); err != nil {
+		return fmt.Errorf("rootfs %s: %w", s.Root.Path, err)
+	}
+	target := filepath.Join(dir, "rootfs")
+	if err := idmapRootfs(rootfs, target, dir, nsfd, base); err != nil {
+		return fmt.Errorf("rootfs %s: %w", rootfs, err)
+	}
+	s.Root.Path = target
+	for i := range s.Mounts {
+		m := &s.Mounts[i]
+		if !isBind(m) || !filepath.IsAbs(m.Source) || underAny(m.Source, "/proc", "/sys", "/dev") {
+			continue
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil || !(st.IsDir() || st.Mode().IsRegular()) {
+			continue
+		}
+		dst := filepath.Join(dir, "mounts", fmt.Sprint(i))
+		if err := idmapClone(m.Source, dst, nsfd, slices.Contains(m.Options, "rbind")); err != nil {
+			// Not every filesystem supports idmapped mounts; the bind still
+			// works, with host-root files appearing as nobody inside.
+			log.Warnf("bind mount %s -> %s keeps host ownership: %v", m.Source, m.Destination, err)
+			os.Remove(dst)
+			continue
+		}
+		m.Source = dst
+	}
+	return nil
+}
+
+func isBind(m *specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+func underAny(p string, dirs ...string) bool {
+	p = filepath.Clean(p)
+	for _, d := range dirs {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
+	mounts, err := ReadMountinfo()
+	if err != nil {
+		return err
+	}
+	var top *MountEntry
+	for i := range mounts {
+		if mounts[i].Mountpoint == rootfs {
+			top = &mounts[i]
+		}
+	}
+	if top == nil || top.FSType != "overlay" {
+		// A plain directory (or a filesystem that supports idmapped mounts
+		// itself): one idmapped bind.
+		if err := idmapClone(rootfs, target, nsfd, true); err != nil {
+			return fmt.Errorf("%w (no per-file fallback: sysvisor never chowns an image)", err)
+		}
+		return nil
+	}
+	// Engines that pass relative layer paths mount from the driver's home,
+	// which holds <id>/merged.
+	o, err := ParseOverlay(top.Super, filepath.Dir(filepath.Dir(rootfs)))
+	if err != nil {
+		return err
+	}
+	paths := append(slices.Clone(o.Lower), o.Upper, o.Work)
+	if o.Upper == "" {
+		paths = o.Lower
+	}
+	layers, err := idmapLayers(paths, filepath.Join(dir, "layers"), nsfd)
+	defer detachUnder(filepath.Join(dir, "layers"))
+	if err != nil {
+		return err
+	}
+	// Two overlays must not share an upper directory: take the engine's
+	// down, put ours up, and give the engine's path a bind of ours so that
+	// `docker cp`/export see the same tree and its unmount still works.
+	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount engine overlay: %w", err)
+	}
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		return err
+	}
+	if err := mountIdmappedOverlay(o, layers, target, base); err != nil {
+		if rerr := unix.Mount("overlay", rootfs, "overlay", 0, o.Opts); rerr != nil {
+			return fmt.Errorf("%w (and restoring the engine's overlay failed: %v)", err, rerr)
+		}
+		return err
+	}
+	if err := unix.Mount(target, rootfs, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind idmapped rootfs back at %s: %w", rootfs, err)
+	}
+	return nil
+}
+
+// idmapLayers gives every layer path an idmapped view. Layers that share one
+// mount (an engine's storage directory) cost a single idmapped clone of their
+// common directory, however many layers the image has.
+func idmapLayers(paths []string, dir string, nsfd int) (map[string]string, error) {
+	out := map[string]string{}
+	common := commonDir(paths)
+	cid, err := mountID(common)
+	same := err == nil
+	for _, p := range paths {
+		if id, err := mountID(p); err != nil || id != cid {
+			same = false
+			break
+		}
+	}
+	if same {
+		if err := idmapClone(common, dir, nsfd, false); err != nil {
+			return nil, err
+		}
+		for _, p := range paths {
+			rel, _ := filepath.Rel(common, p)
+			out[p] = filepath.Join(dir, rel)
+		}
+		return out, nil
+	}
+	for i, p := range paths {
+		dst := filepath.Join(dir, fmt.Sprint(i))
+		if err := idmapClone(p, dst, nsfd, false); err != nil {
+			return nil, err
+		}
+		out[p] = dst
+	}
+	return out, nil
+}
+
+// detachUnder unmounts every mount at or below dir, deepest first.
+func detachUnder(dir string) error {
+	mounts, err := ReadMountinfo()
+	if err != nil {
+		return err
+	}
+	var mps []string
+	for _, m := range mounts {
+		if m.Mountpoint == dir || strings.HasPrefix(m.Mountpoint, dir+"/") {
+			mps = append(mps, m.Mountpoint)
+		}
+	}
+	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	var first error
+	for _, mp := range mps {
+		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil && err != unix.EINVAL && first == nil {
+			first = fmt.Errorf("unmount %s: %w", mp, err)
+		}
+	}
+	return first
+}
+
+// cleanupMounts undoes setupMounts. It removes files only on dir's own
+// filesystem: should a mount survive, its contents (an image's layers) are
+// never deleted.
+func cleanupMounts(dir string) error {
+	if _, err := os.Lstat(dir); os.IsNotExist(err) {
+		return nil
+	}
+	if err := detachUnder(dir); err != nil {
+		return err
+	}
+	return removeSameMount(dir)
+}
+
+func removeSameMount(dir string) error {
+	root, err := mountID(dir)
+	if err != nil {
+		return err
+	}
+	var rm func(p string) error
+	rm = func(p string) error {
+		id, err := mountID(p)
+		if err != nil {
+			return err
+		}
+		if id != root {
+			return fmt.Errorf("%s is still a mount point; not removing", p)
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			ents, err := os.ReadDir(p)
+			if err != nil {
+				return err
+			}
+			for _, e := range ents {
+				if err := rm(filepath.Join(p, e.Name())); err != nil {
+					return err
+				}
+			}
+		}
+		return os.Remove(p)
+	}
+	return rm(dir)
+}

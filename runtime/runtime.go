@@ -1,0 +1,302 @@
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/policy"
+	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/statefile"
+)
+
+// Environment overrides, for engines that cannot pass runtime arguments.
+const (
+	EnvRunc   = "SYSVISOR_RUNC"
+	EnvRunDir = "SYSVISOR_RUN_DIR"
+)
+
+// controlTimeout bounds every call to sysvisord: a dead or wedged supervisor
+// must fail a create quickly, never hang the engine.
+const controlTimeout = 5 * time.Second
+
+type runner struct {
+	inv    *Invocation
+	log    *Logger
+	runc   string
+	runDir string
+	root   string
+}
+
+// Main runs sysvisor-runc with argv (without program name) and returns the
+// exit code.
+func Main(argv []string) int {
+	inv, err := Parse(argv)
+	if err != nil {
+		// Log where the engine looks, if the flags got that far.
+		l := &Logger{}
+		for i, a := range argv {
+			if (a == "--log" || a == "-log") && i+1 < len(argv) {
+				l.path = argv[i+1]
+			}
+			if a == "--log-format=json" || ((a == "--log-format" || a == "-log-format") && i+1 < len(argv) && argv[i+1] == "json") {
+				l.json = true
+			}
+		}
+		l.Errorf("%v", err)
+		return 1
+	}
+	r := &runner{inv: inv, log: newLogger(inv.Global)}
+	r.runc = firstNonEmpty(inv.Global.Runc, os.Getenv(EnvRunc), "runc")
+	r.runDir = firstNonEmpty(inv.Global.RunDir, os.Getenv(EnvRunDir), control.DefaultRunDir)
+	r.root = firstNonEmpty(inv.Global.Root, "/run/runc")
+	switch inv.Command {
+	case "create", "run":
+		return r.create()
+	case "delete":
+		return r.delete()
+	case "checkpoint", "restore":
+		r.log.Errorf("%s is not supported by sysvisor-runc: a system container's supervisor state cannot be checkpointed", inv.Command)
+		return 1
+	}
+	return r.execRunc()
+}
+
+func firstNonEmpty(v ...string) string {
+	for _, s := range v {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func (r *runner) runcArgs() []string {
+	return append(append(slices.Clone(r.inv.Global.Pass), r.inv.Command), r.inv.Args...)
+}
+
+// execRunc replaces this process with runc: exit codes, signals and stdio
+// are runc's own.
+func (r *runner) execRunc() int {
+	path, err := exec.LookPath(r.runc)
+	if err != nil {
+		r.log.Errorf("runc binary %q: %v", r.runc, err)
+		return 1
+	}
+	err = syscall.Exec(path, append([]string{path}, r.runcArgs()...), os.Environ())
+	r.log.Errorf("exec %s: %v", path, err)
+	return 1
+}
+
+// runRunc runs runc as a child, forwarding signals, and returns its exit code.
+func (r *runner) runRunc() (int, error) {
+	cmd := exec.Command(r.runc, r.runcArgs()...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	for i := 0; i < r.inv.PreserveFds; i++ {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, os.NewFile(uintptr(3+i), fmt.Sprintf("fd%d", 3+i)))
+	}
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return 1, fmt.Errorf("start %s: %w", r.runc, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				if s != syscall.SIGCHLD && s != syscall.SIGURG {
+					cmd.Process.Signal(s)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			return 128 + int(st.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return 1, err
+	}
+	return 0, nil
+}
+
+func (r *runner) containerExists() bool {
+	_, err := os.Stat(filepath.Join(r.root, r.inv.ID, "state.json"))
+	return err == nil
+}
+
+func (r *runner) create() int {
+	inv := r.inv
+	bundle := inv.Bundle
+	if bundle == "" {
+		bundle, _ = os.Getwd()
+	}
+	bundle, _ = filepath.Abs(bundle)
+	cfgPath := filepath.Join(bundle, "config.json")
+	spec, mode, err := loadSpec(cfgPath)
+	if err != nil {
+		r.log.Errorf("%v", err)
+		return 1
+	}
+	name, source := policy.Select(spec.Annotations, processEnv(spec), inv.Global.Policy)
+	pol, err := policy.Lookup(name)
+	if err != nil {
+		r.log.Errorf("container %s: policy from %s: %v", inv.ID, source, err)
+		return 1
+	}
+	if err := Validate(spec, inv.Global.AllowUnsafe); err != nil {
+		r.log.Errorf("%s: %v", cfgPath, err)
+		return 1
+	}
+	feat, err := runcFeatures(r.runc, r.runDir)
+	if err != nil {
+		r.log.Errorf("%v", err)
+		return 1
+	}
+	if !slices.Contains(feat.Actions, string(specs.ActNotify)) {
+		r.log.Errorf("%s does not support seccomp SCMP_ACT_NOTIFY (runc >= 1.1 with libseccomp >= 2.5 is required)", r.runc)
+		return 1
+	}
+	resp, err := control.Call(r.runDir, control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name}, controlTimeout)
+	if err != nil {
+		r.log.Errorf("container %s: ID lease from sysvisord: %v", inv.ID, err)
+		return 1
+	}
+	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, *resp.Lease, feat)
+	if err != nil {
+		r.log.Errorf("container %s: %v", inv.ID, err)
+	}
+	if code != 0 || (inv.Command == "run" && !inv.Detach && !r.containerExists()) {
+		r.release()
+	}
+	return code
+}
+
+func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol policy.Policy, l lease.Range, feat *seccompFeatures) (int, error) {
+	caps, err := HostBoundingSet()
+	if err != nil {
+		return 1, err
+	}
+	var flags []specs.LinuxSeccompFlag
+	if slices.Contains(feat.Flags, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV") {
+		// Without it a signal (Go's SIGURG preemption) re-sends a pending
+		// notification, so handlers would see the same mount twice.
+		flags = append(flags, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
+	}
+	err = Rewrite(spec, RewriteOptions{
+		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
+		Policy: pol.Name, Notify: pol.Notify, ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
+		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe,
+	})
+	if err != nil {
+		return 1, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, r.log); err != nil {
+		return 1, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return 1, err
+	}
+	if err := statefile.WriteAtomic(cfgPath, b, mode); err != nil {
+		return 1, err
+	}
+	r.log.Debugf("container %s: IDs %d+%d, policy %s, delegating to %s", r.inv.ID, l.Start, l.Size, pol.Name, r.runc)
+	return r.runRunc()
+}
+
+// release undoes what create set up on the host. Safe to repeat.
+func (r *runner) release() {
+	if err := cleanupMounts(ContainerDir(r.runDir, r.inv.ID)); err != nil {
+		r.log.Errorf("container %s: clean up mounts: %v", r.inv.ID, err)
+	}
+	if _, err := control.Call(r.runDir, control.Request{Op: control.OpDelete, ID: r.inv.ID}, controlTimeout); err != nil {
+		r.log.Warnf("container %s: release lease: %v (sysvisord reclaims it when it next starts)", r.inv.ID, err)
+	}
+}
+
+func (r *runner) delete() int {
+	code, err := r.runRunc()
+	if err != nil {
+		r.log.Errorf("%v", err)
+	}
+	if !r.containerExists() {
+		r.release()
+	}
+	return code
+}
+
+func loadSpec(path string) (*specs.Spec, os.FileMode, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read bundle config: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	var s specs.Spec
+	dec := json.NewDecoder(f)
+	if err := dec.Decode(&s); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return nil, 0, fmt.Errorf("%s: malformed JSON at byte %d: %v", path, se.Offset, err)
+		case errors.As(err, &te):
+			return nil, 0, fmt.Errorf("%s: field %s: %v", path, te.Field, err)
+		}
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, st.Mode().Perm(), nil
+}
+
+func processEnv(s *specs.Spec) []string {
+	if s.Process == nil {
+		return nil
+	}
+	return s.Process.Env
+}
+
+var rlimitNums = map[string]int{
+	"RLIMIT_AS": unix.RLIMIT_AS, "RLIMIT_CORE": unix.RLIMIT_CORE, "RLIMIT_CPU": unix.RLIMIT_CPU,
+	"RLIMIT_DATA": unix.RLIMIT_DATA, "RLIMIT_FSIZE": unix.RLIMIT_FSIZE, "RLIMIT_LOCKS": unix.RLIMIT_LOCKS,
+	"RLIMIT_MEMLOCK": unix.RLIMIT_MEMLOCK, "RLIMIT_MSGQUEUE": unix.RLIMIT_MSGQUEUE, "RLIMIT_NICE": unix.RLIMIT_NICE,
+	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
+	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
+	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// hostRlimits is the runtime's own hard limits. Go raises its soft NOFILE at
+// start, but the hard limit is what the container process can reach.
+func hostRlimits() map[string]uint64 {
+	out := map[string]uint64{}
+	for name, n := range rlimitNums {
+		var rl unix.Rlimit
+		if unix.Getrlimit(n, &rl) == nil {
+			out[name] = rl.Max
+		}
+	}
+	return out
+}

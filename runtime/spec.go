@@ -1,0 +1,273 @@
+// Package runtime is sysvisor-runc: it turns an engine's OCI bundle into a
+// system container (user namespace with an exclusive ID range, full
+// capabilities inside it, seccomp notify to sysvisord) and delegates the
+// container's life to the real runc.
+package runtime
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Annotations the runtime sets on the rewritten spec.
+const (
+	AnnotationIDBase = "io.sysvisor.id-base"
+	AnnotationPolicy = "io.sysvisor.policy"
+)
+
+// RewriteOptions is everything the rewrite depends on besides the spec, so the
+// rewrite itself is pure and table-tested.
+type RewriteOptions struct {
+	ContainerID string
+	IDBase      uint32
+	IDSize      uint32
+	// HostCaps is the runtime's bounding set: the ceiling for any process.
+	HostCaps []string
+	// Rlimits maps RLIMIT_* names to the runtime's own hard limit.
+	Rlimits map[string]uint64
+	// Policy and the syscalls it traps.
+	Policy string
+	Notify []string
+	// ListenerPath is sysvisord's seccomp socket.
+	ListenerPath string
+	// SeccompFlags are flags to request, already filtered by what runc supports.
+	SeccompFlags []specs.LinuxSeccompFlag
+	// AllowUnsafe disables the refusal of privileged or host-namespace specs.
+	AllowUnsafe bool
+}
+
+// Reallowed are syscalls an engine's default profile refuses because, on a
+// plain container, they would act with host privilege. In a user namespace
+// the kernel confines them to the container's own namespaces and resources,
+// and system software (inner engines, systemd) needs them.
+var Reallowed = []string{
+	"mount", "umount", "umount2", "unshare", "setns", "pivot_root", "chroot",
+	"sethostname", "setdomainname", "clone", "clone3",
+	"open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+	"process_vm_readv", "process_vm_writev", "kcmp", "vhangup", "reboot", "name_to_handle_at",
+}
+
+// SpecError is a rejected field of config.json.
+type SpecError struct {
+	Field string
+	Msg   string
+}
+
+func (e *SpecError) Error() string { return fmt.Sprintf("config.json: %s: %s", e.Field, e.Msg) }
+
+// Validate refuses specs that cannot be a safe system container.
+func Validate(s *specs.Spec, allowUnsafe bool) error {
+	if s.Linux == nil {
+		return &SpecError{"linux", "missing: a system container needs Linux namespaces"}
+	}
+	if s.Process == nil {
+		return &SpecError{"process", "missing"}
+	}
+	if s.Root == nil || s.Root.Path == "" {
+		return &SpecError{"root.path", "missing"}
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace && ns.Path != "" {
+			return &SpecError{"linux.namespaces", fmt.Sprintf("joining an existing user namespace (%s) is not supported: sysvisor gives every container its own", ns.Path)}
+		}
+	}
+	if len(s.Linux.UIDMappings) > 0 || len(s.Linux.GIDMappings) > 0 {
+		return &SpecError{"linux.uidMappings", "already set (engine userns-remap?): sysvisor assigns each container an exclusive range itself; disable userns-remap for this runtime"}
+	}
+	if allowUnsafe {
+		return nil
+	}
+	for _, t := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.NetworkNamespace} {
+		if !hasNamespace(s, t) {
+			return &SpecError{"linux.namespaces", fmt.Sprintf("no %s namespace: host %s namespace (--%s=host) is refused for system containers (runtime argument --allow-unsafe overrides)", t, t, map[specs.LinuxNamespaceType]string{specs.PIDNamespace: "pid", specs.NetworkNamespace: "net"}[t])}
+		}
+	}
+	if privileged(s) {
+		return &SpecError{"linux.maskedPaths", "privileged container (--privileged): refused, a sysvisor container is already root inside its own user namespace (runtime argument --allow-unsafe overrides)"}
+	}
+	return nil
+}
+
+func hasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+// privileged recognises what engines generate for --privileged: no masked or
+// read-only /proc paths and every device allowed.
+func privileged(s *specs.Spec) bool {
+	if len(s.Linux.MaskedPaths) > 0 || len(s.Linux.ReadonlyPaths) > 0 {
+		return false
+	}
+	if s.Linux.Resources == nil {
+		return false
+	}
+	for _, d := range s.Linux.Resources.Devices {
+		if d.Allow && (d.Type == "" || d.Type == "a") && d.Major == nil && d.Minor == nil && d.Access == "rwm" {
+			return true
+		}
+	}
+	return false
+}
+
+// Rewrite turns s into a system container spec. It does not touch the host.
+func Rewrite(s *specs.Spec, o RewriteOptions) error {
+	if err := Validate(s, o.AllowUnsafe); err != nil {
+		return err
+	}
+	if o.IDSize == 0 {
+		return fmt.Errorf("rewrite: empty ID range")
+	}
+	for _, t := range []specs.LinuxNamespaceType{specs.UserNamespace, specs.CgroupNamespace} {
+		if !hasNamespace(s, t) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: t})
+		}
+	}
+	s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.IDBase, Size: o.IDSize}}
+	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.IDBase, Size: o.IDSize}}
+
+	clampPingGroupRange(s.Linux.Sysctl, o.IDSize)
+	rewriteCaps(s.Process, o.HostCaps)
+	clampRlimits(s.Process, o.Rlimits)
+	if err := rewriteSeccomp(s, o); err != nil {
+		return err
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[AnnotationIDBase] = strconv.FormatUint(uint64(o.IDBase), 10)
+	s.Annotations[AnnotationPolicy] = o.Policy
+	return nil
+}
+
+// rewriteCaps gives root the host's whole bounding set; capabilities only act
+// inside the container's user namespace. A non-root process keeps its engine
+// sets (as a non-root user would on any host) within that bounding set.
+func rewriteCaps(p *specs.Process, host []string) {
+	if p.Capabilities == nil {
+		p.Capabilities = &specs.LinuxCapabilities{}
+	}
+	c := p.Capabilities
+	all := slices.Clone(host)
+	within := func(l []string) []string {
+		return slices.DeleteFunc(slices.Clone(l), func(n string) bool { return !slices.Contains(host, n) })
+	}
+	c.Bounding = all
+	if p.User.UID == 0 {
+		c.Effective = slices.Clone(all)
+		c.Permitted = slices.Clone(all)
+	} else {
+		c.Effective = within(c.Effective)
+		c.Permitted = within(c.Permitted)
+	}
+	c.Inheritable = within(c.Inheritable)
+	c.Ambient = within(c.Ambient)
+}
+
+// clampRlimits lowers limits above the runtime's hard limits: without
+// CAP_SYS_RESOURCE on the host, runc cannot raise them and would fail.
+func clampRlimits(p *specs.Process, host map[string]uint64) {
+	for i := range p.Rlimits {
+		r := &p.Rlimits[i]
+		max, ok := host[r.Type]
+		if !ok {
+			continue
+		}
+		if r.Hard > max {
+			r.Hard = max
+		}
+		if r.Soft > r.Hard {
+			r.Soft = r.Hard
+		}
+	}
+}
+
+// clampPingGroupRange keeps net.ipv4.ping_group_range inside the container's
+// GIDs: engines set "0 2147483647", which the kernel refuses (EINVAL) for
+// GIDs the user namespace does not map.
+func clampPingGroupRange(sysctl map[string]string, size uint32) {
+	v, ok := sysctl["net.ipv4.ping_group_range"]
+	if !ok {
+		return
+	}
+	var lo, hi uint64
+	if _, err := fmt.Sscanf(v, "%d %d", &lo, &hi); err != nil {
+		return
+	}
+	max := uint64(size) - 1
+	if hi > max {
+		hi = max
+	}
+	if lo > hi {
+		lo = hi
+	}
+	sysctl["net.ipv4.ping_group_range"] = fmt.Sprintf("%d %d", lo, hi)
+}
+
+// Metadata is the listenerMetadata sysvisord receives with each listener.
+type Metadata struct {
+	ID     string `json:"id"`
+	Policy string `json:"policy"`
+}
+
+func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
+	if s.Linux.Seccomp == nil {
+		// The engine asked for no filter (seccomp=unconfined): keep that,
+		// adding only the notify rules.
+		s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow}
+	}
+	sc := s.Linux.Seccomp
+	if sc.DefaultAction == specs.ActNotify {
+		return &SpecError{"linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY as default action is not supported"}
+	}
+	if len(sc.Architectures) == 0 {
+		sc.Architectures = []specs.Arch{nativeArch()}
+	}
+	for _, r := range sc.Syscalls {
+		if r.Action == specs.ActNotify {
+			return &SpecError{"linux.seccomp.syscalls", fmt.Sprintf("the spec already traps %v to a listener; sysvisor owns the listener", r.Names)}
+		}
+	}
+	if sc.ListenerPath != "" {
+		return &SpecError{"linux.seccomp.listenerPath", fmt.Sprintf("already set to %q; sysvisor owns the listener", sc.ListenerPath)}
+	}
+	take := map[string]bool{}
+	for _, n := range Reallowed {
+		take[n] = true
+	}
+	for _, n := range o.Notify {
+		take[n] = true
+	}
+	rules := sc.Syscalls[:0]
+	for _, r := range sc.Syscalls {
+		r.Names = slices.DeleteFunc(slices.Clone(r.Names), func(n string) bool { return take[n] })
+		if len(r.Names) > 0 {
+			rules = append(rules, r)
+		}
+	}
+	allow := slices.DeleteFunc(slices.Clone(Reallowed), func(n string) bool { return slices.Contains(o.Notify, n) })
+	if sc.DefaultAction != specs.ActAllow && len(allow) > 0 {
+		rules = append(rules, specs.LinuxSyscall{Names: allow, Action: specs.ActAllow})
+	}
+	if len(o.Notify) > 0 {
+		rules = append(rules, specs.LinuxSyscall{Names: slices.Clone(o.Notify), Action: specs.ActNotify})
+		sc.ListenerPath = o.ListenerPath
+		meta, _ := json.Marshal(Metadata{ID: o.ContainerID, Policy: o.Policy})
+		sc.ListenerMetadata = string(meta)
+	}
+	sc.Syscalls = rules
+	for _, f := range o.SeccompFlags {
+		if !slices.Contains(sc.Flags, f) {
+			sc.Flags = append(sc.Flags, f)
+		}
+	}
+	return nil
+}

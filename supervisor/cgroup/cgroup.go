@@ -1,0 +1,254 @@
+// Package cgroup finds a process's cgroups on the host (v1, v2 or hybrid) and
+// reads the few figures the supervisor reports back to the container.
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Paths maps a controller ("memory", "pids", "cpu", ...) to the host
+// directory of a process's cgroup for it. Key "" is the cgroup2 directory.
+type Paths map[string]string
+
+// Mounts maps a controller to its hierarchy's mount point; "" is cgroup2.
+type Mounts map[string]string
+
+// HostMounts reads the supervisor's own mountinfo. The supervisor runs in the
+// host mount namespace, so these are the host's hierarchies.
+func HostMounts() (Mounts, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	return ParseMounts(data), nil
+}
+
+// ParseMounts extracts cgroup hierarchies from mountinfo text.
+func ParseMounts(mountinfo []byte) Mounts {
+	m := Mounts{}
+	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		sep := -1
+		for i, x := range f {
+			if x == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || len(f) < sep+4 || len(f) < 5 {
+			continue
+		}
+		fstype, mnt, super := f[sep+1], unescape(f[4]), f[sep+3]
+		switch fstype {
+		case "cgroup2":
+			if _, ok := m[""]; !ok {
+				m[""] = mnt
+			}
+		case "cgroup":
+			for _, opt := range strings.Split(super, ",") {
+				switch opt {
+				case "rw", "ro", "relatime", "noexec", "nosuid", "nodev", "clone_children", "xattr", "cpuset_v2_mode", "favordynmods", "memory_recursiveprot", "nsdelegate", "memory_localevents":
+					continue
+				}
+				if strings.HasPrefix(opt, "release_agent=") {
+					continue
+				}
+				if _, ok := m[opt]; !ok {
+					m[opt] = mnt
+				}
+			}
+		}
+	}
+	return m
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ParseProcCgroup turns /proc/<pid>/cgroup into host directories using mounts.
+// The supervisor reads it from the host cgroup namespace, so paths are
+// absolute within each hierarchy.
+func ParseProcCgroup(data []byte, mounts Mounts) Paths {
+	p := Paths{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.SplitN(sc.Text(), ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "0" && f[1] == "" {
+			if mnt, ok := mounts[""]; ok {
+				p[""] = filepath.Join(mnt, f[2])
+			}
+			continue
+		}
+		for _, ctrl := range strings.Split(f[1], ",") {
+			if mnt, ok := mounts[ctrl]; ok {
+				p[ctrl] = filepath.Join(mnt, f[2])
+			}
+		}
+	}
+	return p
+}
+
+// Of resolves pid's cgroup directories.
+func Of(pid int, mounts Mounts) (Paths, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, err
+	}
+	return ParseProcCgroup(data, mounts), nil
+}
+
+// Memory is a container's memory accounting in bytes. Limit is 0 when
+// unlimited.
+type Memory struct {
+	Limit        uint64
+	Usage        uint64
+	InactiveFile uint64
+	SwapLimit    uint64 // memory+swap limit minus Limit; 0 when none
+	SwapUsage    uint64
+}
+
+// unlimited v1 limits are PAGE_COUNTER_MAX pages rounded, far above any RAM.
+const v1Unlimited = 1 << 62
+
+// ReadMemory reads the memory controller, preferring v1 where the memory
+// controller is bound there (hybrid hosts) and v2 otherwise.
+func (p Paths) ReadMemory() (Memory, error) {
+	if dir, ok := p["memory"]; ok {
+		return readMemoryV1(dir)
+	}
+	if dir, ok := p[""]; ok {
+		return readMemoryV2(dir)
+	}
+	return Memory{}, fmt.Errorf("no memory cgroup")
+}
+
+func readMemoryV1(dir string) (Memory, error) {
+	var m Memory
+	lim, err := readUint(filepath.Join(dir, "memory.limit_in_bytes"))
+	if err != nil {
+		return m, err
+	}
+	if lim < v1Unlimited {
+		m.Limit = lim
+	}
+	if m.Usage, err = readUint(filepath.Join(dir, "memory.usage_in_bytes")); err != nil {
+		return m, err
+	}
+	if st, err := readKV(filepath.Join(dir, "memory.stat")); err == nil {
+		m.InactiveFile = st["total_inactive_file"]
+	}
+	if m.Limit != 0 {
+		if ms, err := readUint(filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil && ms < v1Unlimited && ms > m.Limit {
+			m.SwapLimit = ms - m.Limit
+			if mu, err := readUint(filepath.Join(dir, "memory.memsw.usage_in_bytes")); err == nil && mu > m.Usage {
+				m.SwapUsage = mu - m.Usage
+			}
+		}
+	}
+	return m, nil
+}
+
+func readMemoryV2(dir string) (Memory, error) {
+	var m Memory
+	lim, err := readMax(filepath.Join(dir, "memory.max"))
+	if err != nil {
+		return m, err
+	}
+	m.Limit = lim
+	if m.Usage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
+		return m, err
+	}
+	if st, err := readKV(filepath.Join(dir, "memory.stat")); err == nil {
+		m.InactiveFile = st["inactive_file"]
+	}
+	if m.Limit != 0 {
+		if sl, err := readMax(filepath.Join(dir, "memory.swap.max")); err == nil {
+			m.SwapLimit = sl
+			m.SwapUsage, _ = readUint(filepath.Join(dir, "memory.swap.current"))
+		}
+	}
+	return m, nil
+}
+
+// ReadPids returns the number of tasks in the pids controller, counting the
+// container's whole subtree.
+func (p Paths) ReadPids() (uint64, error) {
+	if dir, ok := p["pids"]; ok {
+		return readUint(filepath.Join(dir, "pids.current"))
+	}
+	if dir, ok := p[""]; ok {
+		return readUint(filepath.Join(dir, "pids.current"))
+	}
+	return 0, fmt.Errorf("no pids cgroup")
+}
+
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}
+
+// readMax reads a v2 "max"-or-number file; "max" is 0 (unlimited).
+func readMax(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}
+
+func readKV(path string) (map[string]uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				out[f[0]] = v
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,107 @@
+// Package control is the request/response protocol on sysvisord's control
+// socket, spoken by sysvisor-runc (leases, registration) and sysvisorctl.
+// One JSON request and one JSON response per connection.
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/registry"
+)
+
+// Socket names under the run directory.
+const (
+	ControlSocket = "control.sock"
+	SeccompSocket = "seccomp.sock"
+	DefaultRunDir = "/run/sysvisor"
+)
+
+// Ops.
+const (
+	OpPing    = "ping"
+	OpCreate  = "create" // lease IDs and record the container
+	OpDelete  = "delete" // stop serving, release the lease, forget the record
+	OpPs      = "ps"
+	OpVersion = "version"
+)
+
+// Request is one control call.
+type Request struct {
+	Op       string `json:"op"`
+	ID       string `json:"id,omitempty"`
+	Bundle   string `json:"bundle,omitempty"`
+	RuncRoot string `json:"runcRoot,omitempty"`
+	Policy   string `json:"policy,omitempty"`
+}
+
+// ContainerInfo is one row of ps.
+type ContainerInfo struct {
+	registry.Record
+	Notifications uint64  `json:"notifications"`
+	Listeners     int32   `json:"listeners"`
+	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
+}
+
+// Response is the answer; Error is set on failure.
+type Response struct {
+	Error      string          `json:"error,omitempty"`
+	Lease      *lease.Range    `json:"lease,omitempty"`
+	Containers []ContainerInfo `json:"containers,omitempty"`
+	Version    string          `json:"version,omitempty"`
+	Pool       *lease.Range    `json:"pool,omitempty"`
+}
+
+// ErrUnavailable wraps failures to reach sysvisord, so callers can say so.
+var ErrUnavailable = errors.New("sysvisord is not reachable")
+
+// Call sends req to the control socket under runDir and waits at most
+// timeout. A supervisor that is down fails fast (connection refused or no
+// socket), never hangs.
+func Call(runDir string, req Request, timeout time.Duration) (*Response, error) {
+	path := filepath.Join(runDir, ControlSocket)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.Dial("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w at %s: %v (is sysvisord running?)", ErrUnavailable, path, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, fmt.Errorf("%w at %s: send: %v", ErrUnavailable, path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("%w at %s: no answer to %s: %v", ErrUnavailable, path, req.Op, err)
+	}
+	if resp.Error != "" {
+		return &resp, fmt.Errorf("sysvisord: %s", resp.Error)
+	}
+	return &resp, nil
+}
+
+// Listen creates a root-only unix socket at path, replacing a stale one.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}

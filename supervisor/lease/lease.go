@@ -1,0 +1,163 @@
+// Package lease hands out exclusive 65536-ID blocks of the sysvisor
+// subordinate-ID pool, one per container, and keeps them on disk so a
+// supervisor restart never hands a live container's IDs to another.
+package lease
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sysvisor/sysvisor/supervisor/statefile"
+)
+
+// Lease is one container's ID block.
+type Lease struct {
+	ID string `json:"id"`
+	Range
+	// RuncRoot and Bundle let a restarted supervisor tell whether the
+	// container still exists when deciding to reclaim a lease.
+	RuncRoot string    `json:"runcRoot,omitempty"`
+	Bundle   string    `json:"bundle,omitempty"`
+	Created  time.Time `json:"created"`
+}
+
+type fileFormat struct {
+	Version int              `json:"version"`
+	Pool    Range            `json:"pool"`
+	Leases  map[string]Lease `json:"leases"`
+}
+
+// ErrExhausted means every block of the pool is leased.
+var ErrExhausted = errors.New("ID pool exhausted")
+
+// Store is the allocator. Leasing is rare (once per container create), so a
+// single mutex is fine; nothing here is on the notify path.
+type Store struct {
+	mu     sync.Mutex
+	path   string
+	pool   Range
+	leases map[string]Lease
+}
+
+// Open loads path (creating it when absent) for pool. A stored pool that
+// differs from the configured one is kept for existing leases only if they
+// still fit; otherwise Open fails rather than risk overlap.
+func Open(path string, pool Range) (*Store, error) {
+	if pool.Size < BlockSize {
+		return nil, fmt.Errorf("ID pool %d+%d is smaller than one %d-ID block", pool.Start, pool.Size, BlockSize)
+	}
+	s := &Store{path: path, pool: pool, leases: map[string]Lease{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case os.IsNotExist(err):
+		return s, s.saveLocked()
+	case err != nil:
+		return nil, fmt.Errorf("read leases %s: %w", path, err)
+	}
+	var f fileFormat
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("parse leases %s: %w", path, err)
+	}
+	for id, l := range f.Leases {
+		if !s.inPool(l.Range) {
+			return nil, fmt.Errorf("leases %s: lease of %s (%d+%d) lies outside pool %d+%d", path, id, l.Start, l.Size, pool.Start, pool.Size)
+		}
+		l.ID = id
+		s.leases[id] = l
+	}
+	return s, nil
+}
+
+func (s *Store) inPool(r Range) bool {
+	return r.Start >= s.pool.Start && r.End() <= s.pool.End()
+}
+
+// Acquire returns id's lease, allocating the lowest free block if id has none.
+// Acquiring twice for one id returns the same block (a retried create).
+func (s *Store) Acquire(id, runcRoot, bundle string) (Lease, error) {
+	if id == "" {
+		return Lease{}, errors.New("lease: empty container id")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.leases[id]; ok {
+		return l, nil
+	}
+	used := make([]Range, 0, len(s.leases))
+	for _, l := range s.leases {
+		used = append(used, l.Range)
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].Start < used[j].Start })
+	next := uint64(s.pool.Start)
+	for _, r := range used {
+		if uint64(r.Start) >= next+BlockSize {
+			break
+		}
+		if r.End() > next {
+			next = r.End()
+		}
+	}
+	if next+BlockSize > s.pool.End() {
+		return Lease{}, fmt.Errorf("lease for %s: %w (%d leases in %d+%d)", id, ErrExhausted, len(s.leases), s.pool.Start, s.pool.Size)
+	}
+	l := Lease{ID: id, Range: Range{Start: uint32(next), Size: BlockSize}, RuncRoot: runcRoot, Bundle: bundle, Created: time.Now().UTC()}
+	s.leases[id] = l
+	if err := s.saveLocked(); err != nil {
+		delete(s.leases, id)
+		return Lease{}, err
+	}
+	return l, nil
+}
+
+// Release frees id's lease. Releasing an unknown id is not an error: delete
+// is retried by engines and must be idempotent.
+func (s *Store) Release(id string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.leases[id]
+	if !ok {
+		return false, nil
+	}
+	delete(s.leases, id)
+	if err := s.saveLocked(); err != nil {
+		s.leases[id] = l
+		return false, err
+	}
+	return true, nil
+}
+
+// Get returns id's lease.
+func (s *Store) Get(id string) (Lease, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.leases[id]
+	return l, ok
+}
+
+// List returns all leases ordered by base.
+func (s *Store) List() []Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Lease, 0, len(s.leases))
+	for _, l := range s.leases {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out
+}
+
+// Pool returns the configured pool.
+func (s *Store) Pool() Range { return s.pool }
+
+func (s *Store) saveLocked() error {
+	b, err := json.MarshalIndent(fileFormat{Version: 1, Pool: s.pool, Leases: s.leases}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(s.path, b, 0o600)
+}

@@ -1,0 +1,200 @@
+// Package registry keeps the supervisor's record of every container it
+// serves, in memory for the notify path and on disk so that a restarted
+// supervisor knows which containers, leases and start times exist.
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/statefile"
+)
+
+// Status of a container as the supervisor sees it.
+const (
+	StatusCreated = "created" // leased, runtime has not handed a listener yet
+	StatusRunning = "running" // init's listener is live
+	StatusStopped = "stopped" // init's listener closed: every task is gone
+)
+
+// Record is the persisted part of a container.
+type Record struct {
+	ID       string      `json:"id"`
+	Bundle   string      `json:"bundle"`
+	RuncRoot string      `json:"runcRoot,omitempty"`
+	Policy   string      `json:"policy"`
+	Lease    lease.Range `json:"lease"`
+	Status   string      `json:"status"`
+	InitPid  int         `json:"initPid,omitempty"`
+	// InitStartNs is init's start on CLOCK_BOOTTIME, from /proc/<pid>/stat,
+	// so uptime survives supervisor restarts.
+	InitStartNs int64        `json:"initStartNs,omitempty"`
+	Cgroups     cgroup.Paths `json:"cgroups,omitempty"`
+	Created     time.Time    `json:"created"`
+}
+
+// Container is a live record plus counters. Handlers read it without locks:
+// fields set at registration are published once via the atomic pointer.
+type Container struct {
+	rec      atomic.Pointer[Record]
+	Notified atomic.Uint64
+	// Listeners counts live seccomp listener loops (init plus execs).
+	Listeners atomic.Int32
+}
+
+// Snapshot returns a copy of the record.
+func (c *Container) Snapshot() Record { return *c.rec.Load() }
+
+// ID implements handlers.Container.
+func (c *Container) ID() string { return c.rec.Load().ID }
+
+// InitStart implements handlers.Container.
+func (c *Container) InitStart() time.Duration { return time.Duration(c.rec.Load().InitStartNs) }
+
+// Cgroups implements handlers.Container.
+func (c *Container) Cgroups() cgroup.Paths { return c.rec.Load().Cgroups }
+
+// Registry is the set of containers. Its lock guards the map only; the
+// notify path holds a *Container and never takes it.
+type Registry struct {
+	dir string
+	mu  sync.RWMutex
+	m   map[string]*Container
+}
+
+// Open loads every record under dir.
+func Open(dir string) (*Registry, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", dir, err)
+	}
+	r := &Registry{dir: dir, m: map[string]*Container{}}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+		var rec Record
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", p, err)
+		}
+		c := &Container{}
+		c.rec.Store(&rec)
+		r.m[rec.ID] = c
+	}
+	return r, nil
+}
+
+// ValidID rejects ids that could escape the state directory.
+func ValidID(id string) error {
+	if id == "" || len(id) > 1024 || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return fmt.Errorf("invalid container id %q", id)
+	}
+	return nil
+}
+
+// ErrNotFound means no such container.
+var ErrNotFound = errors.New("container not found")
+
+// Add records a new container, or returns the existing one for a retried create.
+func (r *Registry) Add(rec Record) (*Container, error) {
+	if err := ValidID(rec.ID); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.m[rec.ID]; ok {
+		return c, nil
+	}
+	c := &Container{}
+	c.rec.Store(&rec)
+	if err := r.save(&rec); err != nil {
+		return nil, err
+	}
+	r.m[rec.ID] = c
+	return c, nil
+}
+
+// Update applies fn to a copy of id's record, persists it, then publishes it.
+func (r *Registry) Update(id string, fn func(*Record)) (*Container, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.m[id]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	rec := c.Snapshot()
+	fn(&rec)
+	if err := r.save(&rec); err != nil {
+		return nil, err
+	}
+	c.rec.Store(&rec)
+	return c, nil
+}
+
+// Get returns id's container.
+func (r *Registry) Get(id string) (*Container, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c, ok := r.m[id]
+	return c, ok
+}
+
+// Remove forgets id and deletes its record.
+func (r *Registry) Remove(id string) error {
+	if err := ValidID(id); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, id)
+	if err := os.Remove(r.path(id)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove record of %s: %w", id, err)
+	}
+	return nil
+}
+
+// List returns all containers ordered by creation.
+func (r *Registry) List() []*Container {
+	r.mu.RLock()
+	out := make([]*Container, 0, len(r.m))
+	for _, c := range r.m {
+		out = append(out, c)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Snapshot(), out[j].Snapshot()
+		if !a.Created.Equal(b.Created) {
+			return a.Created.Before(b.Created)
+		}
+		return a.ID < b.ID
+	})
+	return out
+}
+
+func (r *Registry) path(id string) string { return filepath.Join(r.dir, id+".json") }
+
+func (r *Registry) save(rec *Record) error {
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(r.path(rec.ID), b, 0o600)
+}

@@ -1,0 +1,452 @@
+// Package supervisor is sysvisord: it leases ID ranges to the runtime,
+// receives each container process's seccomp listener, and answers trapped
+// syscalls through the handlers table.
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/handoff"
+	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/registry"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Config is sysvisord's configuration.
+type Config struct {
+	RunDir   string
+	StateDir string
+	SubUID   string
+	SubGID   string
+	Log      hclog.Logger
+	// NoSyncWakeUp disables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (for benchmarks).
+	NoSyncWakeUp bool
+}
+
+// Server is a running supervisor.
+type Server struct {
+	cfg    Config
+	log    hclog.Logger
+	leases *lease.Store
+	reg    *registry.Registry
+	table  *handlers.Table
+	mounts cgroup.Mounts
+
+	mu        sync.Mutex
+	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
+	wg        sync.WaitGroup
+	ctx       context.Context
+}
+
+// New prepares state (subordinate-ID pool, leases, records) without serving.
+func New(cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = hclog.NewNullLogger()
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = control.DefaultRunDir
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = "/var/lib/sysvisor"
+	}
+	if cfg.SubUID == "" {
+		cfg.SubUID = "/etc/subuid"
+	}
+	if cfg.SubGID == "" {
+		cfg.SubGID = "/etc/subgid"
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", cfg.StateDir, err)
+	}
+	pool, err := lease.EnsurePool(cfg.SubUID, cfg.SubGID)
+	if err != nil {
+		return nil, fmt.Errorf("subordinate ID pool: %w", err)
+	}
+	leases, err := lease.Open(filepath.Join(cfg.StateDir, "leases.json"), pool)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := registry.Open(filepath.Join(cfg.StateDir, "containers"))
+	if err != nil {
+		return nil, err
+	}
+	table, err := handlers.NewTable(nil)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := cgroup.HostMounts()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup mounts: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
+		listeners: map[string]map[*notify.Fd]struct{}{}}
+	s.reconcile()
+	return s, nil
+}
+
+// reconcile runs at start: records of containers whose runtime state is gone
+// (deleted while the supervisor was down) give back their leases; records
+// that were running lost their listeners with the old process.
+func (s *Server) reconcile() {
+	for _, c := range s.reg.List() {
+		rec := c.Snapshot()
+		if rec.RuncRoot != "" {
+			if _, err := os.Stat(filepath.Join(rec.RuncRoot, rec.ID, "state.json")); os.IsNotExist(err) && time.Since(rec.Created) > time.Minute {
+				s.log.Info("container gone while supervisor was down; releasing its lease", "container", rec.ID)
+				s.forget(rec.ID)
+				continue
+			}
+		}
+		if rec.Status == registry.StatusRunning {
+			s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
+			s.log.Warn("container's seccomp listeners were lost with the previous supervisor; its trapped syscalls now fail with ENOSYS", "container", rec.ID)
+		}
+	}
+	for _, l := range s.leases.List() {
+		if _, ok := s.reg.Get(l.ID); !ok {
+			s.log.Info("releasing lease without a container record", "container", l.ID)
+			s.leases.Release(l.ID)
+		}
+	}
+}
+
+// Run serves until ctx is done, then closes every listener and waits for
+// every goroutine it started.
+func (s *Server) Run(ctx context.Context) error {
+	s.ctx = ctx
+	if err := os.MkdirAll(s.cfg.RunDir, 0o711); err != nil {
+		return fmt.Errorf("run dir %s: %w", s.cfg.RunDir, err)
+	}
+	ctl, err := control.Listen(filepath.Join(s.cfg.RunDir, control.ControlSocket))
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	sec, err := control.Listen(filepath.Join(s.cfg.RunDir, control.SeccompSocket))
+	if err != nil {
+		ctl.Close()
+		return fmt.Errorf("seccomp socket: %w", err)
+	}
+	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
+		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version)
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.acceptLoop(ctl, s.serveControl) }()
+	go func() { defer s.wg.Done(); s.acceptLoop(sec, s.serveHandoff) }()
+	<-ctx.Done()
+	ctl.Close()
+	sec.Close()
+	s.mu.Lock()
+	for _, fds := range s.listeners {
+		for fd := range fds {
+			fd.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.log.Info("sysvisord stopped")
+	return nil
+}
+
+func (s *Server) acceptLoop(l *net.UnixListener, serve func(*net.UnixConn)) {
+	for {
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Error("accept", "socket", l.Addr().String(), "error", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer conn.Close()
+			serve(conn)
+		}()
+	}
+}
+
+func (s *Server) serveControl(conn *net.UnixConn) {
+	uid, err := handoff.PeerUID(conn)
+	if err != nil || uid != 0 {
+		json.NewEncoder(conn).Encode(control.Response{Error: fmt.Sprintf("permission denied: the control socket serves root only (peer uid %d)", uid)})
+		return
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	var req control.Request
+	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+		json.NewEncoder(conn).Encode(control.Response{Error: "malformed request: " + err.Error()})
+		return
+	}
+	resp := s.handleControl(req)
+	if resp.Error != "" {
+		s.log.Warn("control request failed", "op", req.Op, "container", req.ID, "error", resp.Error)
+	}
+	json.NewEncoder(conn).Encode(resp)
+}
+
+func (s *Server) handleControl(req control.Request) control.Response {
+	switch req.Op {
+	case control.OpPing:
+		return control.Response{}
+	case control.OpVersion:
+		p := s.leases.Pool()
+		return control.Response{Version: Version, Pool: &p}
+	case control.OpCreate:
+		if err := registry.ValidID(req.ID); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
+		if err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		_, err = s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy,
+			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC()})
+		if err != nil {
+			s.leases.Release(req.ID)
+			return control.Response{Error: err.Error()}
+		}
+		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", req.Policy)
+		return control.Response{Lease: &l.Range}
+	case control.OpDelete:
+		if err := registry.ValidID(req.ID); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		if err := s.forget(req.ID); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		return control.Response{}
+	case control.OpPs:
+		return control.Response{Containers: s.ps()}
+	}
+	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// forget stops serving id and releases everything it held.
+func (s *Server) forget(id string) error {
+	s.mu.Lock()
+	fds := s.listeners[id]
+	delete(s.listeners, id)
+	s.mu.Unlock()
+	for fd := range fds {
+		fd.Close()
+	}
+	if err := s.reg.Remove(id); err != nil {
+		return err
+	}
+	released, err := s.leases.Release(id)
+	if err != nil {
+		return err
+	}
+	if released {
+		s.log.Info("container deleted, lease released", "container", id)
+	}
+	return nil
+}
+
+func (s *Server) ps() []control.ContainerInfo {
+	now, _ := handlers.BootTime()
+	var out []control.ContainerInfo
+	for _, c := range s.reg.List() {
+		rec := c.Snapshot()
+		info := control.ContainerInfo{Record: rec, Notifications: c.Notified.Load(), Listeners: c.Listeners.Load()}
+		if rec.InitStartNs > 0 && rec.Status == registry.StatusRunning {
+			info.UptimeSeconds = (now - time.Duration(rec.InitStartNs)).Seconds()
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+func (s *Server) serveHandoff(conn *net.UnixConn) {
+	msg, err := handoff.Receive(conn, 10*time.Second)
+	if err != nil {
+		s.log.Error("seccomp handoff rejected", "error", err)
+		return
+	}
+	id, pid := msg.State.State.ID, msg.State.Pid
+	log := s.log.With("container", id, "pid", pid)
+	if msg.PeerUID != 0 {
+		unix.Close(msg.SeccompFd)
+		log.Error("seccomp handoff rejected: peer is not root", "peer_uid", msg.PeerUID)
+		return
+	}
+	var meta struct {
+		ID string `json:"id"`
+	}
+	if msg.State.Metadata != "" {
+		if err := json.Unmarshal([]byte(msg.State.Metadata), &meta); err != nil || (meta.ID != "" && meta.ID != id) {
+			unix.Close(msg.SeccompFd)
+			log.Error("seccomp handoff rejected: listener metadata does not match container", "metadata", msg.State.Metadata)
+			return
+		}
+	}
+	c, ok := s.reg.Get(id)
+	if !ok {
+		unix.Close(msg.SeccompFd)
+		log.Error("seccomp handoff for a container sysvisord did not create; its trapped syscalls will fail with ENOSYS")
+		return
+	}
+	init := c.Snapshot().InitPid == 0
+	if init {
+		start, err := procStart(pid)
+		if err != nil {
+			unix.Close(msg.SeccompFd)
+			log.Error("seccomp handoff: cannot read init's start time", "error", err)
+			return
+		}
+		cg, err := cgroup.Of(pid, s.mounts)
+		if err != nil {
+			log.Warn("cannot resolve init's cgroups; resource views fall back to the host", "error", err)
+		}
+		c, err = s.reg.Update(id, func(r *registry.Record) {
+			r.InitPid, r.InitStartNs, r.Cgroups, r.Status = pid, int64(start), cg, registry.StatusRunning
+		})
+		if err != nil {
+			unix.Close(msg.SeccompFd)
+			log.Error("seccomp handoff: cannot record container", "error", err)
+			return
+		}
+	}
+	fd, err := notify.NewFd(msg.SeccompFd, "seccomp:"+id)
+	if err != nil {
+		log.Error("seccomp handoff", "error", err)
+		return
+	}
+	if !s.cfg.NoSyncWakeUp {
+		if err := fd.SetSyncWakeUp(); err != nil {
+			log.Debug("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable", "error", err)
+		}
+	}
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		fd.Close()
+		return
+	}
+	if s.listeners[id] == nil {
+		s.listeners[id] = map[*notify.Fd]struct{}{}
+	}
+	s.listeners[id][fd] = struct{}{}
+	s.mu.Unlock()
+	log.Info("seccomp listener attached", "init", init)
+	c.Listeners.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serveListener(c, fd, log)
+		c.Listeners.Add(-1)
+		s.mu.Lock()
+		if fds := s.listeners[id]; fds != nil {
+			delete(fds, fd)
+		}
+		s.mu.Unlock()
+		fd.Close()
+		if init {
+			if _, err := s.reg.Update(id, func(r *registry.Record) { r.Status = registry.StatusStopped }); err == nil {
+				log.Info("container init's listener closed: container stopped")
+			}
+		}
+	}()
+}
+
+// serveListener is the notify loop of one listener fd. It owns the fd's
+// notifications and never blocks other containers: waiting is done in the
+// poller, not on a thread.
+func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, log hclog.Logger) {
+	var n notify.Notif
+	for {
+		err := fd.Receive(&n)
+		switch {
+		case errors.Is(err, notify.ErrClosed):
+			return
+		case errors.Is(err, notify.ErrGone):
+			continue
+		case err != nil:
+			log.Error("seccomp receive", "error", err)
+			return
+		}
+		c.Notified.Add(1)
+		resp := s.dispatch(c, fd, &n, log)
+		var serr error
+		switch resp.Kind {
+		case handlers.Continue:
+			serr = fd.Continue(n.ID)
+		case handlers.Errno:
+			serr = fd.Errno(n.ID, resp.Errno)
+		default:
+			serr = fd.Return(n.ID, resp.Val)
+		}
+		if serr != nil && !errors.Is(serr, notify.ErrGone) {
+			log.Warn("seccomp respond", "error", serr)
+		}
+	}
+}
+
+func (s *Server) dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, log hclog.Logger) handlers.Response {
+	if !handlers.IsNative(n.Data.Arch) {
+		// Compat ABIs have other numbers and struct layouts; refusing is
+		// safer than emulating them wrongly.
+		return handlers.Fail(unix.ENOSYS)
+	}
+	e, ok := s.table.Lookup(n.Data.Nr)
+	if !ok {
+		log.Warn("trapped syscall has no handler", "nr", n.Data.Nr)
+		return handlers.Fail(unix.ENOSYS)
+	}
+	req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log}
+	resp := e.Handler.Handle(&req)
+	if log.IsTrace() {
+		log.Trace("notification", "syscall", e.Name, "caller", n.Pid, "decision", resp.String())
+	}
+	return resp
+}
+
+// procStart returns pid's start time on CLOCK_BOOTTIME from /proc/<pid>/stat.
+func procStart(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatStart(string(b))
+}
+
+func parseStatStart(stat string) (time.Duration, error) {
+	// comm may contain spaces and parentheses: fields start after the last ')'.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed stat")
+	}
+	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stat starttime: %w", err)
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, fixed at 100 on every Linux architecture Go supports.
+const clockTicks = 100
