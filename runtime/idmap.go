@@ -56,7 +56,14 @@ func UsernsFd(base, size uint32) (int, error) {
 
 // idmapClone attaches an idmapped copy of src at dst (created as a file or
 // directory to match src).
-func idmapClone(src, dst string, usernsFd int, recursive bool) error {
+//
+// The clone would otherwise be a peer of its source: mounts made on the host
+// under src would appear in it, and unmounting inside it would propagate back
+// and take the host's mounts away (it did: our bind over the engine's rootfs
+// path vanished when the layer clones were detached). propagation is
+// MS_PRIVATE for clones only sysvisor uses, MS_SLAVE for bind sources, which
+// keeps host-to-container propagation the way Docker's default rslave does.
+func idmapClone(src, dst string, usernsFd int, recursive bool, propagation uint64) error {
 	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
 	attrFlags := unix.AT_EMPTY_PATH
 	if recursive {
@@ -68,7 +75,7 @@ func idmapClone(src, dst string, usernsFd int, recursive bool) error {
 		return fmt.Errorf("open_tree %s: %w", src, err)
 	}
 	defer unix.Close(tfd)
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFd)}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFd), Propagation: propagation}
 	if err := unix.MountSetattr(tfd, "", uint(attrFlags), &attr); err != nil {
 		return fmt.Errorf("idmap %s: %w", src, err)
 	}
@@ -245,62 +252,91 @@ func mountIdmappedOverlay(o *Overlay, layers map[string]string, target string, b
 			}
 			unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
 			unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
-			fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-			if err != nil {
-				return fmt.Errorf("fsopen overlay: %w", err)
+			var lower []string
+			for _, l := range o.Lower {
+				lower = append(lower, layers[l])
 			}
-			defer unix.Close(fsfd)
-			set := func(k, v string) error {
-				if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
-					return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
-				}
-				return nil
-			}
-			if err := unix.FsconfigSetString(fsfd, "lowerdir+", layers[o.Lower[0]]); err == nil {
-				for _, l := range o.Lower[1:] {
-					if err := set("lowerdir+", layers[l]); err != nil {
-						return err
-					}
-				}
-			} else {
-				// Kernels before 6.8 take the whole list in one option.
-				var ls []string
-				for _, l := range o.Lower {
-					ls = append(ls, layers[l])
-				}
-				if err := set("lowerdir", strings.Join(ls, ":")); err != nil {
-					return err
-				}
-			}
-			if o.Upper != "" {
-				if err := set("upperdir", layers[o.Upper]); err != nil {
-					return err
-				}
-				if err := set("workdir", layers[o.Work]); err != nil {
-					return err
-				}
-			}
-			for _, opt := range o.Other {
-				k, v, _ := strings.Cut(opt, "=")
-				if err := set(k, v); err != nil {
-					return err
-				}
-			}
-			if err := unix.FsconfigCreate(fsfd); err != nil {
-				return fmt.Errorf("create overlay: %w", err)
-			}
-			mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("fsmount overlay: %w", err)
-			}
-			defer unix.Close(mfd)
-			if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-				return fmt.Errorf("attach overlay at %s: %w", target, err)
-			}
-			return nil
+			return fsOverlay(lower, layers[o.Upper], layers[o.Work], o.Other, target, false)
 		}()
 	}()
 	return <-errc
+}
+
+// engineView mounts at path a read-only overlay of the container's upper
+// layer over its lowers, all as they are on disk. The engine (docker diff,
+// commit, export, cp out of a running container) reads the rootfs through
+// that path and must see on-disk ownership, which our idmapped overlay cannot
+// show it: overlayfs mounts are not idmappable. Read-only, with no work dir,
+// it shares nothing writable with the container's overlay.
+func engineView(o *Overlay, path string) error {
+	lower := o.Lower
+	if o.Upper != "" {
+		lower = append([]string{o.Upper}, o.Lower...)
+	}
+	var other []string
+	for _, opt := range o.Other {
+		// Options that only mean something with an upper layer.
+		if k, _, _ := strings.Cut(opt, "="); k != "index" && k != "volatile" && k != "nfs_export" {
+			other = append(other, opt)
+		}
+	}
+	return fsOverlay(lower, "", "", other, path, true)
+}
+
+// fsOverlay mounts an overlay at target with the new mount API, which takes
+// any number of layers (mount(2) data is limited to a page).
+func fsOverlay(lower []string, upper, work string, other []string, target string, ro bool) error {
+	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen overlay: %w", err)
+	}
+	defer unix.Close(fsfd)
+	set := func(k, v string) error {
+		if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+			return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
+		}
+		return nil
+	}
+	if err := unix.FsconfigSetString(fsfd, "lowerdir+", lower[0]); err == nil {
+		for _, l := range lower[1:] {
+			if err := set("lowerdir+", l); err != nil {
+				return err
+			}
+		}
+	} else if err := set("lowerdir", strings.Join(lower, ":")); err != nil {
+		// Kernels before 6.8 take the whole list in one option.
+		return err
+	}
+	if upper != "" {
+		if err := set("upperdir", upper); err != nil {
+			return err
+		}
+		if err := set("workdir", work); err != nil {
+			return err
+		}
+	}
+	for _, opt := range other {
+		k, v, _ := strings.Cut(opt, "=")
+		if err := set(k, v); err != nil {
+			return err
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return fmt.Errorf("create overlay: %w", err)
+	}
+	var attr int
+	if ro {
+		attr = unix.MOUNT_ATTR_RDONLY
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attr)
+	if err != nil {
+		return fmt.Errorf("fsmount overlay: %w", err)
+	}
+	defer unix.Close(mfd)
+	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach overlay at %s: %w", target, err)
+	}
+	return nil
 }
 
 // mountID returns the id of the mount path lives on.

@@ -54,7 +54,7 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logg
 			continue
 		}
 		dst := filepath.Join(dir, "mounts", fmt.Sprint(i))
-		if err := idmapClone(m.Source, dst, nsfd, slices.Contains(m.Options, "rbind")); err != nil {
+		if err := idmapClone(m.Source, dst, nsfd, slices.Contains(m.Options, "rbind"), unix.MS_SLAVE); err != nil {
 			// Not every filesystem supports idmapped mounts; the bind still
 			// works, with host-root files appearing as nobody inside.
 			log.Warnf("bind mount %s -> %s keeps host ownership: %v", m.Source, m.Destination, err)
@@ -94,7 +94,7 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	if top == nil || top.FSType != "overlay" {
 		// A plain directory (or a filesystem that supports idmapped mounts
 		// itself): one idmapped bind.
-		if err := idmapClone(rootfs, target, nsfd, true); err != nil {
+		if err := idmapClone(rootfs, target, nsfd, true, unix.MS_PRIVATE); err != nil {
 			return fmt.Errorf("%w (no per-file fallback: sysvisor never chowns an image)", err)
 		}
 		return nil
@@ -115,8 +115,9 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 		return err
 	}
 	// Two overlays must not share an upper directory: take the engine's
-	// down, put ours up, and give the engine's path a bind of ours so that
-	// `docker cp`/export see the same tree and its unmount still works.
+	// down, put ours up, and leave the engine's path a read-only view of the
+	// same layers with on-disk ownership (see engineView); the engine's own
+	// unmount at stop still works on it.
 	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount engine overlay: %w", err)
 	}
@@ -129,8 +130,8 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 		}
 		return err
 	}
-	if err := unix.Mount(target, rootfs, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind idmapped rootfs back at %s: %w", rootfs, err)
+	if err := engineView(o, rootfs); err != nil {
+		return fmt.Errorf("engine's view at %s: %w", rootfs, err)
 	}
 	return nil
 }
@@ -150,7 +151,7 @@ func idmapLayers(paths []string, dir string, nsfd int) (map[string]string, error
 		}
 	}
 	if same {
-		if err := idmapClone(common, dir, nsfd, false); err != nil {
+		if err := idmapClone(common, dir, nsfd, false, unix.MS_PRIVATE); err != nil {
 			return nil, err
 		}
 		for _, p := range paths {
@@ -161,7 +162,7 @@ func idmapLayers(paths []string, dir string, nsfd int) (map[string]string, error
 	}
 	for i, p := range paths {
 		dst := filepath.Join(dir, fmt.Sprint(i))
-		if err := idmapClone(p, dst, nsfd, false); err != nil {
+		if err := idmapClone(p, dst, nsfd, false, unix.MS_PRIVATE); err != nil {
 			return nil, err
 		}
 		out[p] = dst

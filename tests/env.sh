@@ -1,0 +1,105 @@
+#!/bin/bash
+# A private, self-contained sysvisor environment: sysvisord and a dockerd of
+# its own (data root, exec root, socket, pidfile, subuid pool all under $SV_DIR)
+# with sysvisor-runc registered. Nothing of the host's Docker is touched.
+#
+#   tests/env.sh up      start sysvisord + dockerd, build the busybox image
+#   tests/env.sh down    stop them, unmount and remove $SV_DIR
+#   tests/env.sh docker ARGS...   the docker CLI pointed at the private engine
+set -euo pipefail
+
+SV_DIR=${SV_DIR:-/tmp/sysvisor-env}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${SV_BIN:-$ROOT/bin}
+DOCKER=/usr/bin/docker   # Debian's client matches Debian's engine
+export DOCKER_HOST=unix://$SV_DIR/docker.sock
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+wait_for() { # seconds cmd...
+	local n=$(( $1 * 10 )); shift
+	for ((i = 0; i < n; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	return 1
+}
+
+up() {
+	mkdir -p "$SV_DIR"/{run,state,docker,exec,log}
+	# The pool lives in copies of the ID files, so the host's stay untouched.
+	[ -f "$SV_DIR/subuid" ] || cp /etc/subuid "$SV_DIR/subuid" 2>/dev/null || : >"$SV_DIR/subuid"
+	[ -f "$SV_DIR/subgid" ] || cp /etc/subgid "$SV_DIR/subgid" 2>/dev/null || : >"$SV_DIR/subgid"
+	if ! [ -f "$SV_DIR/sysvisord.pid" ] || ! kill -0 "$(cat "$SV_DIR/sysvisord.pid")" 2>/dev/null; then
+		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
+		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \
+			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --log-level "${SV_LOG_LEVEL:-info}" \
+			>>"$SV_DIR/log/sysvisord.log" 2>&1 </dev/null &
+		echo $! >"$SV_DIR/sysvisord.pid"
+		wait_for 10 test -S "$SV_DIR/run/control.sock" || { cat "$SV_DIR/log/sysvisord.log"; exit 1; }
+	fi
+	cat >"$SV_DIR/daemon.json" <<JSON
+{
+  "runtimes": {
+    "sysvisor-runc": {"path": "$BIN/sysvisor-runc", "runtimeArgs": ["--run-dir", "$SV_DIR/run"]}
+  },
+  "storage-driver": "overlay2"
+}
+JSON
+	if ! [ -f "$SV_DIR/docker.pid" ] || ! kill -0 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null; then
+		say "starting a private dockerd (log: $SV_DIR/log/dockerd.log)"
+		# No bridge or iptables: the host's network config stays as it was.
+		setsid dockerd --config-file "$SV_DIR/daemon.json" --data-root "$SV_DIR/docker" \
+			--exec-root "$SV_DIR/exec" -H "$DOCKER_HOST" --pidfile "$SV_DIR/docker.pid" \
+			--bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+			>>"$SV_DIR/log/dockerd.log" 2>&1 </dev/null &
+		wait_for 60 "$DOCKER" info || { tail -50 "$SV_DIR/log/dockerd.log"; exit 1; }
+	fi
+	image
+}
+
+# busybox image from Debian's busybox-static (no registry needed), plus a
+# static sysinfo(2) printer for the tests.
+image() {
+	"$DOCKER" image inspect sysvisor-test/busybox >/dev/null 2>&1 && return 0
+	say "building image sysvisor-test/busybox"
+	local r
+	r=$(mktemp -d)
+	mkdir -p "$r"/{bin,sbin,etc,tmp,root,proc,sys,dev,usr/bin,var/tmp}
+	chmod 1777 "$r/tmp" "$r/var/tmp"
+	cp /bin/busybox "$r/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"
+	done
+	gcc -static -O2 -o "$r/bin/sysinfo" "$ROOT/tests/testdata/sysinfo.c"
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
+	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' - sysvisor-test/busybox >/dev/null
+	rm -rf "$r"
+}
+
+down() {
+	[ -d "$SV_DIR" ] || return 0
+	if [ -f "$SV_DIR/docker.pid" ] && kill -0 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null; then
+		say "stopping dockerd"
+		"$DOCKER" ps -aq | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
+		kill "$(cat "$SV_DIR/docker.pid")" 2>/dev/null || true
+		wait_for 30 bash -c "! kill -0 $(cat "$SV_DIR/docker.pid")" || kill -9 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null || true
+	fi
+	# dockerd starts its own containerd; it exits with dockerd, but not always at once.
+	pkill -f "containerd --config $SV_DIR/exec" 2>/dev/null || true
+	if [ -f "$SV_DIR/sysvisord.pid" ] && kill -0 "$(cat "$SV_DIR/sysvisord.pid")" 2>/dev/null; then
+		say "stopping sysvisord"
+		kill "$(cat "$SV_DIR/sysvisord.pid")"
+		wait_for 10 bash -c "! kill -0 $(cat "$SV_DIR/sysvisord.pid")" || true
+	fi
+	# Deepest first, then the tree itself.
+	grep -F " $SV_DIR" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
+		umount -l "$m" 2>/dev/null || true
+	done
+	rm -rf "$SV_DIR"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+docker) shift; exec "$DOCKER" "$@" ;;
+*) echo "usage: $0 up|down|docker ARGS..." >&2; exit 2 ;;
+esac
