@@ -35,6 +35,8 @@ type Invocation struct {
 	Force  bool
 	// PreserveFds is runc's --preserve-fds count (fds 3.. passed through).
 	PreserveFds int
+	// Process is exec's --process file (the engine's process.json).
+	Process string
 }
 
 type flagKind int
@@ -59,6 +61,9 @@ var commandFlags = map[string]map[string]bool{
 	"create": {"bundle": true, "b": true, "console-socket": true, "pid-file": true, "preserve-fds": true, "pidfd-socket": true},
 	"run":    {"bundle": true, "b": true, "console-socket": true, "pid-file": true, "preserve-fds": true, "pidfd-socket": true},
 	"delete": {},
+	"exec": {"console-socket": true, "pidfd-socket": true, "cwd": true, "env": true, "e": true, "user": true, "u": true,
+		"additional-gids": true, "g": true, "process": true, "p": true, "process-label": true, "apparmor": true,
+		"cap": true, "c": true, "preserve-fds": true, "pid-file": true, "cgroup": true},
 }
 
 // Commands is runc's command set that sysvisor-runc serves.
@@ -94,7 +99,8 @@ func Parse(argv []string) (*Invocation, error) {
 				g.Pass = append(g.Pass, a)
 				continue
 			}
-			return nil, fmt.Errorf("flag provided but not defined: -%s", name)
+			flag, _, _ := strings.Cut(a, "=")
+			return nil, fmt.Errorf("flag provided but not defined: %s", flag)
 		}
 		if isOwn {
 			kind = okind
@@ -167,6 +173,9 @@ func (inv *Invocation) parseCommand(valueFlags map[string]bool) error {
 		if !ok {
 			if inv.ID == "" {
 				inv.ID = a
+				if inv.Command == "exec" {
+					break // the rest is the command to run
+				}
 			}
 			continue
 		}
@@ -184,6 +193,8 @@ func (inv *Invocation) parseCommand(valueFlags map[string]bool) error {
 			inv.Detach = !hasVal || val == "true"
 		case "force", "f":
 			inv.Force = !hasVal || val == "true"
+		case "process", "p":
+			inv.Process = val
 		case "preserve-fds":
 			if _, err := fmt.Sscanf(val, "%d", &inv.PreserveFds); err != nil || inv.PreserveFds < 0 {
 				return fmt.Errorf("%s: invalid --preserve-fds %q", inv.Command, val)

@@ -66,6 +66,11 @@ func Main(argv []string) int {
 		return r.create()
 	case "delete":
 		return r.delete()
+	case "exec":
+		if err := r.rewriteExecProcess(); err != nil {
+			r.log.Errorf("exec in %s: %v", inv.ID, err)
+			return 1
+		}
 	case "checkpoint", "restore":
 		r.log.Errorf("%s is not supported by sysvisor-runc: a system container's supervisor state cannot be checkpointed", inv.Command)
 		return 1
@@ -244,6 +249,37 @@ func (r *runner) delete() int {
 		r.release()
 	}
 	return code
+}
+
+// rewriteExecProcess gives an engine's exec process (docker exec) the same
+// capabilities the container's init got: the engine computed them for a
+// container without a user namespace.
+func (r *runner) rewriteExecProcess() error {
+	if r.inv.Process == "" {
+		return nil
+	}
+	b, err := os.ReadFile(r.inv.Process)
+	if err != nil {
+		return fmt.Errorf("read process: %w", err)
+	}
+	var p specs.Process
+	if err := json.Unmarshal(b, &p); err != nil {
+		return fmt.Errorf("%s: %w", r.inv.Process, err)
+	}
+	caps, err := HostBoundingSet()
+	if err != nil {
+		return err
+	}
+	rewriteCaps(&p, caps)
+	out, err := json.Marshal(&p)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(r.inv.Process)
+	if err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(r.inv.Process, out, st.Mode().Perm())
 }
 
 func loadSpec(path string) (*specs.Spec, os.FileMode, error) {

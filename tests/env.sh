@@ -91,7 +91,7 @@ down() {
 		wait_for 10 bash -c "! kill -0 $(cat "$SV_DIR/sysvisord.pid")" || true
 	fi
 	# Deepest first, then the tree itself.
-	grep -F " $SV_DIR" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do
+	{ grep -F " $SV_DIR" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
 		umount -l "$m" 2>/dev/null || true
 	done
 	rm -rf "$SV_DIR"
