@@ -4,6 +4,9 @@ BINDIR    ?= $(PREFIX)/bin
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO        ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Go's release tarball installs in /usr/local/go; a root shell may not have it on PATH.
+export PATH := $(PATH):/usr/local/go/bin
 GOFLAGS   ?=
 LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION)
 BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl
@@ -35,10 +38,12 @@ deps:
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
-# Every test: unit, integration (real notify filters), end to end (private dockerd).
+# Every test: unit, integration (real notify filters), end to end (private
+# dockerd). SYSVISOR_E2E=required turns "cannot run here" into a failure.
 test: deps build lint
-	$(GO) test -count=1 -timeout 30m ./...
+	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} $(GO) test -count=1 -timeout 30m ./...
 
 test-unit: build
 	$(GO) test -count=1 -short ./...

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -128,7 +127,18 @@ type MountEntry struct {
 
 // ReadMountinfo parses /proc/self/mountinfo.
 func ReadMountinfo() ([]MountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseMountinfo(f)
+}
+
+// ParseMountinfo parses mountinfo text (proc(5)). Mountpoint is unescaped;
+// Source and Super are as the kernel wrote them.
+func ParseMountinfo(r io.Reader) ([]MountEntry, error) {
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +183,11 @@ func unescapeOctal(s string) string {
 
 // ParseOverlay reads overlay options; relative layer paths (engines use them
 // when the option string would exceed a page) are resolved against base.
+//
+// super may be as mountinfo shows it: the kernel writes the option string it
+// was given with octal escapes (\040, \054, \134), which are decoded first.
 func ParseOverlay(super, base string) (*Overlay, error) {
+	super = unescapeOctal(super)
 	o := &Overlay{Opts: super}
 	abs := func(p string) string {
 		if filepath.IsAbs(p) {
@@ -188,6 +202,9 @@ func ParseOverlay(super, base string) (*Overlay, error) {
 			for _, l := range splitLower(v) {
 				o.Lower = append(o.Lower, abs(l))
 			}
+		case "lowerdir+":
+			// Mounts made with fsconfig list one layer per option.
+			o.Lower = append(o.Lower, abs(v))
 		case "upperdir":
 			o.Upper = abs(v)
 		case "workdir":
@@ -362,8 +379,6 @@ func commonDir(paths []string) string {
 	}
 	return c
 }
-
-var errNoIdmap = errors.New("filesystem does not support idmapped mounts")
 
 // secbitNoSetuidFixup keeps capabilities across uid changes (linux/securebits.h).
 const secbitNoSetuidFixup = 1 << 2
