@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
 // ContainerDir is where the runtime keeps a container's host-side mounts:
@@ -133,6 +136,63 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	if err := engineView(o, rootfs); err != nil {
 		return fmt.Errorf("engine's view at %s: %w", rootfs, err)
 	}
+	b, err := json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o})
+	if err != nil {
+		return err
+	}
+	return statefile.WriteAtomic(filepath.Join(dir, engineFile), b, 0o600)
+}
+
+// engineFile records the engine's overlay we replaced, so delete can put it
+// back: an engine may reuse its still-mounted rootfs for the next start
+// (docker restart does, by reference count) and must find its own overlay
+// there, not our read-only view.
+const engineFile = "engine.json"
+
+type engineMount struct {
+	Rootfs  string  `json:"rootfs"`
+	Overlay Overlay `json:"overlay"`
+}
+
+// restoreEngineRootfs swaps our read-only view at the engine's rootfs path
+// back for the engine's overlay. Only a mount that is our view is touched:
+// if the engine has already unmounted its path, there is nothing to do.
+func restoreEngineRootfs(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, engineFile))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var em engineMount
+	if err := json.Unmarshal(b, &em); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, engineFile), err)
+	}
+	mounts, err := ReadMountinfo()
+	if err != nil {
+		return err
+	}
+	var top *MountEntry
+	for i := range mounts {
+		if mounts[i].Mountpoint == em.Rootfs {
+			top = &mounts[i]
+		}
+	}
+	if top == nil || top.FSType != "overlay" {
+		return nil
+	}
+	view, err := ParseOverlay(top.Super, filepath.Dir(filepath.Dir(em.Rootfs)))
+	if err != nil || view.Upper != "" || em.Overlay.Upper == "" || len(view.Lower) == 0 || view.Lower[0] != em.Overlay.Upper {
+		return nil
+	}
+	if err := unix.Unmount(em.Rootfs, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount view at %s: %w", em.Rootfs, err)
+	}
+	o := em.Overlay
+	if err := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, em.Rootfs, false); err != nil {
+		return fmt.Errorf("restore engine overlay at %s: %w", em.Rootfs, err)
+	}
 	return nil
 }
 
@@ -199,7 +259,12 @@ func cleanupMounts(dir string) error {
 	if _, err := os.Lstat(dir); os.IsNotExist(err) {
 		return nil
 	}
+	// Our overlay goes first: the engine's must not come back while another
+	// overlay still uses the same upper directory.
 	if err := detachUnder(dir); err != nil {
+		return err
+	}
+	if err := restoreEngineRootfs(dir); err != nil {
 		return err
 	}
 	return removeSameMount(dir)

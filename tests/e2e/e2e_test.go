@@ -548,3 +548,24 @@ func TestNothingLeftAfterRemove(t *testing.T) {
 		t.Errorf("container record left after rm")
 	}
 }
+
+// TestRestart covers docker restart, where the engine may keep its rootfs
+// mounted across stop and start: the next create must find the engine's
+// own overlay there, not the read-only view sysvisor left for it.
+func TestRestart(t *testing.T) {
+	id := startDetached(t, "sysvisor-runc")
+	mustDocker(t, "exec", id, "touch", "/before")
+	for i := 0; i < 3; i++ {
+		mustDocker(t, "restart", "-t", "1", id)
+		mustDocker(t, "exec", id, "touch", fmt.Sprintf("/after-%d", i))
+	}
+	mustDocker(t, "stop", "-t", "1", id)
+	mustDocker(t, "start", id)
+	got := mustDocker(t, "exec", id, "sh", "-c", "ls / | grep -E '^(before|after-)' | sort | tr '\\n' ' '")
+	if got != "after-0 after-1 after-2 before" {
+		t.Errorf("files after restarts: %q", got)
+	}
+	if d := sortedLines(mustDocker(t, "diff", id)); d != "A /after-0\nA /after-1\nA /after-2\nA /before" {
+		t.Errorf("docker diff after restarts:\n%s", d)
+	}
+}
