@@ -103,28 +103,48 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// reconcile runs at start: records of containers whose runtime state is gone
-// (deleted while the supervisor was down) give back their leases; records
-// that were running lost their listeners with the old process.
+// reconcile runs at start. Records of containers deleted while the
+// supervisor was down give back their leases; containers still running lost
+// their listeners with the old process (their trapped syscalls fail with
+// ENOSYS until recovery of listener fds lands), but stay listed as running.
 func (s *Server) reconcile() {
 	for _, c := range s.reg.List() {
 		rec := c.Snapshot()
-		if rec.RuncRoot != "" {
-			if _, err := os.Stat(filepath.Join(rec.RuncRoot, rec.ID, "state.json")); os.IsNotExist(err) && time.Since(rec.Created) > time.Minute {
-				s.log.Info("container gone while supervisor was down; releasing its lease", "container", rec.ID)
-				s.forget(rec.ID)
-				continue
-			}
-		}
 		if rec.Status == registry.StatusRunning {
-			s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
 			s.log.Warn("container's seccomp listeners were lost with the previous supervisor; its trapped syscalls now fail with ENOSYS", "container", rec.ID)
 		}
 	}
+	s.collect()
 	for _, l := range s.leases.List() {
 		if _, ok := s.reg.Get(l.ID); !ok {
 			s.log.Info("releasing lease without a container record", "container", l.ID)
 			s.leases.Release(l.ID)
+		}
+	}
+}
+
+// collectEvery is how often collect runs. A container deleted while its
+// runtime could not reach us (sysvisord down or restarting) is found here.
+const collectEvery = 30 * time.Second
+
+// collect releases the leases of containers whose runtime state is gone and
+// marks as stopped running containers whose init has exited unseen (no
+// listener left to tell us). A fresh record is spared: between the lease and
+// runc's state file, a create is in flight.
+func (s *Server) collect() {
+	for _, c := range s.reg.List() {
+		rec := c.Snapshot()
+		if rec.RuncRoot != "" && time.Since(rec.Created) > time.Minute {
+			if _, err := os.Stat(filepath.Join(rec.RuncRoot, rec.ID, "state.json")); os.IsNotExist(err) {
+				s.log.Info("container gone without a delete reaching the supervisor; releasing its lease", "container", rec.ID)
+				s.forget(rec.ID)
+				continue
+			}
+		}
+		if rec.Status == registry.StatusRunning && c.Listeners.Load() == 0 && rec.InitPid > 0 {
+			if start, err := procStart(rec.InitPid); err != nil || int64(start) != rec.InitStartNs {
+				s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
+			}
 		}
 	}
 }
@@ -147,9 +167,22 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
 		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); s.acceptLoop(ctl, s.serveControl) }()
 	go func() { defer s.wg.Done(); s.acceptLoop(sec, s.serveHandoff) }()
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(collectEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.collect()
+			}
+		}
+	}()
 	<-ctx.Done()
 	ctl.Close()
 	sec.Close()
@@ -445,7 +478,8 @@ func parseStatStart(stat string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stat starttime: %w", err)
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
+	// Ticks times 10ms: ticks*time.Second would overflow after ~3 years of uptime.
+	return time.Duration(ticks) * (time.Second / clockTicks), nil
 }
 
 // clockTicks is USER_HZ, fixed at 100 on every Linux architecture Go supports.

@@ -22,12 +22,20 @@ wait_for() { # seconds cmd...
 	return 1
 }
 
+# alive PIDFILE: the process runs and is not a zombie (an orphan's zombie
+# lingers where PID 1 does not reap).
+alive() {
+	local p
+	p=$(cat "$1" 2>/dev/null) || return 1
+	[ -n "$p" ] && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" != Z ] && [ -n "$(ps -o stat= -p "$p" 2>/dev/null)" ]
+}
+
 up() {
 	mkdir -p "$SV_DIR"/{run,state,docker,exec,log}
 	# The pool lives in copies of the ID files, so the host's stay untouched.
 	[ -f "$SV_DIR/subuid" ] || cp /etc/subuid "$SV_DIR/subuid" 2>/dev/null || : >"$SV_DIR/subuid"
 	[ -f "$SV_DIR/subgid" ] || cp /etc/subgid "$SV_DIR/subgid" 2>/dev/null || : >"$SV_DIR/subgid"
-	if ! [ -f "$SV_DIR/sysvisord.pid" ] || ! kill -0 "$(cat "$SV_DIR/sysvisord.pid")" 2>/dev/null; then
+	if ! alive "$SV_DIR/sysvisord.pid"; then
 		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
 		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \
 			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --log-level "${SV_LOG_LEVEL:-info}" \
@@ -43,7 +51,7 @@ up() {
   "storage-driver": "overlay2"
 }
 JSON
-	if ! [ -f "$SV_DIR/docker.pid" ] || ! kill -0 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null; then
+	if ! alive "$SV_DIR/docker.pid"; then
 		say "starting a private dockerd (log: $SV_DIR/log/dockerd.log)"
 		# No bridge or iptables: the host's network config stays as it was.
 		setsid dockerd --config-file "$SV_DIR/daemon.json" --data-root "$SV_DIR/docker" \
@@ -77,18 +85,18 @@ image() {
 
 down() {
 	[ -d "$SV_DIR" ] || return 0
-	if [ -f "$SV_DIR/docker.pid" ] && kill -0 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null; then
+	if alive "$SV_DIR/docker.pid"; then
 		say "stopping dockerd"
 		"$DOCKER" ps -aq | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
 		kill "$(cat "$SV_DIR/docker.pid")" 2>/dev/null || true
-		wait_for 30 bash -c "! kill -0 $(cat "$SV_DIR/docker.pid")" || kill -9 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null || true
+		wait_for 30 bash -c "$(declare -f alive); ! alive $SV_DIR/docker.pid" || kill -9 "$(cat "$SV_DIR/docker.pid")" 2>/dev/null || true
 	fi
 	# dockerd starts its own containerd; it exits with dockerd, but not always at once.
 	pkill -f "containerd --config $SV_DIR/exec" 2>/dev/null || true
-	if [ -f "$SV_DIR/sysvisord.pid" ] && kill -0 "$(cat "$SV_DIR/sysvisord.pid")" 2>/dev/null; then
+	if alive "$SV_DIR/sysvisord.pid"; then
 		say "stopping sysvisord"
 		kill "$(cat "$SV_DIR/sysvisord.pid")"
-		wait_for 10 bash -c "! kill -0 $(cat "$SV_DIR/sysvisord.pid")" || true
+		wait_for 10 bash -c "$(declare -f alive); ! alive $SV_DIR/sysvisord.pid" || true
 	fi
 	# Deepest first, then the tree itself.
 	{ grep -F " $SV_DIR" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
