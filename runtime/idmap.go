@@ -267,8 +267,15 @@ func mountIdmappedOverlay(o *Overlay, layers map[string]string, target string, b
 			if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0); e != 0 {
 				return fmt.Errorf("set securebits: %w", e)
 			}
+			// setfs[ug]id report the previous value, never an error: a
+			// second call tells whether the first one took.
 			unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
 			unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
+			g, _, _ := unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
+			u, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
+			if uint32(g) != base || uint32(u) != base {
+				return fmt.Errorf("setfsuid/setfsgid %d did not take (fsuid %d, fsgid %d)", base, u, g)
+			}
 			var lower []string
 			for _, l := range o.Lower {
 				lower = append(lower, layers[l])

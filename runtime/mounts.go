@@ -121,14 +121,23 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	// down, put ours up, and leave the engine's path a read-only view of the
 	// same layers with on-disk ownership (see engineView); the engine's own
 	// unmount at stop still works on it.
-	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("unmount engine overlay: %w", err)
+	// Recorded first: whatever fails from here on, release puts the
+	// engine's overlay back from this file.
+	b, err := json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o})
+	if err != nil {
+		return err
+	}
+	if err := statefile.WriteAtomic(filepath.Join(dir, engineFile), b, 0o600); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
+	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount engine overlay: %w", err)
+	}
 	if err := mountIdmappedOverlay(o, layers, target, base); err != nil {
-		if rerr := unix.Mount("overlay", rootfs, "overlay", 0, o.Opts); rerr != nil {
+		if rerr := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, rootfs, false); rerr != nil {
 			return fmt.Errorf("%w (and restoring the engine's overlay failed: %v)", err, rerr)
 		}
 		return err
@@ -136,7 +145,7 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	if err := engineView(o, rootfs); err != nil {
 		return fmt.Errorf("engine's view at %s: %w", rootfs, err)
 	}
-	b, err := json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o})
+	b, err = json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o, ViewUp: true})
 	if err != nil {
 		return err
 	}
@@ -152,6 +161,9 @@ const engineFile = "engine.json"
 type engineMount struct {
 	Rootfs  string  `json:"rootfs"`
 	Overlay Overlay `json:"overlay"`
+	// ViewUp: our view replaced the engine's overlay. If the path is empty
+	// after that, the engine unmounted it and nothing may come back.
+	ViewUp bool `json:"viewUp"`
 }
 
 // restoreEngineRootfs swaps our read-only view at the engine's rootfs path
@@ -179,6 +191,15 @@ func restoreEngineRootfs(dir string) error {
 			top = &mounts[i]
 		}
 	}
+	o := em.Overlay
+	if top == nil && !em.ViewUp {
+		// Create failed between taking the engine's overlay down and
+		// putting our view up. The engine still counts it as mounted.
+		if err := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, em.Rootfs, false); err != nil {
+			return fmt.Errorf("restore engine overlay at %s: %w", em.Rootfs, err)
+		}
+		return nil
+	}
 	if top == nil || top.FSType != "overlay" {
 		return nil
 	}
@@ -189,7 +210,6 @@ func restoreEngineRootfs(dir string) error {
 	if err := unix.Unmount(em.Rootfs, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount view at %s: %w", em.Rootfs, err)
 	}
-	o := em.Overlay
 	if err := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, em.Rootfs, false); err != nil {
 		return fmt.Errorf("restore engine overlay at %s: %w", em.Rootfs, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,6 +51,11 @@ func Main(argv []string) int {
 			if (a == "--log" || a == "-log") && i+1 < len(argv) {
 				l.path = argv[i+1]
 			}
+			for _, p := range []string{"--log=", "-log="} {
+				if v, ok := strings.CutPrefix(a, p); ok {
+					l.path = v
+				}
+			}
 			if a == "--log-format=json" || ((a == "--log-format" || a == "-log-format") && i+1 < len(argv) && argv[i+1] == "json") {
 				l.json = true
 			}
@@ -61,6 +67,11 @@ func Main(argv []string) int {
 	r.runc = firstNonEmpty(inv.Global.Runc, os.Getenv(EnvRunc), "runc")
 	r.runDir = firstNonEmpty(inv.Global.RunDir, os.Getenv(EnvRunDir), control.DefaultRunDir)
 	r.root = firstNonEmpty(inv.Global.Root, "/run/runc")
+	if abs, err := filepath.Abs(r.root); err == nil {
+		// sysvisord looks for runc's state here to tell a live container
+		// from one deleted behind its back; it does not share our cwd.
+		r.root = abs
+	}
 	switch inv.Command {
 	case "create", "run":
 		return r.create()
@@ -163,6 +174,13 @@ func (r *runner) create() int {
 		r.log.Errorf("%v", err)
 		return 1
 	}
+	if r.containerExists() {
+		// runc would refuse too, but only after we had leased (the same
+		// block: leases are per id) and remounted the live container's
+		// rootfs; its failure path would then tear the live one down.
+		r.log.Errorf("container with id exists: %s", inv.ID)
+		return 1
+	}
 	name, source := policy.Select(spec.Annotations, processEnv(spec), inv.Global.Policy)
 	pol, err := policy.Lookup(name)
 	if err != nil {
@@ -236,7 +254,7 @@ func (r *runner) release() {
 		r.log.Errorf("container %s: clean up mounts: %v", r.inv.ID, err)
 	}
 	if _, err := control.Call(r.runDir, control.Request{Op: control.OpDelete, ID: r.inv.ID}, controlTimeout); err != nil {
-		r.log.Warnf("container %s: release lease: %v (sysvisord reclaims it when it next starts)", r.inv.ID, err)
+		r.log.Warnf("container %s: release lease: %v (sysvisord reclaims it once runc's state is gone)", r.inv.ID, err)
 	}
 }
 

@@ -55,6 +55,7 @@ type Server struct {
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
 	wg        sync.WaitGroup
 	ctx       context.Context
+	lock      *os.File // flock on the state dir, held until Run returns
 }
 
 // New prepares state (subordinate-ID pool, leases, records) without serving.
@@ -77,6 +78,23 @@ func New(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", cfg.StateDir, err)
 	}
+	// One supervisor per state directory: two would keep separate lease
+	// maps over one pool and hand out overlapping ranges.
+	lockPath := filepath.Join(cfg.StateDir, "sysvisord.lock")
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("another sysvisord is using state dir %s (lock %s: %w)", cfg.StateDir, lockPath, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	pool, err := lease.EnsurePool(cfg.SubUID, cfg.SubGID)
 	if err != nil {
 		return nil, fmt.Errorf("subordinate ID pool: %w", err)
@@ -98,7 +116,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("cgroup mounts: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
-		listeners: map[string]map[*notify.Fd]struct{}{}}
+		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock}
+	ok = true
 	s.reconcile()
 	return s, nil
 }
@@ -134,7 +153,9 @@ const collectEvery = 30 * time.Second
 func (s *Server) collect() {
 	for _, c := range s.reg.List() {
 		rec := c.Snapshot()
-		if rec.RuncRoot != "" && time.Since(rec.Created) > time.Minute {
+		// Live listeners prove the container exists, whatever the state
+		// directory says (a runtime with an unexpected --root).
+		if rec.RuncRoot != "" && time.Since(rec.Created) > time.Minute && c.Listeners.Load() == 0 {
 			if _, err := os.Stat(filepath.Join(rec.RuncRoot, rec.ID, "state.json")); os.IsNotExist(err) {
 				s.log.Info("container gone without a delete reaching the supervisor; releasing its lease", "container", rec.ID)
 				s.forget(rec.ID)
@@ -153,6 +174,7 @@ func (s *Server) collect() {
 // every goroutine it started.
 func (s *Server) Run(ctx context.Context) error {
 	s.ctx = ctx
+	defer s.lock.Close()
 	if err := os.MkdirAll(s.cfg.RunDir, 0o711); err != nil {
 		return fmt.Errorf("run dir %s: %w", s.cfg.RunDir, err)
 	}
@@ -276,14 +298,17 @@ func (s *Server) handleControl(req control.Request) control.Response {
 
 // forget stops serving id and releases everything it held.
 func (s *Server) forget(id string) error {
+	// The record goes under s.mu, as attach checks it under s.mu: no
+	// listener can join a container once it is forgotten.
 	s.mu.Lock()
 	fds := s.listeners[id]
 	delete(s.listeners, id)
+	err := s.reg.Remove(id)
 	s.mu.Unlock()
 	for fd := range fds {
 		fd.Close()
 	}
-	if err := s.reg.Remove(id); err != nil {
+	if err != nil {
 		return err
 	}
 	released, err := s.leases.Release(id)
@@ -376,6 +401,12 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		fd.Close()
 		return
 	}
+	if cur, ok := s.reg.Get(id); !ok || cur != c {
+		s.mu.Unlock()
+		fd.Close()
+		log.Warn("seccomp handoff for a container deleted meanwhile; dropped")
+		return
+	}
 	if s.listeners[id] == nil {
 		s.listeners[id] = map[*notify.Fd]struct{}{}
 	}
@@ -394,7 +425,8 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		}
 		s.mu.Unlock()
 		fd.Close()
-		if init {
+		// At shutdown the container lives on; only its listener ends.
+		if init && s.ctx.Err() == nil {
 			if _, err := s.reg.Update(id, func(r *registry.Record) { r.Status = registry.StatusStopped }); err == nil {
 				log.Info("container init's listener closed: container stopped")
 			}

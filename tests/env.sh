@@ -33,8 +33,11 @@ alive() {
 up() {
 	mkdir -p "$SV_DIR"/{run,state,docker,exec,log}
 	# The pool lives in copies of the ID files, so the host's stay untouched.
-	[ -f "$SV_DIR/subuid" ] || cp /etc/subuid "$SV_DIR/subuid" 2>/dev/null || : >"$SV_DIR/subuid"
-	[ -f "$SV_DIR/subgid" ] || cp /etc/subgid "$SV_DIR/subgid" 2>/dev/null || : >"$SV_DIR/subgid"
+	# A host sysvisor pool stays reserved under another name: our private
+	# sysvisord must not lease IDs a real one hands out.
+	for f in subuid subgid; do
+		[ -f "$SV_DIR/$f" ] || { sed 's/^sysvisor:/sysvisor-host:/' "/etc/$f" 2>/dev/null || true; } >"$SV_DIR/$f"
+	done
 	if ! alive "$SV_DIR/sysvisord.pid"; then
 		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
 		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \

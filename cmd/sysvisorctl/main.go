@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 )
 
@@ -19,8 +20,6 @@ commands:
   ps [--json]   containers served by sysvisord: id, init pid, ID range, policy, uptime
   version       versions of sysvisorctl and sysvisord
 `
-
-var version = "dev"
 
 func main() { os.Exit(run(os.Args[1:])) }
 
@@ -40,7 +39,7 @@ func run(args []string) int {
 	case "ps":
 		return ps(*runDir, rest)
 	case "version":
-		fmt.Println("sysvisorctl", version)
+		fmt.Println("sysvisorctl", supervisor.Version)
 		resp, err := call(*runDir, control.Request{Op: control.OpVersion})
 		if err != nil {
 			return fail(err)

@@ -19,13 +19,13 @@ import (
 
 func main() {
 	fs := flag.NewFlagSet("sysvisord", flag.ContinueOnError)
-	runDir := fs.String("run-dir", control.DefaultRunDir, "directory for sockets")
+	runDir := fs.String("run-dir", envOr("SYSVISOR_RUN_DIR", control.DefaultRunDir), "directory for sockets and per-container mounts (env SYSVISOR_RUN_DIR)")
 	stateDir := fs.String("state-dir", "/var/lib/sysvisor", "directory for persistent state (leases, container records)")
 	logLevel := fs.String("log-level", "info", "trace, debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	subuid := fs.String("subuid", "/etc/subuid", "subordinate uid file holding the sysvisor pool")
 	subgid := fs.String("subgid", "/etc/subgid", "subordinate gid file holding the sysvisor pool")
-	gops := fs.Bool("gops", true, "run a gops agent on loopback (port file under <run-dir>/gops)")
+	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
 	version := fs.Bool("version", false, "print version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -40,7 +40,7 @@ func main() {
 		os.Exit(2)
 	}
 	level := hclog.LevelFromString(*logLevel)
-	if level == hclog.NoLevel {
+	if level == hclog.NoLevel || level == hclog.Off {
 		fmt.Fprintf(os.Stderr, "sysvisord: --log-level %q: want trace, debug, info, warn or error\n", *logLevel)
 		os.Exit(2)
 	}
@@ -71,4 +71,11 @@ func main() {
 		log.Error("serve", "error", err)
 		os.Exit(1)
 	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }
