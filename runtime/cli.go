@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -196,9 +197,12 @@ func (inv *Invocation) parseCommand(valueFlags map[string]bool) error {
 		case "process", "p":
 			inv.Process = val
 		case "preserve-fds":
-			if _, err := fmt.Sscanf(val, "%d", &inv.PreserveFds); err != nil || inv.PreserveFds < 0 {
+			// Parsed as runc's flag package does; Sscanf would take "3x" as 3.
+			n, err := strconv.ParseUint(val, 0, 31)
+			if err != nil {
 				return fmt.Errorf("%s: invalid --preserve-fds %q", inv.Command, val)
 			}
+			inv.PreserveFds = int(n)
 		}
 	}
 	if inv.ID == "" {

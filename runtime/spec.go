@@ -192,7 +192,8 @@ func clampRlimits(p *specs.Process, host map[string]uint64) {
 
 // clampPingGroupRange keeps net.ipv4.ping_group_range inside the container's
 // GIDs: engines set "0 2147483647", which the kernel refuses (EINVAL) for
-// GIDs the user namespace does not map.
+// GIDs the user namespace does not map. A range that is empty, or lies wholly
+// outside the container's GIDs, becomes the kernel's "nobody" value "1 0".
 func clampPingGroupRange(sysctl map[string]string, size uint32) {
 	v, ok := sysctl["net.ipv4.ping_group_range"]
 	if !ok {
@@ -207,7 +208,7 @@ func clampPingGroupRange(sysctl map[string]string, size uint32) {
 		hi = max
 	}
 	if lo > hi {
-		lo = hi
+		lo, hi = 1, 0
 	}
 	sysctl["net.ipv4.ping_group_range"] = fmt.Sprintf("%d %d", lo, hi)
 }

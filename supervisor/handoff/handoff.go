@@ -64,7 +64,10 @@ func Receive(conn *net.UnixConn, timeout time.Duration) (*Message, error) {
 				return nil, perr
 			}
 		}
-		data.Write(buf[:n])
+		if n > 0 {
+			// A failed read (a deadline) returns n == -1.
+			data.Write(buf[:n])
+		}
 		if data.Len() > MaxStateSize {
 			closeAll(-1)
 			return nil, fmt.Errorf("container process state larger than %d bytes", MaxStateSize)
