@@ -230,7 +230,7 @@ func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
 		return &SpecError{"linux.seccomp.defaultAction", "SCMP_ACT_NOTIFY as default action is not supported"}
 	}
 	if len(sc.Architectures) == 0 {
-		sc.Architectures = []specs.Arch{nativeArch()}
+		sc.Architectures = defaultArches()
 	}
 	for _, r := range sc.Syscalls {
 		if r.Action == specs.ActNotify {

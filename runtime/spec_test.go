@@ -395,7 +395,7 @@ func TestRewriteWithoutSeccomp(t *testing.T) {
 		}
 		want := &specs.LinuxSeccomp{
 			DefaultAction:    specs.ActAllow,
-			Architectures:    []specs.Arch{nativeArch()},
+			Architectures:    defaultArches(), // 32-bit programs keep working
 			Flags:            []specs.LinuxSeccompFlag{waitKillable},
 			ListenerPath:     testListener,
 			ListenerMetadata: `{"id":"4f1e2d3c4b5a","policy":"default"}`,
