@@ -3,9 +3,14 @@
 package handlers
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -87,16 +92,117 @@ type Handler interface {
 // WriteMem copies b into the caller's memory at addr. The memory file is
 // opened first and the notification re-validated after, so a recycled pid can
 // never receive the data.
+//
+// /proc/<pid>/mem writes ignore page protections (FOLL_FORCE), so the target
+// range is first checked against the caller's mappings: where the kernel's
+// own copy_to_user would fail (read-only, PROT_NONE), the answer is EFAULT
+// and nothing is written.
 func (r *Request) WriteMem(addr uint64, b []byte) error {
+	// Opened before openMem validates the notification, so that it names
+	// the same process as the memory file.
+	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid))
+	if err != nil {
+		return fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
+	}
+	defer maps.Close()
 	f, err := r.openMem(os.O_WRONLY)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if !writable(maps, addr, uint64(len(b))) {
+		return unix.EFAULT
+	}
 	if _, err := f.WriteAt(b, int64(addr)); err != nil {
 		return unix.EFAULT
 	}
 	return nil
+}
+
+// writable reports whether [addr, addr+n) lies in writable mappings of the
+// process whose /proc/<pid>/maps is open as maps: by PROCMAP_QUERY (Linux
+// 6.11+, one lookup per mapping) or else by reading the listing.
+func writable(maps *os.File, addr, n uint64) bool {
+	if ok, err := queryWritable(maps, addr, n); err == nil {
+		return ok
+	}
+	ok, err := writableRange(maps, addr, n)
+	return err == nil && ok
+}
+
+// procmapQuery mirrors struct procmap_query of linux/fs.h.
+type procmapQuery struct {
+	Size, QueryFlags, QueryAddr             uint64
+	VmaStart, VmaEnd, VmaFlags, VmaPageSize uint64
+	VmaOffset, Inode                        uint64
+	DevMajor, DevMinor                      uint32
+	VmaNameSize, BuildIDSize                uint32
+	VmaNameAddr, BuildIDAddr                uint64
+}
+
+const (
+	ioctlProcmapQuery  = 0xc0686611 // _IOWR('f', 17, struct procmap_query)
+	procmapVmaWritable = 0x2        // PROCMAP_QUERY_VMA_WRITABLE
+)
+
+// queryWritable answers writable with PROCMAP_QUERY; an error means the
+// kernel cannot answer this way.
+func queryWritable(maps *os.File, addr, n uint64) (bool, error) {
+	end := addr + n
+	if end < addr {
+		return false, nil
+	}
+	rc, err := maps.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	for addr < end {
+		q := procmapQuery{Size: uint64(unsafe.Sizeof(procmapQuery{})), QueryAddr: addr}
+		var e unix.Errno
+		if err := rc.Control(func(fd uintptr) {
+			_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, ioctlProcmapQuery, uintptr(unsafe.Pointer(&q)))
+		}); err != nil {
+			return false, err
+		}
+		switch {
+		case e == unix.ENOENT: // no mapping covers addr
+			return false, nil
+		case e != 0:
+			return false, e
+		case q.VmaFlags&procmapVmaWritable == 0 || q.VmaEnd <= addr:
+			return false, nil
+		}
+		addr = q.VmaEnd
+	}
+	return true, nil
+}
+
+// writableRange reports whether [addr, addr+n) is covered, without gaps, by
+// mappings with write permission in a /proc/<pid>/maps listing.
+func writableRange(maps io.Reader, addr, n uint64) (bool, error) {
+	end := addr + n
+	if end < addr {
+		return false, nil
+	}
+	sc := bufio.NewScanner(maps)
+	for addr < end && sc.Scan() {
+		// "start-end perms offset dev inode path", addresses in hex.
+		rng, rest, _ := strings.Cut(sc.Text(), " ")
+		lo, hi, _ := strings.Cut(rng, "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		stop, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil || len(rest) < 2 {
+			return false, fmt.Errorf("malformed maps line %q", sc.Text())
+		}
+		if stop <= addr {
+			continue
+		}
+		if start > addr || rest[1] != 'w' {
+			return false, nil
+		}
+		addr = stop
+	}
+	return addr >= end, sc.Err()
 }
 
 // ReadMem copies len(b) bytes from the caller's memory at addr into b, then

@@ -235,6 +235,10 @@ func (s *Server) acceptLoop(l *net.UnixListener, serve func(*net.UnixConn)) {
 		go func() {
 			defer s.wg.Done()
 			defer conn.Close()
+			// A peer that never finishes its request must not hold up
+			// shutdown until the connection's deadline.
+			stop := context.AfterFunc(s.ctx, func() { conn.Close() })
+			defer stop()
 			serve(conn)
 		}()
 	}
