@@ -13,6 +13,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${SV_BIN:-$ROOT/bin}
 DOCKER=/usr/bin/docker   # Debian's client matches Debian's engine
 export DOCKER_HOST=unix://$SV_DIR/docker.sock
+# Every container's cgroup goes under this parent, removed by 'down': the
+# host's cgroup tree is left as it was found.
+CGROUP_PARENT=sysvisor-$(basename "$SV_DIR")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -51,7 +54,8 @@ up() {
   "runtimes": {
     "sysvisor-runc": {"path": "$BIN/sysvisor-runc", "runtimeArgs": ["--run-dir", "$SV_DIR/run"]}
   },
-  "storage-driver": "overlay2"
+  "storage-driver": "overlay2",
+  "cgroup-parent": "/$CGROUP_PARENT"
 }
 JSON
 	if ! alive "$SV_DIR/docker.pid"; then
@@ -101,6 +105,9 @@ down() {
 		kill "$(cat "$SV_DIR/sysvisord.pid")"
 		wait_for 10 bash -c "$(declare -f alive); ! alive $SV_DIR/sysvisord.pid" || true
 	fi
+	for d in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
 	# Deepest first, then the tree itself.
 	{ grep -F " $SV_DIR" /proc/self/mountinfo || true; } | awk '{print $5}' | sort -r | while read -r m; do
 		umount -l "$m" 2>/dev/null || true
@@ -110,6 +117,7 @@ down() {
 
 case "${1:-}" in
 up) up ;;
+cgroup-parent) echo "$CGROUP_PARENT" ;;
 down) down ;;
 docker) shift; exec "$DOCKER" "$@" ;;
 *) echo "usage: $0 up|down|docker ARGS..." >&2; exit 2 ;;

@@ -518,7 +518,13 @@ func TestContainerdCtr(t *testing.T) {
 		ref = image + ":latest"
 	}
 	name := "ctr-" + strconv.Itoa(os.Getpid())
-	out, err := ctr("run", "--rm", "--runc-binary", wrapper, ref, name, "cat", "/proc/self/uid_map")
+	parent, err := envsh("cgroup-parent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Under the environment's cgroup parent, which env.sh down removes.
+	cg := "/" + strings.TrimSpace(parent) + "/" + name
+	out, err := ctr("run", "--rm", "--cgroup", cg, "--runc-binary", wrapper, ref, name, "cat", "/proc/self/uid_map")
 	if err != nil {
 		t.Fatalf("ctr run: %v\n%s", err, out)
 	}
