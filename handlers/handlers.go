@@ -4,6 +4,7 @@ package handlers
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,17 @@ type Container interface {
 	// InitStart is when the container's init started, on CLOCK_BOOTTIME.
 	InitStart() time.Duration
 	Cgroups() cgroup.Paths
+	// MaskedPaths and ReadonlyPaths are the runtime's, from the spec: a
+	// procfs or sysfs mounted for the container gets them too.
+	MaskedPaths() []string
+	ReadonlyPaths() []string
+	// SysfsReadOnly: the container's /sys is read-only.
+	SysfsReadOnly() bool
+	// Protected reports whether a mount signature names one of the mounts
+	// the container may not unmount, move or make writable.
+	Protected(sig string) bool
+	// Protect adds signatures to that set, persistently.
+	Protect(sigs []string) error
 }
 
 // Request is one trapped syscall.
@@ -119,14 +131,35 @@ func (r *Request) WriteMem(addr uint64, b []byte) error {
 	return nil
 }
 
+// access is a permission a range of the caller's memory must have.
+type access struct {
+	vmaFlag uint64 // PROCMAP_QUERY_VMA_*
+	perm    byte   // the letter in /proc/<pid>/maps
+	index   int    // its position in the perms field
+}
+
+var (
+	readAccess  = access{vmaFlag: 0x1, perm: 'r', index: 0}
+	writeAccess = access{vmaFlag: 0x2, perm: 'w', index: 1}
+)
+
 // writable reports whether [addr, addr+n) lies in writable mappings of the
 // process whose /proc/<pid>/maps is open as maps: by PROCMAP_QUERY (Linux
 // 6.11+, one lookup per mapping) or else by reading the listing.
-func writable(maps *os.File, addr, n uint64) bool {
-	if ok, err := queryWritable(maps, addr, n); err == nil {
+func writable(maps *os.File, addr, n uint64) bool { return accessible(maps, addr, n, writeAccess) }
+
+// readable is writable's counterpart for reads: /proc/<pid>/mem reads
+// ignore PROT_NONE, where the kernel's copy_from_user fails.
+func readable(maps *os.File, addr, n uint64) bool { return accessible(maps, addr, n, readAccess) }
+
+func accessible(maps *os.File, addr, n uint64, a access) bool {
+	if ok, err := queryAccess(maps, addr, n, a); err == nil {
 		return ok
 	}
-	ok, err := writableRange(maps, addr, n)
+	if _, err := maps.Seek(0, io.SeekStart); err != nil {
+		return false
+	}
+	ok, err := rangeAccess(maps, addr, n, a)
 	return err == nil && ok
 }
 
@@ -140,14 +173,15 @@ type procmapQuery struct {
 	VmaNameAddr, BuildIDAddr                uint64
 }
 
-const (
-	ioctlProcmapQuery  = 0xc0686611 // _IOWR('f', 17, struct procmap_query)
-	procmapVmaWritable = 0x2        // PROCMAP_QUERY_VMA_WRITABLE
-)
+const ioctlProcmapQuery = 0xc0686611 // _IOWR('f', 17, struct procmap_query)
 
 // queryWritable answers writable with PROCMAP_QUERY; an error means the
 // kernel cannot answer this way.
 func queryWritable(maps *os.File, addr, n uint64) (bool, error) {
+	return queryAccess(maps, addr, n, writeAccess)
+}
+
+func queryAccess(maps *os.File, addr, n uint64, a access) (bool, error) {
 	end := addr + n
 	if end < addr {
 		return false, nil
@@ -169,7 +203,7 @@ func queryWritable(maps *os.File, addr, n uint64) (bool, error) {
 			return false, nil
 		case e != 0:
 			return false, e
-		case q.VmaFlags&procmapVmaWritable == 0 || q.VmaEnd <= addr:
+		case q.VmaFlags&a.vmaFlag == 0 || q.VmaEnd <= addr:
 			return false, nil
 		}
 		addr = q.VmaEnd
@@ -180,6 +214,10 @@ func queryWritable(maps *os.File, addr, n uint64) (bool, error) {
 // writableRange reports whether [addr, addr+n) is covered, without gaps, by
 // mappings with write permission in a /proc/<pid>/maps listing.
 func writableRange(maps io.Reader, addr, n uint64) (bool, error) {
+	return rangeAccess(maps, addr, n, writeAccess)
+}
+
+func rangeAccess(maps io.Reader, addr, n uint64, a access) (bool, error) {
 	end := addr + n
 	if end < addr {
 		return false, nil
@@ -191,18 +229,65 @@ func writableRange(maps io.Reader, addr, n uint64) (bool, error) {
 		lo, hi, _ := strings.Cut(rng, "-")
 		start, err1 := strconv.ParseUint(lo, 16, 64)
 		stop, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil || len(rest) < 2 {
+		if err1 != nil || err2 != nil || len(rest) < 4 {
 			return false, fmt.Errorf("malformed maps line %q", sc.Text())
 		}
 		if stop <= addr {
 			continue
 		}
-		if start > addr || rest[1] != 'w' {
+		if start > addr || rest[a.index] != a.perm {
 			return false, nil
 		}
 		addr = stop
 	}
 	return addr >= end, sc.Err()
+}
+
+// ReadString copies a NUL-terminated string of at most max bytes (without
+// the NUL) from the caller's memory, once: handlers act on this copy only,
+// so a thread rewriting the buffer after the trap changes nothing. Too long
+// gives ENAMETOOLONG, unreadable memory EFAULT, as the kernel would.
+func (r *Request) ReadString(addr uint64, max int) (string, error) {
+	if addr == 0 {
+		return "", unix.EFAULT
+	}
+	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid))
+	if err != nil {
+		return "", fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
+	}
+	defer maps.Close()
+	f, err := r.openMem(os.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	const page = 4096
+	var out []byte
+	for len(out) <= max {
+		// Up to the end of the page: the next page may not be mapped,
+		// and the kernel stops at the NUL without touching it.
+		n := page - addr%page
+		if !readable(maps, addr, n) {
+			return "", unix.EFAULT
+		}
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, int64(addr)); err != nil {
+			return "", unix.EFAULT
+		}
+		if i := bytes.IndexByte(buf, 0); i >= 0 {
+			out = append(out, buf[:i]...)
+			if len(out) > max {
+				break
+			}
+			if !r.Valid() {
+				return "", notify.ErrGone
+			}
+			return string(out), nil
+		}
+		out = append(out, buf...)
+		addr += n
+	}
+	return "", unix.ENAMETOOLONG
 }
 
 // ReadMem copies len(b) bytes from the caller's memory at addr into b, then

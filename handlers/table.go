@@ -21,6 +21,13 @@ type Entry struct {
 // listed here is never trapped.
 var table = []Entry{
 	{Name: "sysinfo", Handler: sysinfoHandler{}, Knob: "syscall.sysinfo", Doc: "uptime, RAM and task count of the container, from its cgroups"},
+	{Name: "mount", Handler: mountHandler{}, Knob: "syscall.mount", Doc: "procfs/sysfs built with the container's masks; remount, bind and move performed on resolved fds, never touching protected mounts; other new mounts left to the kernel"},
+	{Name: "umount2", Handler: umountHandler{}, Knob: "syscall.mount", Doc: "performed on resolved fds; the runtime's mounts and sysvisord's masks cannot be unmounted"},
+	{Name: "fsopen", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS, so callers fall back to the checked mount(2)"},
+	{Name: "fspick", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
+	{Name: "open_tree", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
+	{Name: "move_mount", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
+	{Name: "mount_setattr", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
 }
 
 // Table resolves syscall numbers for the native architecture once.

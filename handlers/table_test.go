@@ -20,7 +20,10 @@ func TestTable(t *testing.T) {
 	if !ok || e.Name != "sysinfo" || e.Handler == nil {
 		t.Errorf("Lookup(SYS_SYSINFO) = %+v, %v", e, ok)
 	}
-	for _, nr := range []int32{unix.SYS_READ, unix.SYS_MOUNT, -1} {
+	if e, ok := tab.Lookup(unix.SYS_MOUNT); !ok || e.Name != "mount" {
+		t.Errorf("Lookup(SYS_MOUNT) = %+v, %v", e, ok)
+	}
+	for _, nr := range []int32{unix.SYS_READ, unix.SYS_OPENAT, -1} {
 		if e, ok := tab.Lookup(nr); ok {
 			t.Errorf("Lookup(%d) = %+v: not intercepted", nr, e)
 		}
@@ -50,8 +53,8 @@ func TestNewTableSelection(t *testing.T) {
 	if _, ok := empty.Lookup(unix.SYS_SYSINFO); ok {
 		t.Error("an empty selection intercepts sysinfo")
 	}
-	_, err = NewTable([]string{"sysinfo", "uname", "mount"})
-	if err == nil || !strings.Contains(err.Error(), "[mount uname]") {
+	_, err = NewTable([]string{"sysinfo", "uname", "mount", "chown"})
+	if err == nil || !strings.Contains(err.Error(), "[chown uname]") {
 		t.Errorf("NewTable with unhandled syscalls: %v", err)
 	}
 }

@@ -23,7 +23,7 @@ const (
 )
 
 var builtin = map[string]Policy{
-	DefaultName: {Name: DefaultName, Notify: []string{"sysinfo"}},
+	DefaultName: {Name: DefaultName, Notify: []string{"sysinfo", "mount", "umount2", "fsopen", "fspick", "open_tree", "move_mount", "mount_setattr"}},
 }
 
 // Lookup returns the named built-in policy.

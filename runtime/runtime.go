@@ -200,7 +200,11 @@ func (r *runner) create() int {
 		r.log.Errorf("%s does not support seccomp SCMP_ACT_NOTIFY (runc >= 1.1 with libseccomp >= 2.5 is required)", r.runc)
 		return 1
 	}
-	resp, err := control.Call(r.runDir, control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name}, controlTimeout)
+	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name}
+	if spec.Linux != nil {
+		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
+	}
+	resp, err := control.Call(r.runDir, req, controlTimeout)
 	if err != nil {
 		r.log.Errorf("container %s: ID lease from sysvisord: %v", inv.ID, err)
 		return 1

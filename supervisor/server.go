@@ -279,7 +279,8 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			return control.Response{Error: err.Error()}
 		}
 		_, err = s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy,
-			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC()})
+			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
+			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
 			s.leases.Release(req.ID)
 			return control.Response{Error: err.Error()}
@@ -380,8 +381,17 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		if err != nil {
 			log.Warn("cannot resolve init's cgroups; resource views fall back to the host", "error", err)
 		}
+		// The mounts the runtime set up, as they are before the
+		// container's own code has run: the ones it may not undo.
+		protected, sysRO, err := handlers.RuntimeMounts(pid)
+		if err != nil {
+			unix.Close(msg.SeccompFd)
+			log.Error("seccomp handoff: cannot read init's mounts", "error", err)
+			return
+		}
 		c, err = s.reg.Update(id, func(r *registry.Record) {
 			r.InitPid, r.InitStartNs, r.Cgroups, r.Status = pid, int64(start), cg, registry.StatusRunning
+			r.Protected, r.SysfsReadOnly = protected, sysRO
 		})
 		if err != nil {
 			unix.Close(msg.SeccompFd)

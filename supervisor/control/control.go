@@ -39,6 +39,10 @@ type Request struct {
 	Bundle   string `json:"bundle,omitempty"`
 	RuncRoot string `json:"runcRoot,omitempty"`
 	Policy   string `json:"policy,omitempty"`
+	// The spec's masked and read-only paths, for the mounts sysvisord
+	// makes on the container's behalf.
+	MaskedPaths   []string `json:"maskedPaths,omitempty"`
+	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
 }
 
 // ContainerInfo is one row of ps.

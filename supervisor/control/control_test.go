@@ -63,12 +63,13 @@ func TestCallRoundTrip(t *testing.T) {
 		return Response{Error: "unknown op " + r.Op}
 	})
 
-	req := Request{Op: OpCreate, ID: "c1", Bundle: "/b", RuncRoot: "/run/runc", Policy: "default"}
+	req := Request{Op: OpCreate, ID: "c1", Bundle: "/b", RuncRoot: "/run/runc", Policy: "default",
+		MaskedPaths: []string{"/proc/kcore"}, ReadonlyPaths: []string{"/proc/sys"}}
 	resp, err := Call(runDir, req, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := <-reqs; got != req {
+	if got := <-reqs; !reflect.DeepEqual(got, req) {
 		t.Errorf("server got %+v, want %+v", got, req)
 	}
 	if resp.Lease == nil || *resp.Lease != (lease.Range{Start: 196608, Size: 65536}) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,6 +42,14 @@ type Record struct {
 	InitStartNs int64        `json:"initStartNs,omitempty"`
 	Cgroups     cgroup.Paths `json:"cgroups,omitempty"`
 	Created     time.Time    `json:"created"`
+	// From the spec at create: what the runtime hides and makes read-only.
+	MaskedPaths   []string `json:"maskedPaths,omitempty"`
+	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
+	// SysfsReadOnly: the container's /sys is mounted read-only.
+	SysfsReadOnly bool `json:"sysfsReadOnly,omitempty"`
+	// Protected holds the signatures of the runtime's mounts (taken when
+	// init's listener arrives) and of masks sysvisord added since.
+	Protected []string `json:"protected,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
@@ -50,6 +59,7 @@ type Container struct {
 	Notified atomic.Uint64
 	// Listeners counts live seccomp listener loops (init plus execs).
 	Listeners atomic.Int32
+	reg       *Registry
 }
 
 // Snapshot returns a copy of the record.
@@ -63,6 +73,41 @@ func (c *Container) InitStart() time.Duration { return time.Duration(c.rec.Load(
 
 // Cgroups implements handlers.Container.
 func (c *Container) Cgroups() cgroup.Paths { return c.rec.Load().Cgroups }
+
+// MaskedPaths implements handlers.Container.
+func (c *Container) MaskedPaths() []string { return c.rec.Load().MaskedPaths }
+
+// ReadonlyPaths implements handlers.Container.
+func (c *Container) ReadonlyPaths() []string { return c.rec.Load().ReadonlyPaths }
+
+// SysfsReadOnly implements handlers.Container.
+func (c *Container) SysfsReadOnly() bool { return c.rec.Load().SysfsReadOnly }
+
+// Protected implements handlers.Container. A linear scan: mount calls are
+// rare and the set holds a few dozen entries.
+func (c *Container) Protected(sig string) bool {
+	for _, p := range c.rec.Load().Protected {
+		if p == sig {
+			return true
+		}
+	}
+	return false
+}
+
+// Protect implements handlers.Container.
+func (c *Container) Protect(sigs []string) error {
+	if c.reg == nil {
+		return fmt.Errorf("container %s is not registered", c.ID())
+	}
+	_, err := c.reg.Update(c.ID(), func(r *Record) {
+		for _, s := range sigs {
+			if !slices.Contains(r.Protected, s) {
+				r.Protected = append(r.Protected, s)
+			}
+		}
+	})
+	return err
+}
 
 // Registry is the set of containers. Its lock guards the map only; the
 // notify path holds a *Container and never takes it.
@@ -95,7 +140,7 @@ func Open(dir string) (*Registry, error) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return nil, fmt.Errorf("parse %s: %w", p, err)
 		}
-		c := &Container{}
+		c := &Container{reg: r}
 		c.rec.Store(&rec)
 		r.m[rec.ID] = c
 	}
@@ -104,7 +149,7 @@ func Open(dir string) (*Registry, error) {
 
 // ValidID rejects ids that could escape the state directory.
 func ValidID(id string) error {
-	if id == "" || len(id) > 1024 || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+	if id == "" || len(id) > 250 || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
 		return fmt.Errorf("invalid container id %q", id)
 	}
 	return nil
@@ -123,7 +168,7 @@ func (r *Registry) Add(rec Record) (*Container, error) {
 	if c, ok := r.m[rec.ID]; ok {
 		return c, nil
 	}
-	c := &Container{}
+	c := &Container{reg: r}
 	c.rec.Store(&rec)
 	if err := r.save(&rec); err != nil {
 		return nil, err

@@ -1,0 +1,236 @@
+package handlers
+
+import (
+	"fmt"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+)
+
+// newKernelFS mounts a fresh procfs (for the caller's pid namespace) or
+// sysfs (for its network namespace) at target, on the caller's behalf.
+//
+// The tree is built detached, in the host's mount namespace, where the
+// kernel's mount_too_revealing check does not apply: first the filesystem,
+// then the container's masks and read-only paths inside it. Only the
+// finished tree is attached at the caller's target, so no moment exists in
+// which the container could see the new mount unmasked.
+func newKernelFS(req *Request, fstype, target string, flags uintptr, data string) error {
+	c := req.Container
+	prefix := "/" + map[string]string{"proc": "proc", "sysfs": "sys"}[fstype] + "/"
+	var nsfd int = -1
+	if fstype == "proc" {
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/pid", req.Pid()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		nsfd = fd
+		defer unix.Close(nsfd)
+		if ok, err := ownsPidNS(req.Pid(), nsfd); err != nil || !ok {
+			return unix.EPERM
+		}
+	}
+	opts, err := kernelFSOptions(fstype, data)
+	if err != nil {
+		return err
+	}
+	if fstype == "sysfs" && c.SysfsReadOnly() {
+		// The container's own /sys is read-only; a new one is too.
+		flags |= unix.MS_RDONLY
+	}
+	mfd := -1
+	defer func() {
+		if mfd >= 0 {
+			unix.Close(mfd)
+		}
+	}()
+	build := func() error {
+		fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("fsopen %s: %w", fstype, err)
+		}
+		defer unix.Close(fsfd)
+		if nsfd >= 0 {
+			if err := unix.FsconfigSetFd(fsfd, "pidns", nsfd); err != nil {
+				return fmt.Errorf("proc pidns: %w", err)
+			}
+		}
+		for _, o := range opts {
+			k, v, _ := strings.Cut(o, "=")
+			if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+				return unix.EINVAL
+			}
+		}
+		if err := unix.FsconfigCreate(fsfd); err != nil {
+			return fmt.Errorf("create %s: %w", fstype, err)
+		}
+		if mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, mountAttrs(flags)); err != nil {
+			return fmt.Errorf("fsmount %s: %w", fstype, err)
+		}
+		for _, p := range c.MaskedPaths() {
+			if rel, ok := strings.CutPrefix(p, prefix); ok {
+				if err := maskIn(mfd, rel); err != nil {
+					return fmt.Errorf("mask %s: %w", p, err)
+				}
+			}
+		}
+		for _, p := range c.ReadonlyPaths() {
+			if rel, ok := strings.CutPrefix(p, prefix); ok {
+				if err := readonlyIn(mfd, rel); err != nil {
+					return fmt.Errorf("read-only %s: %w", p, err)
+				}
+			}
+		}
+		return nil
+	}
+	var sigs []string
+	err = inCallerFS(req, fstype == "sysfs", build, func(fs *callerFS) error {
+		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(tfd)
+		if err := fs.act(req, func() error {
+			return unix.MoveMount(mfd, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+		}); err != nil {
+			return err
+		}
+		// The masks just attached are as protected as the runtime's.
+		var st unix.Statx_t
+		if err := unix.Statx(mfd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
+			return err
+		}
+		ms, err := readMountinfo(fs.proc)
+		if err != nil {
+			return err
+		}
+		sigs = signatures(ms, func(e *mountinfo.Entry) bool { return uint64(e.Parent) == st.Mnt_id })
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Recorded from here, not from the thread above: that one resolves
+	// paths in the container's root, and host files are never written
+	// through a path the container controls.
+	if err := c.Protect(sigs); err != nil {
+		req.Log.Error("cannot record protected mounts", "error", err)
+	}
+	return nil
+}
+
+// kernelFSOptions accepts the mount data procfs understands; sysfs takes
+// none. Anything else is EINVAL, as the kernel would answer.
+func kernelFSOptions(fstype, data string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(data, ",") {
+		if o == "" {
+			continue
+		}
+		k, _, _ := strings.Cut(o, "=")
+		switch {
+		case fstype == "proc" && (k == "hidepid" || k == "gid" || k == "subset"):
+			out = append(out, o)
+		case o == "rw" || o == "ro" || o == "defaults":
+			// flags, which mount(8) sometimes also passes as data
+		default:
+			return nil, unix.EINVAL
+		}
+	}
+	return out, nil
+}
+
+// maskIn hides rel inside the detached tree root: a file behind /dev/null,
+// a directory behind an empty read-only tmpfs, as runc masks them.
+func maskIn(root int, rel string) error {
+	tfd, err := unix.Openat(root, rel, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(tfd, &st); err != nil {
+		return err
+	}
+	var src int
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fsfd)
+		if err := unix.FsconfigSetString(fsfd, "size", "0"); err != nil {
+			return err
+		}
+		if err := unix.FsconfigCreate(fsfd); err != nil {
+			return err
+		}
+		if src, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY); err != nil {
+			return err
+		}
+	} else if src, err = unix.OpenTree(unix.AT_FDCWD, "/dev/null", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+}
+
+// readonlyIn makes rel inside the detached tree a read-only bind of itself.
+func readonlyIn(root int, rel string) error {
+	tfd, err := unix.Openat(root, rel, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tfd)
+	src, err := unix.OpenTree(tfd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
+	if err := unix.MountSetattr(src, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return err
+	}
+	return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+}
+
+// ownsPidNS reports whether the caller's user namespace owns the pid
+// namespace (or is an ancestor of its owner): mounting a procfs for it needs
+// CAP_SYS_ADMIN there.
+func ownsPidNS(pid, pidns int) (bool, error) {
+	var user unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/user", pid), &user); err != nil {
+		return false, err
+	}
+	fd, err := unix.IoctlRetInt(pidns, unix.NS_GET_USERNS)
+	if err != nil {
+		return false, err
+	}
+	for i := 0; i < 64; i++ {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return false, err
+		}
+		if st.Ino == user.Ino && st.Dev == user.Dev {
+			unix.Close(fd)
+			return true, nil
+		}
+		parent, err := unix.IoctlRetInt(fd, unix.NS_GET_PARENT)
+		unix.Close(fd)
+		if err != nil {
+			return false, nil // reached a namespace the caller cannot see past
+		}
+		fd = parent
+	}
+	unix.Close(fd)
+	return false, nil
+}

@@ -1,0 +1,224 @@
+package handlers
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	goruntime "runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/supervisor/notify"
+)
+
+// callerFS is what a mount handler works with on a thread that has joined
+// the caller's mount namespace with the caller's root and cwd: paths
+// resolve exactly as they would for the caller, symlinks and ".." included,
+// and never outside its root.
+type callerFS struct {
+	// proc is the host's /proc, for self/fd magic links to resolved fds:
+	// the caller's /proc shows another pid namespace.
+	proc int
+	// mounts is the namespace's mount table seen from its root (not the
+	// caller's chroot, which would hide the parents of the mounts above it).
+	mounts []mountinfo.Entry
+	// root is the caller's root as a path from the namespace's root, to
+	// place paths resolved by the caller in the mount table.
+	root string
+	// The caller's process and thread as its own pid namespace numbers them.
+	tgid, tid int
+}
+
+// open resolves p as the caller would. /proc/self and /proc/thread-self
+// would name this thread, which the caller's /proc does not show, so they
+// become the caller's own numbers there: runtimes mount on /proc/self/fd/N
+// all the time.
+func (c *callerFS) open(p string, flags int) (int, error) {
+	for _, self := range []struct{ prefix, to string }{
+		{"/proc/self", fmt.Sprintf("/proc/%d", c.tgid)},
+		{"/proc/thread-self", fmt.Sprintf("/proc/%d/task/%d", c.tgid, c.tid)},
+	} {
+		if rest, ok := strings.CutPrefix(p, self.prefix); ok && (rest == "" || rest[0] == '/') {
+			p = self.to + rest
+			break
+		}
+	}
+	return unix.Open(p, flags|unix.O_CLOEXEC, 0)
+}
+
+// nsPath returns where fd lies as a path from the namespace's root.
+func (c *callerFS) nsPath(fd int) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(c.proc, fdPath(fd), buf)
+	if err != nil {
+		return "", err
+	}
+	p := string(buf[:n])
+	if !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("%s is not reachable from the caller's root", p)
+	}
+	return path.Join(c.root, p), nil
+}
+
+// fdPath names fd for syscalls that take paths, relative to proc (the
+// thread's cwd is moved there before use).
+func fdPath(fd int) string { return fmt.Sprintf("self/fd/%d", fd) }
+
+// inCallerFS runs fn on a fresh OS thread in the caller's mount namespace
+// (and network namespace, if net), rooted at the caller's root, in its cwd.
+// detached runs before the mount namespace is joined, in the host's (with
+// the caller's network namespace, if net): filesystems built there are not
+// subject to the checks the kernel makes on the container's namespace
+// (mount_too_revealing), and fn attaches them.
+//
+// A thread that has changed namespaces is never given back to the Go
+// scheduler: the goroutine ends with it locked, and the runtime destroys it.
+// Setting up costs one thread creation and a setns, paid only by emulated
+// mount operations.
+func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS) error) error {
+	pid := req.Pid()
+	open := func(p string) (int, error) {
+		// Namespace files open read-only; root and cwd are only walked.
+		flags := unix.O_RDONLY | unix.O_CLOEXEC
+		if p == "root" || p == "cwd" {
+			flags = unix.O_PATH | unix.O_CLOEXEC
+		}
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/%s", pid, p), flags, 0)
+		if err != nil {
+			return -1, fmt.Errorf("open /proc/%d/%s: %w", pid, p, err)
+		}
+		return fd, nil
+	}
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	names := []string{"ns/mnt", "root", "cwd"}
+	if net {
+		names = append(names, "ns/net")
+	}
+	byName := map[string]int{}
+	for _, n := range names {
+		fd, err := open(n)
+		if err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+		byName[n] = fd
+	}
+	tgid, err := nsPid(pid, "NStgid:")
+	if err != nil {
+		return err
+	}
+	tid, err := nsPid(pid, "NSpid:")
+	if err != nil {
+		return err
+	}
+	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	fds = append(fds, proc)
+	// The fds name the caller only if it is still in the syscall: a pid
+	// reused since the trap would be another process.
+	if !req.Valid() {
+		return notify.ErrGone
+	}
+	errc := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread() // never unlocked: see above
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare fs: %w", err)
+			}
+			if net {
+				if err := unix.Setns(byName["ns/net"], unix.CLONE_NEWNET); err != nil {
+					return fmt.Errorf("join network namespace: %w", err)
+				}
+			}
+			if detached != nil {
+				if err := detached(); err != nil {
+					return err
+				}
+			}
+			if err := unix.Setns(byName["ns/mnt"], unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("join mount namespace: %w", err)
+			}
+			env := &callerFS{proc: proc, tgid: tgid, tid: tid}
+			ms, err := readMountinfo(proc)
+			if err != nil {
+				return err
+			}
+			env.mounts = ms
+			if err := unix.Fchdir(byName["root"]); err != nil {
+				return fmt.Errorf("caller's root: %w", err)
+			}
+			if env.root, err = os.Getwd(); err != nil {
+				return fmt.Errorf("caller's root: %w", err)
+			}
+			if err := unix.Chroot("."); err != nil {
+				return fmt.Errorf("chroot to caller's root: %w", err)
+			}
+			if err := unix.Fchdir(byName["cwd"]); err != nil {
+				return fmt.Errorf("caller's cwd: %w", err)
+			}
+			return fn(env)
+		}()
+	}()
+	return <-errc
+}
+
+func readMountinfo(proc int) ([]mountinfo.Entry, error) {
+	fd, err := unix.Openat(proc, "thread-self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("mountinfo: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "mountinfo")
+	defer f.Close()
+	return mountinfo.Parse(f)
+}
+
+// mountOf returns the mount fd lies on and whether fd is that mount's root.
+func (c *callerFS) mountOf(fd int) (*mountinfo.Entry, bool, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &st); err != nil {
+		return nil, false, err
+	}
+	for i := range c.mounts {
+		if uint64(c.mounts[i].ID) == st.Mnt_id {
+			return &c.mounts[i], st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
+		}
+	}
+	return nil, false, errors.New("mount not in the caller's namespace")
+}
+
+// protected reports whether m is one of the container's protected mounts.
+func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) bool {
+	sig, ok := signature(indexByID(c.mounts), m)
+	return ok && isProtected(sig)
+}
+
+// nsPid reads a status field (NStgid, NSpid) and returns its innermost
+// value: the number in the caller's own pid namespace.
+func nsPid(pid int, field string) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			f := strings.Fields(v)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.Atoi(f[len(f)-1])
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}

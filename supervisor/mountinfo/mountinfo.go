@@ -1,0 +1,121 @@
+// Package mountinfo parses /proc/<pid>/mountinfo (proc(5)).
+package mountinfo
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Entry is one mount.
+type Entry struct {
+	ID, Parent   int
+	Major, Minor uint32
+	// Root is the mount's root within its filesystem; Mountpoint is relative
+	// to the reader's root. Both are unescaped.
+	Root, Mountpoint string
+	// Opts are the per-mount options (ro, nosuid, ...).
+	Opts   string
+	FSType string
+	Source string
+	// Super are the superblock options, as the kernel wrote them.
+	Super string
+}
+
+// ReadOnly reports whether the mount itself is read-only.
+func (e *Entry) ReadOnly() bool {
+	for _, o := range strings.Split(e.Opts, ",") {
+		if o == "ro" {
+			return true
+		}
+	}
+	return false
+}
+
+// Read parses the mountinfo file at path.
+func Read(path string) ([]Entry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Parse(f)
+}
+
+// Parse reads mountinfo text. Malformed lines are an error: callers make
+// security decisions on this list and must not see half of it.
+func Parse(r io.Reader) ([]Entry, error) {
+	var out []Entry
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if line == "" {
+			continue
+		}
+		e, err := parseLine(line)
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo line %d: %w", n, err)
+		}
+		out = append(out, e)
+	}
+	return out, sc.Err()
+}
+
+func parseLine(line string) (Entry, error) {
+	f := strings.Fields(line)
+	sep := -1
+	for i := 6; i < len(f); i++ {
+		if f[i] == "-" {
+			sep = i
+			break
+		}
+	}
+	if sep < 0 || len(f) < sep+3 {
+		return Entry{}, fmt.Errorf("malformed %q", line)
+	}
+	var e Entry
+	var err error
+	if e.ID, err = strconv.Atoi(f[0]); err != nil {
+		return e, fmt.Errorf("mount id %q", f[0])
+	}
+	if e.Parent, err = strconv.Atoi(f[1]); err != nil {
+		return e, fmt.Errorf("parent id %q", f[1])
+	}
+	maj, min, ok := strings.Cut(f[2], ":")
+	ma, err1 := strconv.ParseUint(maj, 10, 32)
+	mi, err2 := strconv.ParseUint(min, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return e, fmt.Errorf("device %q", f[2])
+	}
+	e.Major, e.Minor = uint32(ma), uint32(mi)
+	e.Root, e.Mountpoint, e.Opts = Unescape(f[3]), Unescape(f[4]), f[5]
+	e.FSType, e.Source = f[sep+1], f[sep+2]
+	if len(f) > sep+3 {
+		e.Super = f[sep+3]
+	}
+	return e, nil
+}
+
+// Unescape decodes the octal escapes (\040 and the like) the kernel uses for
+// space, tab, newline and backslash.
+func Unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
