@@ -4,53 +4,61 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// usernsHoldArg makes sysvisor-runc a placeholder process that lives in a new
-// user namespace until its stdin closes; its namespace fd describes the ID
-// mapping for idmapped mounts.
-const usernsHoldArg = "__sysvisor_userns_hold"
-
-// MaybeUsernsHold runs the placeholder when argv asks for it.
-func MaybeUsernsHold() {
-	if len(os.Args) == 2 && os.Args[1] == usernsHoldArg {
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	}
-}
-
 // UsernsFd returns an fd of a user namespace mapping 0..size-1 to base.., for
 // MOUNT_ATTR_IDMAP. The placeholder process is gone when this returns.
+//
+// The placeholder is a raw clone(CLONE_NEWUSER) that only ever pauses:
+// nothing but raw syscalls runs in it, so the Go runtime's state in the
+// copy never matters, and no exec is paid (re-executing this binary cost a
+// tenth of a container start).
 func UsernsFd(base, size uint32) (int, error) {
-	self, err := os.Executable()
+	pid, err := pausedInNewUserns()
 	if err != nil {
-		return -1, err
+		return -1, fmt.Errorf("create user namespace: %w", err)
 	}
-	cmd := exec.Command(self, usernsHoldArg)
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: int(size)}}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m,
-		GidMappingsEnableSetgroups: false, Pdeathsig: syscall.SIGKILL}
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return -1, err
+	defer func() {
+		unix.Kill(pid, unix.SIGKILL)
+		var ws unix.WaitStatus
+		for {
+			if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
+				break
+			}
+		}
+	}()
+	m := fmt.Sprintf("0 %d %d\n", base, size)
+	for _, f := range []struct{ name, data string }{
+		{"uid_map", m}, {"setgroups", "deny"}, {"gid_map", m},
+	} {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, f.name), []byte(f.data), 0); err != nil {
+			return -1, fmt.Errorf("user namespace %s: %w", f.name, err)
+		}
 	}
-	if err := cmd.Start(); err != nil {
-		return -1, fmt.Errorf("start user namespace holder: %w", err)
-	}
-	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	in.Close()
-	cmd.Wait()
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open user namespace: %w", err)
 	}
 	return fd, nil
+}
+
+//go:norace
+func pausedInNewUserns() (int, error) {
+	pid, _, errno := unix.RawSyscall6(unix.SYS_CLONE, unix.CLONE_NEWUSER|uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	if pid == 0 {
+		for {
+			unix.RawSyscall(unix.SYS_PAUSE, 0, 0, 0)
+		}
+	}
+	return int(pid), nil
 }
 
 // idmapClone attaches an idmapped copy of src at dst (created as a file or

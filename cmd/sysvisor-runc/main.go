@@ -9,6 +9,5 @@ import (
 )
 
 func main() {
-	runtime.MaybeUsernsHold()
 	os.Exit(runtime.Main(os.Args[1:]))
 }
