@@ -18,6 +18,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // Container is what a handler may know about the caller's container. The
@@ -46,6 +47,21 @@ type Request struct {
 	Fd        *notify.Fd
 	Container Container
 	Log       hclog.Logger
+
+	// The caller's memory and mappings, opened at first use and kept for
+	// the rest of the request (a mount reads up to four strings).
+	memR, memW, maps int
+	opened           bool
+}
+
+// Close releases what the request opened. The dispatcher calls it.
+func (r *Request) Close() {
+	for _, fd := range []int{r.memR, r.memW, r.maps} {
+		if fd > 0 {
+			unix.Close(fd)
+		}
+	}
+	r.memR, r.memW, r.maps = 0, 0, 0
 }
 
 // Pid is the caller's pid in the supervisor's pid namespace.
@@ -110,25 +126,61 @@ type Handler interface {
 // own copy_to_user would fail (read-only, PROT_NONE), the answer is EFAULT
 // and nothing is written.
 func (r *Request) WriteMem(addr uint64, b []byte) error {
-	// Opened before openMem validates the notification, so that it names
-	// the same process as the memory file.
-	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid))
-	if err != nil {
-		return fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
-	}
-	defer maps.Close()
-	f, err := r.openMem(os.O_WRONLY)
+	maps, err := r.mapsFd()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if !writable(maps, addr, uint64(len(b))) {
+	mem, err := r.memFd(unix.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	if !accessible(maps, addr, uint64(len(b)), writeAccess) {
 		return unix.EFAULT
 	}
-	if _, err := f.WriteAt(b, int64(addr)); err != nil {
+	if n, err := unix.Pwrite(mem, b, int64(addr)); err != nil || n != len(b) {
 		return unix.EFAULT
 	}
 	return nil
+}
+
+// mapsFd opens the caller's /proc/<pid>/maps. It is opened before any
+// memory file is validated, so that it names the same process.
+func (r *Request) mapsFd() (int, error) {
+	if r.maps > 0 {
+		return r.maps, nil
+	}
+	fd, err := rawfile.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid), unix.O_RDONLY)
+	if err != nil {
+		return 0, fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
+	}
+	r.maps = fd
+	return fd, nil
+}
+
+// memFd opens the caller's /proc/<pid>/mem for reading or writing, then
+// re-validates the notification: a pid recycled since the trap would be
+// another process, and its memory must never be touched.
+func (r *Request) memFd(flag int) (int, error) {
+	cached := &r.memR
+	if flag == unix.O_WRONLY {
+		cached = &r.memW
+	}
+	if *cached > 0 {
+		return *cached, nil
+	}
+	if r.Notif.Pid == 0 {
+		return 0, fmt.Errorf("caller not visible in supervisor pid namespace")
+	}
+	fd, err := rawfile.Open(fmt.Sprintf("/proc/%d/mem", r.Notif.Pid), flag)
+	if err != nil {
+		return 0, fmt.Errorf("open memory of pid %d: %w", r.Notif.Pid, err)
+	}
+	if !r.Valid() {
+		unix.Close(fd)
+		return 0, notify.ErrGone
+	}
+	*cached = fd
+	return fd, nil
 }
 
 // access is a permission a range of the caller's memory must have.
@@ -146,21 +198,37 @@ var (
 // writable reports whether [addr, addr+n) lies in writable mappings of the
 // process whose /proc/<pid>/maps is open as maps: by PROCMAP_QUERY (Linux
 // 6.11+, one lookup per mapping) or else by reading the listing.
-func writable(maps *os.File, addr, n uint64) bool { return accessible(maps, addr, n, writeAccess) }
+func writable(maps *os.File, addr, n uint64) bool {
+	return accessible(int(maps.Fd()), addr, n, writeAccess)
+}
 
-// readable is writable's counterpart for reads: /proc/<pid>/mem reads
-// ignore PROT_NONE, where the kernel's copy_from_user fails.
-func readable(maps *os.File, addr, n uint64) bool { return accessible(maps, addr, n, readAccess) }
-
-func accessible(maps *os.File, addr, n uint64, a access) bool {
+func accessible(maps int, addr, n uint64, a access) bool {
 	if ok, err := queryAccess(maps, addr, n, a); err == nil {
 		return ok
 	}
-	if _, err := maps.Seek(0, io.SeekStart); err != nil {
+	b, err := readAt0(maps)
+	if err != nil {
 		return false
 	}
-	ok, err := rangeAccess(maps, addr, n, a)
+	ok, err := rangeAccess(bytes.NewReader(b), addr, n, a)
 	return err == nil && ok
+}
+
+// readAt0 reads a whole proc file from offset 0 without moving its offset.
+func readAt0(fd int) ([]byte, error) {
+	var out []byte
+	buf := make([]byte, 64*1024)
+	for off := int64(0); ; {
+		n, err := unix.Pread(fd, buf, off)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
 }
 
 // procmapQuery mirrors struct procmap_query of linux/fs.h.
@@ -178,26 +246,17 @@ const ioctlProcmapQuery = 0xc0686611 // _IOWR('f', 17, struct procmap_query)
 // queryWritable answers writable with PROCMAP_QUERY; an error means the
 // kernel cannot answer this way.
 func queryWritable(maps *os.File, addr, n uint64) (bool, error) {
-	return queryAccess(maps, addr, n, writeAccess)
+	return queryAccess(int(maps.Fd()), addr, n, writeAccess)
 }
 
-func queryAccess(maps *os.File, addr, n uint64, a access) (bool, error) {
+func queryAccess(maps int, addr, n uint64, a access) (bool, error) {
 	end := addr + n
 	if end < addr {
 		return false, nil
 	}
-	rc, err := maps.SyscallConn()
-	if err != nil {
-		return false, err
-	}
 	for addr < end {
 		q := procmapQuery{Size: uint64(unsafe.Sizeof(procmapQuery{})), QueryAddr: addr}
-		var e unix.Errno
-		if err := rc.Control(func(fd uintptr) {
-			_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, ioctlProcmapQuery, uintptr(unsafe.Pointer(&q)))
-		}); err != nil {
-			return false, err
-		}
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(maps), ioctlProcmapQuery, uintptr(unsafe.Pointer(&q)))
 		switch {
 		case e == unix.ENOENT: // no mapping covers addr
 			return false, nil
@@ -251,30 +310,28 @@ func (r *Request) ReadString(addr uint64, max int) (string, error) {
 	if addr == 0 {
 		return "", unix.EFAULT
 	}
-	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid))
-	if err != nil {
-		return "", fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
-	}
-	defer maps.Close()
-	f, err := r.openMem(os.O_RDONLY)
+	maps, err := r.mapsFd()
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	mem, err := r.memFd(unix.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
 	const page = 4096
 	var out []byte
+	buf := make([]byte, page)
 	for len(out) <= max {
 		// Up to the end of the page: the next page may not be mapped,
 		// and the kernel stops at the NUL without touching it.
 		n := page - addr%page
-		if !readable(maps, addr, n) {
+		if !accessible(maps, addr, n, readAccess) {
 			return "", unix.EFAULT
 		}
-		buf := make([]byte, n)
-		if _, err := f.ReadAt(buf, int64(addr)); err != nil {
+		if got, err := unix.Pread(mem, buf[:n], int64(addr)); err != nil || uint64(got) != n {
 			return "", unix.EFAULT
 		}
-		if i := bytes.IndexByte(buf, 0); i >= 0 {
+		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
 			out = append(out, buf[:i]...)
 			if len(out) > max {
 				break
@@ -284,7 +341,7 @@ func (r *Request) ReadString(addr uint64, max int) (string, error) {
 			}
 			return string(out), nil
 		}
-		out = append(out, buf...)
+		out = append(out, buf[:n]...)
 		addr += n
 	}
 	return "", unix.ENAMETOOLONG
@@ -294,31 +351,22 @@ func (r *Request) ReadString(addr uint64, max int) (string, error) {
 // re-validates: data read from a process that has since left the syscall is
 // discarded.
 func (r *Request) ReadMem(addr uint64, b []byte) error {
-	f, err := r.openMem(os.O_RDONLY)
+	maps, err := r.mapsFd()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if _, err := f.ReadAt(b, int64(addr)); err != nil {
+	mem, err := r.memFd(unix.O_RDONLY)
+	if err != nil {
+		return err
+	}
+	if !accessible(maps, addr, uint64(len(b)), readAccess) {
+		return unix.EFAULT
+	}
+	if n, err := unix.Pread(mem, b, int64(addr)); err != nil || n != len(b) {
 		return unix.EFAULT
 	}
 	if !r.Valid() {
 		return notify.ErrGone
 	}
 	return nil
-}
-
-func (r *Request) openMem(flag int) (*os.File, error) {
-	if addr0 := r.Notif.Pid; addr0 == 0 {
-		return nil, fmt.Errorf("caller not visible in supervisor pid namespace")
-	}
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", r.Notif.Pid), flag, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open memory of pid %d: %w", r.Notif.Pid, err)
-	}
-	if !r.Valid() {
-		f.Close()
-		return nil, notify.ErrGone
-	}
-	return f, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // Mount emulation. The rules, in the kernel's own order of mount(2) cases:
@@ -350,7 +351,7 @@ func mayMount(req *Request) (Response, bool) {
 }
 
 func hasMountCap(pid int) (bool, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return false, err
 	}

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path"
+	goruntime "runtime"
 	"strconv"
 	"strings"
-	goruntime "runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // callerFS is what a mount handler works with on a thread that has joined
@@ -207,7 +208,7 @@ func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) 
 // nsPid reads a status field (NStgid, NSpid) and returns its innermost
 // value: the number in the caller's own pid namespace.
 func nsPid(pid int, field string) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}

@@ -494,6 +494,7 @@ func (s *Server) dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif,
 	}
 	req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log}
 	resp := e.Handler.Handle(&req)
+	req.Close()
 	if log.IsTrace() {
 		log.Trace("notification", "syscall", e.Name, "caller", n.Pid, "decision", resp.String())
 	}

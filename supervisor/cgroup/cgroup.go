@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // Paths maps a controller ("memory", "pids", "cpu", ...) to the host
@@ -115,7 +117,7 @@ func ParseProcCgroup(data []byte, mounts Mounts) Paths {
 
 // Of resolves pid's cgroup directories.
 func Of(pid int, mounts Mounts) (Paths, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	data, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +210,7 @@ func (p Paths) ReadPids() (uint64, error) {
 }
 
 func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := rawfile.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +223,7 @@ func readUint(path string) (uint64, error) {
 
 // readMax reads a v2 "max"-or-number file; "max" is 0 (unlimited).
 func readMax(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := rawfile.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -237,7 +239,7 @@ func readMax(path string) (uint64, error) {
 }
 
 func readKV(path string) (map[string]uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := rawfile.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
