@@ -98,15 +98,21 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 			return err
 		}
 		// The masks just attached are as protected as the runtime's.
-		var st unix.Statx_t
-		if err := unix.Statx(mfd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &st); err != nil {
-			return err
-		}
-		ms, err := readMountinfo(fs.proc)
+		id, _, err := mountinfo.UniqueID(mfd)
 		if err != nil {
 			return err
 		}
-		sigs = signatures(ms, func(e *mountinfo.Entry) bool { return uint64(e.Parent) == st.Mnt_id })
+		m, err := fs.stat(id)
+		if err != nil {
+			return err
+		}
+		kids, err := fs.childrenOf(m)
+		if err != nil {
+			return err
+		}
+		for i := range kids {
+			sigs = append(sigs, sigOf(&kids[i], m))
+		}
 		return nil
 	})
 	if err != nil {

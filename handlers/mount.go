@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
@@ -179,7 +178,11 @@ func (mountHandler) Handle(req *Request) Response {
 				if err != nil {
 					return unix.EINVAL
 				}
-				if hasProtectedBelow(fs.mounts, m, dir, c.Protected) {
+				kids, err := fs.childrenOf(m)
+				if err != nil {
+					return err
+				}
+				if hasProtectedBelow(m, kids, dir, c.Protected) {
 					return unix.EINVAL
 				}
 			}
@@ -244,17 +247,40 @@ func (umountHandler) Handle(req *Request) Response {
 		if err != nil {
 			return err
 		}
+		defer func() {
+			if tfd >= 0 {
+				unix.Close(tfd)
+			}
+		}()
+		// Opened now, while paths still resolve in the caller's root.
+		pfd, name := -1, ""
+		if flags&unix.MNT_DETACH == 0 {
+			var dir string
+			dir, name = splitLast(target)
+			if name == "" || name == "." || name == ".." {
+				return unix.EINVAL
+			}
+			if pfd, err = fs.open(dir, unix.O_PATH|unix.O_DIRECTORY); err != nil {
+				return err
+			}
+			defer unix.Close(pfd)
+			var st unix.Stat_t
+			if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFLNK && flags&unix.UMOUNT_NOFOLLOW == 0 {
+				// Following it again would be a second resolution.
+				return unix.EINVAL
+			}
+		}
 		m, root, err := fs.mountOf(tfd)
 		if err != nil {
-			unix.Close(tfd)
 			return err
 		}
 		if !root {
-			unix.Close(tfd)
 			return unix.EINVAL
 		}
 		if fs.protected(m, c.Protected) {
-			unix.Close(tfd)
 			if (m.FSType == "proc" || m.FSType == "sysfs") && m.Root == "/" {
 				return unix.EBUSY // /proc and /sys themselves, as Sysbox answers
 			}
@@ -263,7 +289,6 @@ func (umountHandler) Handle(req *Request) Response {
 		if flags&unix.MNT_DETACH != 0 {
 			// Lazy: our fd's reference does not matter, and the
 			// magic link names exactly the mount checked.
-			defer unix.Close(tfd)
 			return fs.act(req, func() error { return unix.Unmount(fdPath(tfd), flags&^unix.UMOUNT_NOFOLLOW) })
 		}
 		// A plain umount fails while anyone (our fd too) holds the mount,
@@ -271,6 +296,7 @@ func (umountHandler) Handle(req *Request) Response {
 		// stacked at that point is checked: were the top popped meanwhile,
 		// the kernel would unmount the next one down.
 		unix.Close(tfd)
+		tfd = -1
 		for cur := m; ; {
 			p := fs.parentOf(cur)
 			if p == nil || p.Mountpoint != cur.Mountpoint {
@@ -281,23 +307,6 @@ func (umountHandler) Handle(req *Request) Response {
 			}
 			cur = p
 		}
-		dir, name := splitLast(target)
-		if name == "" || name == "." || name == ".." {
-			return unix.EINVAL
-		}
-		pfd, err := fs.open(dir, unix.O_PATH|unix.O_DIRECTORY)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(pfd)
-		var st unix.Stat_t
-		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
-		}
-		if st.Mode&unix.S_IFMT == unix.S_IFLNK && flags&unix.UMOUNT_NOFOLLOW == 0 {
-			// Following it again would be a second resolution.
-			return unix.EINVAL
-		}
 		return fs.act(req, func() error {
 			return unix.Unmount(fdPath(pfd)+"/"+name, flags|unix.UMOUNT_NOFOLLOW)
 		})
@@ -307,15 +316,6 @@ func (umountHandler) Handle(req *Request) Response {
 		return errnoOf(err)
 	}
 	return Return(0)
-}
-
-func (fs *callerFS) parentOf(m *mountinfo.Entry) *mountinfo.Entry {
-	for i := range fs.mounts {
-		if fs.mounts[i].ID == m.Parent && fs.mounts[i].ID != m.ID {
-			return &fs.mounts[i]
-		}
-	}
-	return nil
 }
 
 // splitLast splits p into the directory to open and its last component,

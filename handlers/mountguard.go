@@ -19,12 +19,16 @@ func signature(byID map[int]*mountinfo.Entry, e *mountinfo.Entry) (string, bool)
 	if !ok || p == e {
 		return "", false // the namespace's root: never protected
 	}
+	return sigOf(e, p), true
+}
+
+func sigOf(e, p *mountinfo.Entry) string {
 	rel := strings.TrimPrefix(e.Mountpoint, p.Mountpoint)
 	if p.Mountpoint == "/" {
 		rel = e.Mountpoint
 	}
 	rel = path.Clean("/" + rel)
-	return fmt.Sprintf("%d:%d%s@%s<%d:%d%s", e.Major, e.Minor, e.Root, rel, p.Major, p.Minor, p.Root), true
+	return fmt.Sprintf("%d:%d%s@%s<%d:%d%s", e.Major, e.Minor, e.Root, rel, p.Major, p.Minor, p.Root)
 }
 
 func indexByID(ms []mountinfo.Entry) map[int]*mountinfo.Entry {
@@ -68,21 +72,17 @@ func signatures(ms []mountinfo.Entry, keep func(*mountinfo.Entry) bool) []string
 	return out
 }
 
-// hasProtectedBelow reports whether a protected mount sits at or below dir
-// (a path from the namespace's root) on top of mount m: a non-recursive bind
-// of dir would show what it hides. The kernel refuses the same for locked
-// mounts, with EINVAL.
-func hasProtectedBelow(ms []mountinfo.Entry, m *mountinfo.Entry, dir string, protected func(string) bool) bool {
-	byID := indexByID(ms)
-	for i := range ms {
-		c := &ms[i]
-		if c.Parent != m.ID || c.ID == m.ID {
-			continue
-		}
+// hasProtectedBelow reports whether a protected mount among m's children
+// sits at or below dir (a path from the namespace's root): a non-recursive
+// bind of dir would show what it hides. The kernel refuses the same for
+// locked mounts, with EINVAL.
+func hasProtectedBelow(m *mountinfo.Entry, children []mountinfo.Entry, dir string, protected func(string) bool) bool {
+	for i := range children {
+		c := &children[i]
 		if c.Mountpoint != dir && !strings.HasPrefix(c.Mountpoint, strings.TrimSuffix(dir, "/")+"/") {
 			continue
 		}
-		if sig, ok := signature(byID, c); ok && protected(sig) {
+		if protected(sigOf(c, m)) {
 			return true
 		}
 	}

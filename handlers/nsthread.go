@@ -20,16 +20,21 @@ import (
 // the caller's mount namespace with the caller's root and cwd: paths
 // resolve exactly as they would for the caller, symlinks and ".." included,
 // and never outside its root.
+//
+// A handler first opens every path it needs (open), then asks about the
+// mounts those fds lie on (mountOf and friends). The first question moves
+// the thread's root to the namespace's root, so that statmount reports
+// mountpoints from there, as the container's records are kept; no path is
+// opened after that.
 type callerFS struct {
 	// proc is the host's /proc, for self/fd magic links to resolved fds:
 	// the caller's /proc shows another pid namespace.
 	proc int
-	// mounts is the namespace's mount table seen from its root (not the
-	// caller's chroot, which would hide the parents of the mounts above it).
-	mounts []mountinfo.Entry
-	// root is the caller's root as a path from the namespace's root, to
-	// place paths resolved by the caller in the mount table.
-	root string
+	// nsRoot is the mount namespace's root; root is the caller's root as
+	// a path from there.
+	nsRoot   int
+	root     string
+	atNSRoot bool
 	// The caller's process and thread as its own pid namespace numbers them.
 	tgid, tid int
 }
@@ -39,6 +44,9 @@ type callerFS struct {
 // become the caller's own numbers there: runtimes mount on /proc/self/fd/N
 // all the time.
 func (c *callerFS) open(p string, flags int) (int, error) {
+	if c.atNSRoot {
+		return -1, errors.New("path opened after the thread left the caller's root")
+	}
 	for _, self := range []struct{ prefix, to string }{
 		{"/proc/self", fmt.Sprintf("/proc/%d", c.tgid)},
 		{"/proc/thread-self", fmt.Sprintf("/proc/%d/task/%d", c.tgid, c.tid)},
@@ -60,9 +68,26 @@ func (c *callerFS) nsPath(fd int) (string, error) {
 	}
 	p := string(buf[:n])
 	if !strings.HasPrefix(p, "/") {
-		return "", fmt.Errorf("%s is not reachable from the caller's root", p)
+		return "", fmt.Errorf("%s is not reachable from the thread's root", p)
+	}
+	if c.atNSRoot {
+		return p, nil
 	}
 	return path.Join(c.root, p), nil
+}
+
+func (c *callerFS) enterNSRoot() error {
+	if c.atNSRoot {
+		return nil
+	}
+	if err := unix.Fchdir(c.nsRoot); err != nil {
+		return err
+	}
+	if err := unix.Chroot("."); err != nil {
+		return err
+	}
+	c.atNSRoot = true
+	return nil
 }
 
 // fdPath names fd for syscalls that take paths, relative to proc (the
@@ -151,12 +176,12 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 			if err := unix.Setns(byName["ns/mnt"], unix.CLONE_NEWNS); err != nil {
 				return fmt.Errorf("join mount namespace: %w", err)
 			}
-			env := &callerFS{proc: proc, tgid: tgid, tid: tid}
-			ms, err := readMountinfo(proc)
+			nsRoot, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return err
+				return fmt.Errorf("namespace root: %w", err)
 			}
-			env.mounts = ms
+			defer unix.Close(nsRoot)
+			env := &callerFS{proc: proc, nsRoot: nsRoot, tgid: tgid, tid: tid}
 			if err := unix.Fchdir(byName["root"]); err != nil {
 				return fmt.Errorf("caller's root: %w", err)
 			}
@@ -175,34 +200,63 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	return <-errc
 }
 
-func readMountinfo(proc int) ([]mountinfo.Entry, error) {
-	fd, err := unix.Openat(proc, "thread-self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("mountinfo: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "mountinfo")
-	defer f.Close()
-	return mountinfo.Parse(f)
-}
-
 // mountOf returns the mount fd lies on and whether fd is that mount's root.
 func (c *callerFS) mountOf(fd int) (*mountinfo.Entry, bool, error) {
-	var st unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &st); err != nil {
+	id, root, err := mountinfo.UniqueID(fd)
+	if err != nil {
 		return nil, false, err
 	}
-	for i := range c.mounts {
-		if uint64(c.mounts[i].ID) == st.Mnt_id {
-			return &c.mounts[i], st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
-		}
+	m, err := c.stat(uint64(id))
+	return m, root, err
+}
+
+func (c *callerFS) stat(id uint64) (*mountinfo.Entry, error) {
+	if err := c.enterNSRoot(); err != nil {
+		return nil, err
 	}
-	return nil, false, errors.New("mount not in the caller's namespace")
+	e, err := mountinfo.Stat(id)
+	if err != nil {
+		return nil, fmt.Errorf("statmount %d: %w", id, err)
+	}
+	return &e, nil
+}
+
+// parentOf returns m's parent, or nil for the namespace's root mount.
+func (c *callerFS) parentOf(m *mountinfo.Entry) *mountinfo.Entry {
+	if m.Parent == m.ID {
+		return nil
+	}
+	p, err := c.stat(uint64(m.Parent))
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// childrenOf returns the mounts directly on top of m.
+func (c *callerFS) childrenOf(m *mountinfo.Entry) ([]mountinfo.Entry, error) {
+	if err := c.enterNSRoot(); err != nil {
+		return nil, err
+	}
+	ids, err := mountinfo.Children(uint64(m.ID))
+	if err != nil {
+		return nil, fmt.Errorf("listmount %d: %w", m.ID, err)
+	}
+	out := make([]mountinfo.Entry, 0, len(ids))
+	for _, id := range ids {
+		e, err := c.stat(id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *e)
+	}
+	return out, nil
 }
 
 // protected reports whether m is one of the container's protected mounts.
 func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) bool {
-	sig, ok := signature(indexByID(c.mounts), m)
-	return ok && isProtected(sig)
+	p := c.parentOf(m)
+	return p != nil && isProtected(sigOf(m, p))
 }
 
 // nsPid reads a status field (NStgid, NSpid) and returns its innermost
