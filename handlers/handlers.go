@@ -51,7 +51,25 @@ type Request struct {
 	// The caller's memory and mappings, opened at first use and kept for
 	// the rest of the request (a mount reads up to four strings).
 	memR, memW, maps int
-	opened           bool
+	status           []byte
+}
+
+// StatusField returns a field of the caller's /proc/<pid>/status, read once
+// per request (a mount consults capabilities and pid numbers).
+func (r *Request) StatusField(name string) (string, error) {
+	if r.status == nil {
+		b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", r.Notif.Pid))
+		if err != nil {
+			return "", err
+		}
+		r.status = b
+	}
+	for _, l := range strings.Split(string(r.status), "\n") {
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("no %s in /proc/%d/status", name, r.Notif.Pid)
 }
 
 // Close releases what the request opened. The dispatcher calls it.

@@ -1,9 +1,10 @@
 package handlers
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"os"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -95,6 +96,21 @@ func (mountHandler) Handle(req *Request) Response {
 	if flags&unix.MS_MGC_MSK == unix.MS_MGC_VAL {
 		flags &^= unix.MS_MGC_MSK // pre-2.4 magic, ignored as the kernel does
 	}
+	// Every argument is copied, in the kernel's order and by its rules,
+	// whatever the operation uses: a bad pointer fails the call as it
+	// would without emulation.
+	fstype, err := readMountString(req, req.Arg(2))
+	if err != nil {
+		return errnoOf(err)
+	}
+	source, err := readMountString(req, req.Arg(0))
+	if err != nil {
+		return errnoOf(err)
+	}
+	data, err := readMountData(req, req.Arg(4))
+	if err != nil {
+		return errnoOf(err)
+	}
 	target, err := req.ReadString(req.Arg(1), pathMax)
 	if err != nil {
 		return errnoOf(err)
@@ -106,21 +122,11 @@ func (mountHandler) Handle(req *Request) Response {
 	case flags&propagationFlags != 0:
 		return Allow()
 	default:
-		fstype, err := req.ReadString(req.Arg(2), pathMax)
-		if err != nil {
-			return errnoOf(err)
-		}
 		if fstype != "proc" && fstype != "sysfs" {
 			return Allow()
 		}
 		if r, ok := mayMount(req); !ok {
 			return r
-		}
-		data := ""
-		if req.Arg(4) != 0 {
-			if data, err = req.ReadString(req.Arg(4), dataMax); err != nil {
-				return errnoOf(err)
-			}
 		}
 		err = newKernelFS(req, fstype, target, flags, data)
 		log.Debug("emulated mount", "fstype", fstype, "error", err)
@@ -132,16 +138,8 @@ func (mountHandler) Handle(req *Request) Response {
 	if r, ok := mayMount(req); !ok {
 		return r
 	}
-	var source, data string
-	if flags&(unix.MS_BIND|unix.MS_MOVE) != 0 && flags&unix.MS_REMOUNT == 0 {
-		if source, err = req.ReadString(req.Arg(0), pathMax); err != nil {
-			return errnoOf(err)
-		}
-	}
-	if flags&unix.MS_REMOUNT != 0 && req.Arg(4) != 0 {
-		if data, err = req.ReadString(req.Arg(4), dataMax); err != nil {
-			return errnoOf(err)
-		}
+	if flags&(unix.MS_BIND|unix.MS_MOVE) != 0 && flags&unix.MS_REMOUNT == 0 && source == "" {
+		return Fail(unix.EINVAL) // as the kernel answers a NULL or empty source
 	}
 	c := req.Container
 	err = inCallerFS(req, false, nil, func(fs *callerFS) error {
@@ -213,6 +211,66 @@ func (mountHandler) Handle(req *Request) Response {
 	return Return(0)
 }
 
+// readMountString copies a mount(2) fstype or source as the kernel does
+// (strndup_user with PATH_MAX): NULL is absent (""), a fault is EFAULT, a
+// string without a NUL in its first PATH_MAX bytes EINVAL.
+func readMountString(req *Request, addr uint64) (string, error) {
+	if addr == 0 {
+		return "", nil
+	}
+	s, err := req.ReadString(addr, pathMax)
+	if errors.Is(err, unix.ENAMETOOLONG) {
+		return "", unix.EINVAL
+	}
+	return s, err
+}
+
+// readMountData copies mount(2) data as the kernel does
+// (copy_mount_options, then path_mount's termination): up to a page, as
+// much of it as is readable, EFAULT only if nothing is; the string ends at
+// the first NUL or the page's last byte.
+func readMountData(req *Request, addr uint64) (string, error) {
+	if addr == 0 {
+		return "", nil
+	}
+	maps, err := req.mapsFd()
+	if err != nil {
+		return "", err
+	}
+	mem, err := req.memFd(unix.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	const page = 4096
+	buf := make([]byte, page)
+	got := 0
+	for a := addr; got < page; {
+		n := min(page-int(a%page), page-got)
+		if !accessible(maps, a, uint64(n), readAccess) {
+			break
+		}
+		if k, err := unix.Pread(mem, buf[got:got+n], int64(a)); err != nil || k != n {
+			break
+		}
+		got += n
+		if bytes.IndexByte(buf[got-n:got], 0) >= 0 {
+			break
+		}
+		a += uint64(n)
+	}
+	if got == 0 {
+		return "", unix.EFAULT
+	}
+	b := buf[:min(got, dataMax)]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if !req.Valid() {
+		return "", notify.ErrGone
+	}
+	return string(b), nil
+}
+
 // act runs op from the host's /proc (so self/fd paths resolve) once the
 // caller is known to be still waiting.
 func (fs *callerFS) act(req *Request, op func() error) error {
@@ -254,6 +312,7 @@ func (umountHandler) Handle(req *Request) Response {
 		}()
 		// Opened now, while paths still resolve in the caller's root.
 		pfd, name := -1, ""
+		var st unix.Statx_t // of name in pfd
 		if flags&unix.MNT_DETACH == 0 {
 			var dir string
 			dir, name = splitLast(target)
@@ -264,8 +323,7 @@ func (umountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(pfd)
-			var st unix.Stat_t
-			if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err := unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_MNT_ID_UNIQUE, &st); err != nil {
 				return err
 			}
 			if st.Mode&unix.S_IFMT == unix.S_IFLNK && flags&unix.UMOUNT_NOFOLLOW == 0 {
@@ -286,6 +344,22 @@ func (umountHandler) Handle(req *Request) Response {
 			}
 			return unix.EPERM
 		}
+		if flags&unix.MNT_DETACH == 0 {
+			// A procfs or sysfs sysvisord mounted carries masks, which
+			// would make a plain umount fail with EBUSY where the caller
+			// expects none: it goes with its masks, all at once.
+			kids, err := fs.childrenOf(m)
+			if err != nil {
+				return err
+			}
+			onlyMasks := len(kids) > 0
+			for i := range kids {
+				onlyMasks = onlyMasks && c.Protected(sigOf(&kids[i], m))
+			}
+			if onlyMasks {
+				flags |= unix.MNT_DETACH
+			}
+		}
 		if flags&unix.MNT_DETACH != 0 {
 			// Lazy: our fd's reference does not matter, and the
 			// magic link names exactly the mount checked.
@@ -297,6 +371,12 @@ func (umountHandler) Handle(req *Request) Response {
 		// the kernel would unmount the next one down.
 		unix.Close(tfd)
 		tfd = -1
+		// dir was resolved a second time: a symlink on the way, swapped
+		// in between, leads elsewhere (to /proc, with "sys" as name).
+		// Only where the mount checked is on top may name be unmounted.
+		if st.Mnt_id != uint64(m.ID) || st.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return unix.EINVAL
+		}
 		for cur := m; ; {
 			p := fs.parentOf(cur)
 			if p == nil || p.Mountpoint != cur.Mountpoint {
@@ -339,7 +419,7 @@ func splitLast(p string) (string, string) {
 // as host root, so without this an unprivileged user in the container would
 // get what the kernel refuses it.
 func mayMount(req *Request) (Response, bool) {
-	ok, err := hasMountCap(req.Pid())
+	ok, err := hasMountCap(req)
 	if err != nil {
 		req.Log.Debug("mount permission check failed", "error", err)
 		return Fail(unix.EPERM), false
@@ -350,32 +430,27 @@ func mayMount(req *Request) (Response, bool) {
 	return Response{}, true
 }
 
-func hasMountCap(pid int) (bool, error) {
-	b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func hasMountCap(req *Request) (bool, error) {
+	pid := req.Pid()
+	v, err := req.StatusField("CapEff")
 	if err != nil {
 		return false, err
 	}
-	var capEff uint64
-	found := false
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%x", &capEff); err != nil {
-				return false, err
-			}
-			found = true
-		}
+	capEff, err := strconv.ParseUint(v, 16, 64)
+	if err != nil {
+		return false, fmt.Errorf("CapEff %q: %w", v, err)
 	}
-	if !found || capEff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+	if capEff&(1<<unix.CAP_SYS_ADMIN) == 0 {
 		return false, nil
 	}
 	// The capability counts over the caller's user namespace only: that
 	// must own the mount namespace the caller would change.
-	mnt, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	mnt, err := rawfile.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY)
 	if err != nil {
 		return false, err
 	}
-	defer mnt.Close()
-	owner, err := unix.IoctlRetInt(int(mnt.Fd()), unix.NS_GET_USERNS)
+	defer unix.Close(mnt)
+	owner, err := unix.IoctlRetInt(mnt, unix.NS_GET_USERNS)
 	if err != nil {
 		return false, fmt.Errorf("owner of mount namespace: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // callerFS is what a mount handler works with on a thread that has joined
@@ -138,11 +137,11 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 		fds = append(fds, fd)
 		byName[n] = fd
 	}
-	tgid, err := nsPid(pid, "NStgid:")
+	tgid, err := nsPid(req, "NStgid")
 	if err != nil {
 		return err
 	}
-	tid, err := nsPid(pid, "NSpid:")
+	tid, err := nsPid(req, "NSpid")
 	if err != nil {
 		return err
 	}
@@ -194,10 +193,39 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 			if err := unix.Fchdir(byName["cwd"]); err != nil {
 				return fmt.Errorf("caller's cwd: %w", err)
 			}
+			if err := dropHostSysAdmin(); err != nil {
+				return err
+			}
 			return fn(env)
 		}()
 	}()
 	return <-errc
+}
+
+// dropHostSysAdmin removes CAP_SYS_ADMIN from this thread's effective and
+// permitted sets. What the thread does from then on is checked against the
+// caller's namespaces only: as uid 0, the owner of the container's user
+// namespace, it keeps every capability in that namespace and its children
+// (mounting, unmounting and remounting there work), but has none over the
+// host's own. Without this, a superblock remount (MS_REMOUNT without
+// MS_BIND) went through with host privilege on filesystems the container
+// does not own, the host's behind its bind mounts: options changed on the
+// host, a cgroup v1 hierarchy's release_agent set; and MNT_FORCE reached
+// host filesystems' umount_begin. The kernel refuses both to the caller
+// itself (EPERM).
+func dropHostSysAdmin() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	const bit = 1 << unix.CAP_SYS_ADMIN // < 32: in data[0]
+	data[0].Effective &^= bit
+	data[0].Permitted &^= bit
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("drop CAP_SYS_ADMIN: %w", err)
+	}
+	return nil
 }
 
 // mountOf returns the mount fd lies on and whether fd is that mount's root.
@@ -261,19 +289,14 @@ func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) 
 
 // nsPid reads a status field (NStgid, NSpid) and returns its innermost
 // value: the number in the caller's own pid namespace.
-func nsPid(pid int, field string) (int, error) {
-	b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+func nsPid(req *Request, field string) (int, error) {
+	v, err := req.StatusField(field)
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field); ok {
-			f := strings.Fields(v)
-			if len(f) == 0 {
-				break
-			}
-			return strconv.Atoi(f[len(f)-1])
-		}
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return 0, fmt.Errorf("empty %s", field)
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return strconv.Atoi(f[len(f)-1])
 }
