@@ -28,6 +28,8 @@ type Container interface {
 	// InitStart is when the container's init started, on CLOCK_BOOTTIME.
 	InitStart() time.Duration
 	Cgroups() cgroup.Paths
+	// CgroupFiles reads the container's cgroup files, kept open.
+	CgroupFiles() cgroup.Source
 	// MaskedPaths and ReadonlyPaths are the runtime's, from the spec: a
 	// procfs or sysfs mounted for the container gets them too.
 	MaskedPaths() []string

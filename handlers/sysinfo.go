@@ -80,12 +80,13 @@ func (sysinfoHandler) Handle(req *Request) Response {
 		uptime = 0
 	}
 	cg := c.Cgroups()
-	mem, err := cg.ReadMemory()
+	files := c.CgroupFiles()
+	mem, err := cg.ReadMemoryFrom(files)
 	if err != nil {
 		req.Log.Debug("sysinfo: memory cgroup unreadable, host figures used", "error", err)
 		mem = cgroup.Memory{Usage: (host.Totalram - host.Freeram) * uint64(host.Unit)}
 	}
-	procs, _ := cg.ReadPids()
+	procs, _ := cg.ReadPidsFrom(files)
 	si := ContainerSysinfo(host, uptime, mem, procs)
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&si)), unsafe.Sizeof(si))
 	if err := req.WriteMem(addr, b); err != nil {

@@ -139,35 +139,38 @@ const v1Unlimited = 1 << 62
 
 // ReadMemory reads the memory controller, preferring v1 where the memory
 // controller is bound there (hybrid hosts) and v2 otherwise.
-func (p Paths) ReadMemory() (Memory, error) {
+func (p Paths) ReadMemory() (Memory, error) { return p.ReadMemoryFrom(direct{}) }
+
+// ReadMemoryFrom is ReadMemory through src (a container's open Files).
+func (p Paths) ReadMemoryFrom(src Source) (Memory, error) {
 	if dir, ok := p["memory"]; ok {
-		return readMemoryV1(dir)
+		return readMemoryV1(src, dir)
 	}
 	if dir, ok := p[""]; ok {
-		return readMemoryV2(dir)
+		return readMemoryV2(src, dir)
 	}
 	return Memory{}, fmt.Errorf("no memory cgroup")
 }
 
-func readMemoryV1(dir string) (Memory, error) {
+func readMemoryV1(src Source, dir string) (Memory, error) {
 	var m Memory
-	lim, err := readUint(filepath.Join(dir, "memory.limit_in_bytes"))
+	lim, err := readUint(src, filepath.Join(dir, "memory.limit_in_bytes"))
 	if err != nil {
 		return m, err
 	}
 	if lim < v1Unlimited {
 		m.Limit = lim
 	}
-	if m.Usage, err = readUint(filepath.Join(dir, "memory.usage_in_bytes")); err != nil {
+	if m.Usage, err = readUint(src, filepath.Join(dir, "memory.usage_in_bytes")); err != nil {
 		return m, err
 	}
-	if st, err := readKV(filepath.Join(dir, "memory.stat")); err == nil {
-		m.InactiveFile = st["total_inactive_file"]
+	if v, err := readStatKey(src, filepath.Join(dir, "memory.stat"), "total_inactive_file"); err == nil {
+		m.InactiveFile = v
 	}
 	if m.Limit != 0 {
-		if ms, err := readUint(filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil && ms < v1Unlimited && ms > m.Limit {
+		if ms, err := readUint(src, filepath.Join(dir, "memory.memsw.limit_in_bytes")); err == nil && ms < v1Unlimited && ms > m.Limit {
 			m.SwapLimit = ms - m.Limit
-			if mu, err := readUint(filepath.Join(dir, "memory.memsw.usage_in_bytes")); err == nil && mu > m.Usage {
+			if mu, err := readUint(src, filepath.Join(dir, "memory.memsw.usage_in_bytes")); err == nil && mu > m.Usage {
 				m.SwapUsage = mu - m.Usage
 			}
 		}
@@ -175,23 +178,23 @@ func readMemoryV1(dir string) (Memory, error) {
 	return m, nil
 }
 
-func readMemoryV2(dir string) (Memory, error) {
+func readMemoryV2(src Source, dir string) (Memory, error) {
 	var m Memory
-	lim, err := readMax(filepath.Join(dir, "memory.max"))
+	lim, err := readMax(src, filepath.Join(dir, "memory.max"))
 	if err != nil {
 		return m, err
 	}
 	m.Limit = lim
-	if m.Usage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
+	if m.Usage, err = readUint(src, filepath.Join(dir, "memory.current")); err != nil {
 		return m, err
 	}
-	if st, err := readKV(filepath.Join(dir, "memory.stat")); err == nil {
-		m.InactiveFile = st["inactive_file"]
+	if v, err := readStatKey(src, filepath.Join(dir, "memory.stat"), "inactive_file"); err == nil {
+		m.InactiveFile = v
 	}
 	if m.Limit != 0 {
-		if sl, err := readMax(filepath.Join(dir, "memory.swap.max")); err == nil {
+		if sl, err := readMax(src, filepath.Join(dir, "memory.swap.max")); err == nil {
 			m.SwapLimit = sl
-			m.SwapUsage, _ = readUint(filepath.Join(dir, "memory.swap.current"))
+			m.SwapUsage, _ = readUint(src, filepath.Join(dir, "memory.swap.current"))
 		}
 	}
 	return m, nil
@@ -199,18 +202,21 @@ func readMemoryV2(dir string) (Memory, error) {
 
 // ReadPids returns the number of tasks in the pids controller, counting the
 // container's whole subtree.
-func (p Paths) ReadPids() (uint64, error) {
+func (p Paths) ReadPids() (uint64, error) { return p.ReadPidsFrom(direct{}) }
+
+// ReadPidsFrom is ReadPids through src.
+func (p Paths) ReadPidsFrom(src Source) (uint64, error) {
 	if dir, ok := p["pids"]; ok {
-		return readUint(filepath.Join(dir, "pids.current"))
+		return readUint(src, filepath.Join(dir, "pids.current"))
 	}
 	if dir, ok := p[""]; ok {
-		return readUint(filepath.Join(dir, "pids.current"))
+		return readUint(src, filepath.Join(dir, "pids.current"))
 	}
 	return 0, fmt.Errorf("no pids cgroup")
 }
 
-func readUint(path string) (uint64, error) {
-	b, err := rawfile.ReadFile(path)
+func readUint(src Source, path string) (uint64, error) {
+	b, err := src.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -222,8 +228,8 @@ func readUint(path string) (uint64, error) {
 }
 
 // readMax reads a v2 "max"-or-number file; "max" is 0 (unlimited).
-func readMax(path string) (uint64, error) {
-	b, err := rawfile.ReadFile(path)
+func readMax(src Source, path string) (uint64, error) {
+	b, err := src.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -238,19 +244,23 @@ func readMax(path string) (uint64, error) {
 	return v, nil
 }
 
-func readKV(path string) (map[string]uint64, error) {
-	b, err := rawfile.ReadFile(path)
+// readStatKey returns one key of a "key value" file such as memory.stat,
+// without building a map of the whole file.
+func readStatKey(src Source, path, key string) (uint64, error) {
+	b, err := src.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 {
-			if v, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-				out[f[0]] = v
-			}
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(line) > len(key) && line[len(key)] == ' ' && string(line[:len(key)]) == key {
+			return strconv.ParseUint(string(bytes.TrimSpace(line[len(key)+1:])), 10, 64)
 		}
 	}
-	return out, nil
+	return 0, fmt.Errorf("%s: no %s", path, key)
 }

@@ -60,7 +60,11 @@ type Container struct {
 	// Listeners counts live seccomp listener loops (init plus execs).
 	Listeners atomic.Int32
 	reg       *Registry
+	files     cgroup.Files // open cgroup files, for the notify path
 }
+
+// CgroupFiles implements handlers.Container.
+func (c *Container) CgroupFiles() cgroup.Source { return &c.files }
 
 // Snapshot returns a copy of the record.
 func (c *Container) Snapshot() Record { return *c.rec.Load() }
@@ -209,6 +213,9 @@ func (r *Registry) Remove(id string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if c, ok := r.m[id]; ok {
+		c.files.Close()
+	}
 	delete(r.m, id)
 	if err := os.Remove(r.path(id)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove record of %s: %w", id, err)
