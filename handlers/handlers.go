@@ -215,13 +215,10 @@ var (
 	writeAccess = access{vmaFlag: 0x2, perm: 'w', index: 1}
 )
 
-// writable reports whether [addr, addr+n) lies in writable mappings of the
-// process whose /proc/<pid>/maps is open as maps: by PROCMAP_QUERY (Linux
-// 6.11+, one lookup per mapping) or else by reading the listing.
-func writable(maps *os.File, addr, n uint64) bool {
-	return accessible(int(maps.Fd()), addr, n, writeAccess)
-}
-
+// accessible reports whether [addr, addr+n) lies in mappings of the
+// process whose /proc/<pid>/maps is open as maps that allow a: by
+// PROCMAP_QUERY (Linux 6.11+, one lookup per mapping) or else by reading
+// the listing.
 func accessible(maps int, addr, n uint64, a access) bool {
 	if ok, err := queryAccess(maps, addr, n, a); err == nil {
 		return ok
