@@ -70,8 +70,9 @@ JSON
 	image
 }
 
-# busybox image from Debian's busybox-static (no registry needed), plus a
-# static sysinfo(2) printer for the tests.
+# busybox image from Debian's busybox-static (no registry needed), plus
+# static helpers for the tests: a sysinfo(2) printer, and mountcall and
+# mountrace for the mount emulation.
 image() {
 	"$DOCKER" image inspect sysvisor-test/busybox >/dev/null 2>&1 && return 0
 	say "building image sysvisor-test/busybox"
@@ -84,6 +85,8 @@ image() {
 		[ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"
 	done
 	gcc -static -O2 -o "$r/bin/sysinfo" "$ROOT/tests/testdata/sysinfo.c"
+	gcc -static -O2 -o "$r/bin/mountcall" "$ROOT/tests/testdata/mountcall.c"
+	gcc -static -O2 -pthread -o "$r/bin/mountrace" "$ROOT/tests/testdata/mountrace.c"
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' - sysvisor-test/busybox >/dev/null
