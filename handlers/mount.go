@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
@@ -142,6 +143,7 @@ func (mountHandler) Handle(req *Request) Response {
 		return Fail(unix.EINVAL) // as the kernel answers a NULL or empty source
 	}
 	c := req.Container
+	var newLocks []string
 	err = inCallerFS(req, false, nil, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH)
 		if err != nil {
@@ -157,7 +159,7 @@ func (mountHandler) Handle(req *Request) Response {
 			if !root {
 				return unix.EINVAL
 			}
-			if flags&unix.MS_RDONLY == 0 && m.ReadOnly() && fs.protected(m, c.Protected) {
+			if fs.locked(m, c.Protected) && loosens(m, flags) {
 				return unix.EPERM
 			}
 			return fs.act(req, func() error { return unix.Mount("", fdPath(tfd), "", flags, data) })
@@ -184,7 +186,22 @@ func (mountHandler) Handle(req *Request) Response {
 					return unix.EINVAL
 				}
 			}
-			return fs.act(req, func() error { return unix.Mount(fdPath(sfd), fdPath(tfd), "", flags, "") })
+			sm, _, err := fs.mountOf(sfd)
+			if err != nil {
+				return err
+			}
+			copyLocked := fs.locked(sm, c.Protected)
+			if err := fs.act(req, func() error { return unix.Mount(fdPath(sfd), fdPath(tfd), "", flags, "") }); err != nil {
+				return err
+			}
+			if copyLocked {
+				// A copy of a protected mount keeps its flags: it may
+				// go away, but not become writable or suid.
+				if sig, err := fs.topAt(tfd); err == nil {
+					newLocks = append(newLocks, lockedPrefix+sig)
+				}
+			}
+			return nil
 		default: // MS_MOVE
 			sfd, err := fs.open(source, unix.O_PATH)
 			if err != nil {
@@ -208,7 +225,77 @@ func (mountHandler) Handle(req *Request) Response {
 	if err != nil {
 		return errnoOf(err)
 	}
+	// Recorded after the thread is gone: host state is never written from
+	// inside the caller's root.
+	if len(newLocks) > 0 {
+		if err := c.Protect(newLocks); err != nil {
+			log.Error("cannot record protected mounts", "error", err)
+		}
+	}
 	return Return(0)
+}
+
+// lockedPrefix marks a signature whose mount may be unmounted or moved but
+// keeps its flags: a bind copy of a protected mount.
+const lockedPrefix = "flags:"
+
+// locked reports whether m's flags may not be loosened: a protected mount,
+// or a bind copy of one.
+func (fs *callerFS) locked(m *mountinfo.Entry, isProtected func(string) bool) bool {
+	p := fs.parentOf(m)
+	if p == nil {
+		return false
+	}
+	sig := sigOf(m, p)
+	return isProtected(sig) || isProtected(lockedPrefix+sig)
+}
+
+// loosens reports whether a remount with flags would clear read-only,
+// nosuid, nodev or noexec where m has them.
+func loosens(m *mountinfo.Entry, flags uintptr) bool {
+	for _, f := range []struct {
+		opt string
+		ms  uintptr
+	}{{"ro", unix.MS_RDONLY}, {"nosuid", unix.MS_NOSUID}, {"nodev", unix.MS_NODEV}, {"noexec", unix.MS_NOEXEC}} {
+		if m.HasOpt(f.opt) && flags&f.ms == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// topAt returns the signature of the topmost mount on fd's dentry: the one
+// a mount call just put there.
+func (fs *callerFS) topAt(fd int) (string, error) {
+	under, _, err := fs.mountOf(fd)
+	if err != nil {
+		return "", err
+	}
+	at, err := fs.nsPath(fd)
+	if err != nil {
+		return "", err
+	}
+	cur := under
+	for {
+		kids, err := fs.childrenOf(cur)
+		if err != nil {
+			return "", err
+		}
+		var next *mountinfo.Entry
+		for i := range kids {
+			if kids[i].Mountpoint == at {
+				next = &kids[i]
+			}
+		}
+		if next == nil {
+			break
+		}
+		cur = next
+	}
+	if cur == under {
+		return "", errors.New("no mount on top")
+	}
+	return sigOf(cur, fs.parentOf(cur)), nil
 }
 
 // readMountString copies a mount(2) fstype or source as the kernel does

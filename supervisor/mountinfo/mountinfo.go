@@ -26,9 +26,12 @@ type Entry struct {
 }
 
 // ReadOnly reports whether the mount itself is read-only.
-func (e *Entry) ReadOnly() bool {
-	for _, o := range strings.Split(e.Opts, ",") {
-		if o == "ro" {
+func (e *Entry) ReadOnly() bool { return e.HasOpt("ro") }
+
+// HasOpt reports whether the per-mount options include o (nosuid, ...).
+func (e *Entry) HasOpt(o string) bool {
+	for _, x := range strings.Split(e.Opts, ",") {
+		if x == o {
 			return true
 		}
 	}

@@ -106,6 +106,14 @@ func Stat(id uint64) (Entry, error) {
 	if buf.MntAttr&mountAttrRdonly != 0 {
 		ent.Opts = "ro"
 	}
+	for _, a := range []struct {
+		bit  uint64
+		name string
+	}{{unix.MOUNT_ATTR_NOSUID, "nosuid"}, {unix.MOUNT_ATTR_NODEV, "nodev"}, {unix.MOUNT_ATTR_NOEXEC, "noexec"}} {
+		if buf.MntAttr&a.bit != 0 {
+			ent.Opts += "," + a.name
+		}
+	}
 	return ent, nil
 }
 

@@ -465,11 +465,15 @@ func TestMountReadOnlyRemountAllowed(t *testing.T) {
 	r := results(t, sh(t, id, `unshare -m sh -c '
 		echo "ro-hosts $(mountcall mount - /etc/hosts - remount,bind,rdonly -)"
 		echo "write-hosts $(echo x 2>&1 >>/etc/hosts | grep -c Read-only)"
-		echo "ro-shm $(mountcall mount - /dev/shm - remount,bind,rdonly -)"
+		echo "ro-shm-clearing $(mountcall mount - /dev/shm - remount,bind,rdonly -)"
+		echo "ro-shm $(mountcall mount - /dev/shm - remount,bind,rdonly,nosuid,nodev,noexec -)"
 		echo "write-shm $(echo x 2>&1 >/dev/shm/x | grep -c Read-only)"
 	'`))
 	expect(t, r, "ro-hosts", "ok")
 	expect(t, r, "write-hosts", "1")
+	// /dev/shm is nosuid,nodev,noexec: a remount that leaves those out
+	// would clear them, refused as the kernel refuses it for locked mounts.
+	expect(t, r, "ro-shm-clearing", "EPERM")
 	expect(t, r, "ro-shm", "ok")
 	expect(t, r, "write-shm", "1")
 	if out := sh(t, id, `echo x >>/etc/hosts && touch /dev/shm/x && echo writable`); out != "writable" {
@@ -720,4 +724,25 @@ func TestMountBadPointers(t *testing.T) {
 	if out := mustDocker(t, sv("sh", "-c", "mkdir -p /mnt/p && mountcall mount proc /mnt/p proc 0 -")...); out != "ok" {
 		t.Errorf("a proc mount after the bad pointers: %s", out)
 	}
+}
+
+// TestBindCopyKeepsFlags: a plain bind copy of a protected read-only mount
+// may go away, but may not be made writable (or lose nosuid and friends),
+// or /proc/sys would be writable two commands later.
+func TestBindCopyKeepsFlags(t *testing.T) {
+	watchHost(t)
+	id := startDetached(t, "sysvisor-runc")
+	r := results(t, sh(t, id, `mkdir -p /x /y
+		mountcall mount /proc/sys /x - bind - >/dev/null
+		echo "rw-copy $(mountcall mount - /x - remount,bind -)"
+		echo "write-copy $(echo 1 2>&1 >/x/kernel/panic | grep -c Read-only)"
+		echo "umount-copy $(mountcall umount /x -)"
+		mountcall mount /dev/shm /y - bind - >/dev/null
+		echo "exec-copy $(mountcall mount - /y - remount,bind,nosuid,nodev -)"
+		echo "umount-y $(mountcall umount /y -)"`))
+	expect(t, r, "rw-copy", "EPERM")
+	expect(t, r, "write-copy", "1")
+	expect(t, r, "umount-copy", "ok")
+	expect(t, r, "exec-copy", "EPERM")
+	expect(t, r, "umount-y", "ok")
 }
