@@ -151,11 +151,8 @@ func kernelFSOptions(fstype, data string) ([]string, error) {
 // maskIn hides rel inside the detached tree root: a file behind /dev/null,
 // a directory behind an empty read-only tmpfs, as runc masks them.
 func maskIn(root int, rel string) error {
-	tfd, err := unix.Openat(root, rel, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err == unix.ENOENT {
-		return nil
-	}
-	if err != nil {
+	tfd, err := openIn(root, rel)
+	if tfd < 0 {
 		return err
 	}
 	defer unix.Close(tfd)
@@ -186,13 +183,24 @@ func maskIn(root int, rel string) error {
 	return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 }
 
-// readonlyIn makes rel inside the detached tree a read-only bind of itself.
-func readonlyIn(root int, rel string) error {
-	tfd, err := unix.Openat(root, rel, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// openIn opens rel inside a detached tree without following a final
+// symlink. A path the kernel does not have is no error (-1, nil): there is
+// nothing to mask.
+func openIn(root int, rel string) (int, error) {
+	fd, err := unix.Openat(root, rel, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT {
-		return nil
+		return -1, nil
 	}
 	if err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// readonlyIn makes rel inside the detached tree a read-only bind of itself.
+func readonlyIn(root int, rel string) error {
+	tfd, err := openIn(root, rel)
+	if tfd < 0 {
 		return err
 	}
 	defer unix.Close(tfd)

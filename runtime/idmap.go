@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 )
 
 // UsernsFd returns an fd of a user namespace mapping 0..size-1 to base.., for
@@ -170,24 +172,8 @@ func ParseMountinfo(r io.Reader) ([]MountEntry, error) {
 	return out, nil
 }
 
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// unescapeOctal decodes mountinfo's octal escapes.
+func unescapeOctal(s string) string { return mountinfo.Unescape(s) }
 
 // ParseOverlay reads overlay options; relative layer paths (engines use them
 // when the option string would exceed a page) are resolved against base.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
@@ -32,9 +33,9 @@ func HostMounts() (Mounts, error) {
 }
 
 // ParseMounts extracts cgroup hierarchies from mountinfo text.
-func ParseMounts(mountinfo []byte) Mounts {
+func ParseMounts(data []byte) Mounts {
 	m := Mounts{}
-	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		sep := -1
@@ -47,7 +48,7 @@ func ParseMounts(mountinfo []byte) Mounts {
 		if sep < 0 || len(f) < sep+4 || len(f) < 5 {
 			continue
 		}
-		fstype, mnt, super := f[sep+1], unescape(f[4]), f[sep+3]
+		fstype, mnt, super := f[sep+1], mountinfo.Unescape(f[4]), f[sep+3]
 		switch fstype {
 		case "cgroup2":
 			if _, ok := m[""]; !ok {
@@ -69,24 +70,6 @@ func ParseMounts(mountinfo []byte) Mounts {
 		}
 	}
 	return m
-}
-
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // ParseProcCgroup turns /proc/<pid>/cgroup into host directories using mounts.
