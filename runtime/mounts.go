@@ -127,7 +127,7 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	if err != nil {
 		return err
 	}
-	if err := statefile.WriteAtomic(filepath.Join(dir, engineFile), b, 0o600); err != nil {
+	if err := statefile.Replace(filepath.Join(dir, engineFile), b, 0o600); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
@@ -149,7 +149,7 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	if err != nil {
 		return err
 	}
-	return statefile.WriteAtomic(filepath.Join(dir, engineFile), b, 0o600)
+	return statefile.Replace(filepath.Join(dir, engineFile), b, 0o600)
 }
 
 // engineFile records the engine's overlay we replaced, so delete can put it

@@ -245,7 +245,7 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err != nil {
 		return 1, err
 	}
-	if err := statefile.WriteAtomic(cfgPath, b, mode); err != nil {
+	if err := statefile.Replace(cfgPath, b, mode); err != nil {
 		return 1, err
 	}
 	r.log.Debugf("container %s: IDs %d+%d, policy %s, delegating to %s", r.inv.ID, l.Start, l.Size, pol.Name, r.runc)
@@ -301,7 +301,7 @@ func (r *runner) rewriteExecProcess() error {
 	if err != nil {
 		return err
 	}
-	return statefile.WriteAtomic(r.inv.Process, out, st.Mode().Perm())
+	return statefile.Replace(r.inv.Process, out, st.Mode().Perm())
 }
 
 func loadSpec(path string) (*specs.Spec, os.FileMode, error) {
