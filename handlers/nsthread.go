@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -100,10 +101,10 @@ func fdPath(fd int) string { return fmt.Sprintf("self/fd/%d", fd) }
 // subject to the checks the kernel makes on the container's namespace
 // (mount_too_revealing), and fn attaches them.
 //
-// A thread that has changed namespaces is never given back to the Go
-// scheduler: the goroutine ends with it locked, and the runtime destroys it.
-// Setting up costs one thread creation and a setns, paid only by emulated
-// mount operations.
+// The thread is given back to the Go scheduler only once goHome has undone
+// every change (namespaces, root, cwd, capabilities); if anything fails
+// there, the goroutine ends locked and the runtime destroys the thread.
+// Reusing threads saves a thread creation and exit per emulated operation.
 func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS) error) error {
 	pid := req.Pid()
 	open := func(p string) (int, error) {
@@ -157,8 +158,17 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	}
 	errc := make(chan error, 1)
 	go func() {
-		goruntime.LockOSThread() // never unlocked: see above
-		errc <- func() error {
+		goruntime.LockOSThread()
+		var err error
+		defer func() {
+			// Given back only if every change is undone; otherwise the
+			// goroutine ends locked and the runtime destroys the thread.
+			if goHome(net) == nil {
+				goruntime.UnlockOSThread()
+			}
+			errc <- err
+		}()
+		err = func() error {
 			if err := unix.Unshare(unix.CLONE_FS); err != nil {
 				return fmt.Errorf("unshare fs: %w", err)
 			}
@@ -202,6 +212,48 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	return <-errc
 }
 
+// home is the state a worker thread returns to: the host's mount and network
+// namespaces and the process's cwd, as fds opened once.
+var home struct {
+	once          sync.Once
+	mnt, net, cwd int
+	err           error
+}
+
+// goHome undoes what inCallerFS did to the thread: capabilities, mount
+// namespace (which also resets root and cwd), cwd, network namespace. The
+// thread keeps the fs context it unshared, equal to the process's again.
+func goHome(net bool) error {
+	home.once.Do(func() {
+		open := func(p string, flags int) int {
+			fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+			if err != nil && home.err == nil {
+				home.err = err
+			}
+			return fd
+		}
+		home.mnt = open("/proc/self/ns/mnt", unix.O_RDONLY)
+		home.net = open("/proc/self/ns/net", unix.O_RDONLY)
+		home.cwd = open(".", unix.O_PATH|unix.O_DIRECTORY)
+	})
+	if home.err != nil {
+		return home.err
+	}
+	if err := raiseEffective(); err != nil {
+		return err
+	}
+	if err := unix.Setns(home.mnt, unix.CLONE_NEWNS); err != nil {
+		return err
+	}
+	if err := unix.Fchdir(home.cwd); err != nil {
+		return err
+	}
+	if net {
+		return unix.Setns(home.net, unix.CLONE_NEWNET)
+	}
+	return nil
+}
+
 // dropHostSysAdmin removes CAP_SYS_ADMIN from this thread's effective and
 // permitted sets. What the thread does from then on is checked against the
 // caller's namespaces only: as uid 0, the owner of the container's user
@@ -220,12 +272,24 @@ func dropHostSysAdmin() error {
 		return fmt.Errorf("capget: %w", err)
 	}
 	const bit = 1 << unix.CAP_SYS_ADMIN // < 32: in data[0]
+	// Effective only: the kernel checks nothing else, and goHome raises it
+	// again before the thread runs other goroutines. Only sysvisord's own
+	// code runs on the thread meanwhile.
 	data[0].Effective &^= bit
-	data[0].Permitted &^= bit
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("drop CAP_SYS_ADMIN: %w", err)
 	}
 	return nil
+}
+
+func raiseEffective() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	data[0].Effective, data[1].Effective = data[0].Permitted, data[1].Permitted
+	return unix.Capset(&hdr, &data[0])
 }
 
 // mountOf returns the mount fd lies on and whether fd is that mount's root.
