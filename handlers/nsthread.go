@@ -101,10 +101,8 @@ func fdPath(fd int) string { return fmt.Sprintf("self/fd/%d", fd) }
 // subject to the checks the kernel makes on the container's namespace
 // (mount_too_revealing), and fn attaches them.
 //
-// The thread is given back to the Go scheduler only once goHome has undone
-// every change (namespaces, root, cwd, capabilities); if anything fails
-// there, the goroutine ends locked and the runtime destroys the thread.
-// Reusing threads saves a thread creation and exit per emulated operation.
+// The work runs on the caller's own goroutine, locked to its thread, which
+// goHome restores (namespaces, root, cwd, capabilities) before unlocking.
 func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS) error) error {
 	pid := req.Pid()
 	open := func(p string) (int, error) {
@@ -156,60 +154,64 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	if !req.Valid() {
 		return notify.ErrGone
 	}
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		var err error
-		defer func() {
-			// Given back only if every change is undone; otherwise the
-			// goroutine ends locked and the runtime destroys the thread.
-			if goHome(net) == nil {
-				goruntime.UnlockOSThread()
+	// The work runs on the calling goroutine's own thread, locked to it:
+	// handing it to another thread would cost two cross-CPU wake-ups,
+	// more than the work itself.
+	if err := openHome(); err != nil {
+		return fmt.Errorf("worker thread home: %w", err)
+	}
+	goruntime.LockOSThread()
+	defer func() {
+		if err := goHome(net); err != nil {
+			// The thread is still in the caller's namespaces and cannot
+			// be trusted with anything else; it is not given back.
+			// Staying alive on it would risk acting on the host through
+			// the container's view, so sysvisord stops here.
+			fmt.Fprintf(os.Stderr, "sysvisord: fatal: cannot restore a worker thread: %v\n", err)
+			os.Exit(70)
+		}
+		goruntime.UnlockOSThread()
+	}()
+	return func() error {
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			return fmt.Errorf("unshare fs: %w", err)
+		}
+		if net {
+			if err := unix.Setns(byName["ns/net"], unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("join network namespace: %w", err)
 			}
-			errc <- err
-		}()
-		err = func() error {
-			if err := unix.Unshare(unix.CLONE_FS); err != nil {
-				return fmt.Errorf("unshare fs: %w", err)
-			}
-			if net {
-				if err := unix.Setns(byName["ns/net"], unix.CLONE_NEWNET); err != nil {
-					return fmt.Errorf("join network namespace: %w", err)
-				}
-			}
-			if detached != nil {
-				if err := detached(); err != nil {
-					return err
-				}
-			}
-			if err := unix.Setns(byName["ns/mnt"], unix.CLONE_NEWNS); err != nil {
-				return fmt.Errorf("join mount namespace: %w", err)
-			}
-			nsRoot, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("namespace root: %w", err)
-			}
-			defer unix.Close(nsRoot)
-			env := &callerFS{proc: proc, nsRoot: nsRoot, tgid: tgid, tid: tid}
-			if err := unix.Fchdir(byName["root"]); err != nil {
-				return fmt.Errorf("caller's root: %w", err)
-			}
-			if env.root, err = os.Getwd(); err != nil {
-				return fmt.Errorf("caller's root: %w", err)
-			}
-			if err := unix.Chroot("."); err != nil {
-				return fmt.Errorf("chroot to caller's root: %w", err)
-			}
-			if err := unix.Fchdir(byName["cwd"]); err != nil {
-				return fmt.Errorf("caller's cwd: %w", err)
-			}
-			if err := dropHostSysAdmin(); err != nil {
+		}
+		if detached != nil {
+			if err := detached(); err != nil {
 				return err
 			}
-			return fn(env)
-		}()
+		}
+		if err := unix.Setns(byName["ns/mnt"], unix.CLONE_NEWNS); err != nil {
+			return fmt.Errorf("join mount namespace: %w", err)
+		}
+		nsRoot, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("namespace root: %w", err)
+		}
+		defer unix.Close(nsRoot)
+		env := &callerFS{proc: proc, nsRoot: nsRoot, tgid: tgid, tid: tid}
+		if err := unix.Fchdir(byName["root"]); err != nil {
+			return fmt.Errorf("caller's root: %w", err)
+		}
+		if env.root, err = os.Getwd(); err != nil {
+			return fmt.Errorf("caller's root: %w", err)
+		}
+		if err := unix.Chroot("."); err != nil {
+			return fmt.Errorf("chroot to caller's root: %w", err)
+		}
+		if err := unix.Fchdir(byName["cwd"]); err != nil {
+			return fmt.Errorf("caller's cwd: %w", err)
+		}
+		if err := dropHostSysAdmin(); err != nil {
+			return err
+		}
+		return fn(env)
 	}()
-	return <-errc
 }
 
 // home is the state a worker thread returns to: the host's mount and network
@@ -224,18 +226,6 @@ var home struct {
 // namespace (which also resets root and cwd), cwd, network namespace. The
 // thread keeps the fs context it unshared, equal to the process's again.
 func goHome(net bool) error {
-	home.once.Do(func() {
-		open := func(p string, flags int) int {
-			fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
-			if err != nil && home.err == nil {
-				home.err = err
-			}
-			return fd
-		}
-		home.mnt = open("/proc/self/ns/mnt", unix.O_RDONLY)
-		home.net = open("/proc/self/ns/net", unix.O_RDONLY)
-		home.cwd = open(".", unix.O_PATH|unix.O_DIRECTORY)
-	})
 	if home.err != nil {
 		return home.err
 	}
@@ -252,6 +242,25 @@ func goHome(net bool) error {
 		return unix.Setns(home.net, unix.CLONE_NEWNET)
 	}
 	return nil
+}
+
+// openHome opens the fds goHome returns to. It must run on a thread that
+// is still at home: the first emulated operation calls it before it
+// leaves.
+func openHome() error {
+	home.once.Do(func() {
+		open := func(p string, flags int) int {
+			fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+			if err != nil && home.err == nil {
+				home.err = err
+			}
+			return fd
+		}
+		home.mnt = open("/proc/self/ns/mnt", unix.O_RDONLY)
+		home.net = open("/proc/self/ns/net", unix.O_RDONLY)
+		home.cwd = open(".", unix.O_PATH|unix.O_DIRECTORY)
+	})
+	return home.err
 }
 
 // dropHostSysAdmin removes CAP_SYS_ADMIN from this thread's effective and
