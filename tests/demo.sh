@@ -41,8 +41,12 @@ step "The host's kernel knobs stay the host's"
 D exec "$id" sh -c 'echo "|/bin/evil" > /proc/sys/kernel/core_pattern' 2>&1 | sed 's/^/  /' || true
 echo "host core_pattern: $(cat /proc/sys/kernel/core_pattern)"
 
+step "Mounts: what a container manager needs works, what protects the host stays"
+show D exec "$id" sh -c 'unshare -p -f --mount-proc sh -c "ps" && mkdir -p /mnt/p && mount -t proc proc /mnt/p && ls -l /mnt/p/timer_list'
+D exec "$id" sh -c 'umount /proc/sys; mount -o remount,rw /proc/sys; su nobody -s /bin/sh -c "mount -t tmpfs t /mnt"' 2>&1 | sed 's/^/  /' || true
+
 step "The supervisor's view"
 show "$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run" ps
 
-printf '\nInner Docker and systemd arrive with the mount-emulation, /proc-views and DinD work (docs/architecture.md, Roadmap).\n'
+printf '\nInner Docker and systemd arrive with the /proc-views and DinD work (docs/architecture.md, Roadmap).\n'
 D rm -f "$id" "$id2" >/dev/null
