@@ -36,6 +36,14 @@ type Container interface {
 	ReadonlyPaths() []string
 	// SysfsReadOnly: the container's /sys is read-only.
 	SysfsReadOnly() bool
+	// LoadAvg is the container's 1, 5 and 15 minute load averages, fixed
+	// point with 11 fractional bits as the kernel keeps them (sampled by
+	// sysvisord; /proc/loadavg shows the same).
+	LoadAvg() [3]uint64
+	// Views is the directory of the container's /proc and /sys view files
+	// (proc/meminfo, ...), bound over a procfs or sysfs mounted for it as
+	// the runtime bound them over its own; "" when it has none.
+	Views() string
 	// Protected reports whether a mount signature names one of the mounts
 	// the container may not unmount, move or make writable.
 	Protected(sig string) bool

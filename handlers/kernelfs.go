@@ -2,6 +2,9 @@ package handlers
 
 import (
 	"fmt"
+	iofs "io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -81,6 +84,13 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 				if err := readonlyIn(mfd, rel); err != nil {
 					return fmt.Errorf("read-only %s: %w", p, err)
 				}
+			}
+		}
+		if dir := c.Views(); dir != "" {
+			// Views are not a security boundary: without them the new
+			// mount shows the host's figures, which is no reason to fail it.
+			if err := viewsIn(mfd, filepath.Join(dir, strings.Trim(prefix, "/"))); err != nil {
+				req.Log.Warn("new "+fstype+" mount gets no /proc and /sys views", "error", err)
 			}
 		}
 		return nil
@@ -181,6 +191,42 @@ func maskIn(root int, rel string) error {
 	}
 	defer unix.Close(src)
 	return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+}
+
+// viewsIn binds every view file under base (the container's views for this
+// filesystem, e.g. <views>/proc) over the same path inside the detached tree
+// root, read-only as the runtime binds them over the container's own.
+func viewsIn(root int, base string) error {
+	return filepath.WalkDir(base, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			if p == base && os.IsNotExist(err) {
+				return filepath.SkipAll
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		tfd, err := openIn(root, rel)
+		if tfd < 0 {
+			return err // nothing there in this kernel: nothing to cover
+		}
+		defer unix.Close(tfd)
+		src, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("clone %s: %w", p, err)
+		}
+		defer unix.Close(src)
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
+		if err := unix.MountSetattr(src, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			return fmt.Errorf("read-only %s: %w", p, err)
+		}
+		return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	})
 }
 
 // openIn opens rel inside a detached tree without following a final

@@ -13,7 +13,8 @@ import (
 
 // sysinfoHandler answers sysinfo(2) with the container's view: uptime since
 // its init started, RAM from its memory cgroup, task count from its pids
-// cgroup. Load averages stay the host's until the /proc views compute them.
+// cgroup, load averages sampled over its tasks (the figures its
+// /proc/loadavg shows).
 type sysinfoHandler struct{}
 
 // ContainerSysinfo computes the container's struct sysinfo from the host's
@@ -88,6 +89,7 @@ func (sysinfoHandler) Handle(req *Request) Response {
 	}
 	procs, _ := cg.ReadPidsFrom(files)
 	si := ContainerSysinfo(host, uptime, mem, procs)
+	si.Loads = SysinfoLoads(c.LoadAvg())
 	b := unsafe.Slice((*byte)(unsafe.Pointer(&si)), unsafe.Sizeof(si))
 	if err := req.WriteMem(addr, b); err != nil {
 		if errors.Is(err, notify.ErrGone) {
@@ -96,6 +98,15 @@ func (sysinfoHandler) Handle(req *Request) Response {
 		return Fail(unix.EFAULT)
 	}
 	return Return(0)
+}
+
+// SysinfoLoads converts load averages kept with 11 fractional bits (the
+// kernel's FSHIFT, /proc/loadavg's source) to sysinfo's 16 (SI_LOAD_SHIFT).
+func SysinfoLoads(avg [3]uint64) [3]uint64 {
+	for i := range avg {
+		avg[i] <<= 16 - 11
+	}
+	return avg
 }
 
 // BootTime is now on CLOCK_BOOTTIME, the clock /proc/<pid>/stat's start

@@ -323,3 +323,47 @@ func removeSameMount(dir string) error {
 	}
 	return rm(dir)
 }
+
+// viewMountOptions: read-only, and the flags the kernel locks on a mount
+// copied into the container's namespaces kept, so runc's read-only remount
+// of the bind is allowed.
+var viewMountOptions = []string{"bind", "ro", "nosuid", "nodev", "noexec"}
+
+// addViews bind-mounts sysvisord's view files (dir/<file>) over the
+// container's /<file>; runc applies the spec's mounts in order, so they land
+// on the /proc and /sys mounted before them. Views are optional: if any file
+// is missing, none is added and the container sees the host's files. A file
+// the spec already mounts something on (an LXCFS volume, say) is left to it,
+// as is a file under /proc or /sys when the spec mounts no procfs or sysfs
+// there.
+func addViews(s *specs.Spec, dir string, files []string, log *Logger) {
+	if dir == "" || len(files) == 0 {
+		return
+	}
+	taken := map[string]bool{}
+	var haveProc, haveSys bool
+	for _, m := range s.Mounts {
+		d := filepath.Clean(m.Destination)
+		taken[d] = true
+		haveProc = haveProc || (d == "/proc" && m.Type == "proc")
+		haveSys = haveSys || (d == "/sys" && m.Type == "sysfs")
+	}
+	var add []specs.Mount
+	for _, f := range files {
+		if f == "" || filepath.IsAbs(f) || filepath.Clean(f) != f || strings.HasPrefix(f, "../") {
+			log.Warnf("sysvisord named an invalid view %q; the container sees the host's /proc and /sys files", f)
+			return
+		}
+		src, dst := filepath.Join(dir, f), "/"+f
+		st, err := os.Stat(src)
+		if err != nil || !st.Mode().IsRegular() {
+			log.Warnf("/proc and /sys views unavailable (%s: %v); the container sees the host's files", src, err)
+			return
+		}
+		if taken[dst] || (underAny(dst, "/proc") && !haveProc) || (underAny(dst, "/sys") && !haveSys) {
+			continue
+		}
+		add = append(add, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: slices.Clone(viewMountOptions)})
+	}
+	s.Mounts = append(s.Mounts, add...)
+}

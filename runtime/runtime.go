@@ -18,7 +18,6 @@ import (
 
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
-	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
@@ -209,7 +208,7 @@ func (r *runner) create() int {
 		r.log.Errorf("container %s: ID lease from sysvisord: %v", inv.ID, err)
 		return 1
 	}
-	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, *resp.Lease, feat)
+	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, resp, feat)
 	if err != nil {
 		r.log.Errorf("container %s: %v", inv.ID, err)
 	}
@@ -219,7 +218,8 @@ func (r *runner) create() int {
 	return code
 }
 
-func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol policy.Policy, l lease.Range, feat *seccompFeatures) (int, error) {
+func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol policy.Policy, resp *control.Response, feat *seccompFeatures) (int, error) {
+	l := *resp.Lease
 	caps, err := HostBoundingSet()
 	if err != nil {
 		return 1, err
@@ -241,6 +241,8 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, r.log); err != nil {
 		return 1, err
 	}
+	// After setupMounts: the view files are bound as they are, not idmapped.
+	addViews(spec, resp.Views, resp.ViewFiles, r.log)
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return 1, err

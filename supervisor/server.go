@@ -25,7 +25,9 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/handoff"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/procview"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
+	"github.com/sysvisor/sysvisor/supervisor/viewfs"
 )
 
 // Version is set at build time.
@@ -40,6 +42,8 @@ type Config struct {
 	Log      hclog.Logger
 	// NoSyncWakeUp disables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (for benchmarks).
 	NoSyncWakeUp bool
+	// NoViews disables the FUSE /proc and /sys views.
+	NoViews bool
 }
 
 // Server is a running supervisor.
@@ -50,6 +54,7 @@ type Server struct {
 	reg    *registry.Registry
 	table  *handlers.Table
 	mounts cgroup.Mounts
+	views  *viewfs.Manager // nil: no views served
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
@@ -187,9 +192,30 @@ func (s *Server) Run(ctx context.Context) error {
 		ctl.Close()
 		return fmt.Errorf("seccomp socket: %w", err)
 	}
+	if !s.cfg.NoViews {
+		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
+			s.log.Warn("/proc and /sys views disabled", "error", err)
+			s.views = nil
+		}
+	}
 	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
 		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version)
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(procview.LoadFreq)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				for _, c := range s.reg.List() {
+					s.sampleLoad(c, true)
+				}
+			}
+		}
+	}()
 	go func() { defer s.wg.Done(); s.acceptLoop(ctl, s.serveControl) }()
 	go func() { defer s.wg.Done(); s.acceptLoop(sec, s.serveHandoff) }()
 	go func() {
@@ -216,6 +242,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	// Control connections are done: no create can mount views any more.
+	// Running containers' view files fail with ENOTCONN from here on.
+	if s.views != nil {
+		s.views.Close()
+	}
 	s.log.Info("sysvisord stopped")
 	return nil
 }
@@ -278,7 +309,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		_, err = s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy,
+		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
 			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
@@ -286,7 +317,25 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			return control.Response{Error: err.Error()}
 		}
 		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", req.Policy)
-		return control.Response{Lease: &l.Range}
+		resp := control.Response{Lease: &l.Range}
+		if s.views != nil {
+			// Views are optional: the container is created without them.
+			dir, err := s.views.Mount(req.ID, c)
+			if err == nil {
+				// Recorded for the procfs and sysfs mounted on the
+				// container's behalf later.
+				_, err = s.reg.Update(req.ID, func(r *registry.Record) { r.Views = dir })
+				if err != nil {
+					s.views.Unmount(req.ID)
+				}
+			}
+			if err != nil {
+				s.log.Warn("container gets the host's /proc and /sys views", "container", req.ID, "error", err)
+			} else {
+				resp.Views, resp.ViewFiles = dir, viewfs.Files
+			}
+		}
+		return resp
 	case control.OpDelete:
 		if err := registry.ValidID(req.ID); err != nil {
 			return control.Response{Error: err.Error()}
@@ -312,6 +361,9 @@ func (s *Server) forget(id string) error {
 	s.mu.Unlock()
 	for fd := range fds {
 		fd.Close()
+	}
+	if s.views != nil {
+		s.views.Unmount(id)
 	}
 	if err != nil {
 		return err
@@ -398,6 +450,8 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 			log.Error("seccomp handoff: cannot record container", "error", err)
 			return
 		}
+		// Task counts for /proc/loadavg before the first 5 s tick.
+		s.sampleLoad(c, false)
 	}
 	fd, err := notify.NewFd(msg.SeccompFd, "seccomp:"+id)
 	if err != nil {
@@ -499,6 +553,35 @@ func (s *Server) dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif,
 		log.Trace("notification", "syscall", e.Name, "caller", n.Pid, "decision", resp.String())
 	}
 	return resp
+}
+
+// sampleLoad counts a running container's tasks (for /proc/loadavg and
+// sysinfo) and, with fold, folds them into its load averages: every
+// procview.LoadFreq, like the kernel.
+func (s *Server) sampleLoad(c *registry.Container, fold bool) {
+	rec := c.Snapshot()
+	if rec.Status != registry.StatusRunning || rec.InitPid == 0 {
+		return
+	}
+	dir, file, ok := procview.TaskDir(rec.Cgroups)
+	if !ok {
+		return
+	}
+	level, err := procview.NSLevel("/proc", rec.InitPid)
+	if err != nil {
+		return // init is gone; the collector will notice
+	}
+	running, active, total, last, err := procview.Tasks(dir, file, "/proc", level)
+	if err != nil {
+		s.log.Debug("load sample", "container", rec.ID, "error", err)
+		return
+	}
+	l := c.Load()
+	if fold {
+		l = l.Next(active)
+	}
+	l.Running, l.Total, l.LastPid = running, total, last
+	c.SetLoad(l)
 }
 
 // procStart returns pid's start time on CLOCK_BOOTTIME from /proc/<pid>/stat.

@@ -6,6 +6,8 @@
 #   tests/env.sh up      start sysvisord + dockerd, build the busybox image
 #   tests/env.sh down    stop them, unmount and remove $SV_DIR
 #   tests/env.sh docker ARGS...   the docker CLI pointed at the private engine
+#
+# SV_SYSVISORD_ARGS adds flags to sysvisord's command line (tests: --no-views).
 set -euo pipefail
 
 SV_DIR=${SV_DIR:-/tmp/sysvisor-env}
@@ -45,6 +47,7 @@ up() {
 		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
 		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \
 			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --log-level "${SV_LOG_LEVEL:-info}" \
+			${SV_SYSVISORD_ARGS:-} \
 			>>"$SV_DIR/log/sysvisord.log" 2>&1 </dev/null &
 		echo $! >"$SV_DIR/sysvisord.pid"
 		wait_for 10 test -S "$SV_DIR/run/control.sock" || { cat "$SV_DIR/log/sysvisord.log"; exit 1; }

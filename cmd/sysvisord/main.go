@@ -27,6 +27,7 @@ func main() {
 	subgid := fs.String("subgid", "/etc/subgid", "subordinate gid file holding the sysvisor pool")
 	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
+	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
 	version := fs.Bool("version", false, "print version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -53,7 +54,7 @@ func main() {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync})
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		os.Exit(1)

@@ -60,6 +60,11 @@ type Response struct {
 	Containers []ContainerInfo `json:"containers,omitempty"`
 	Version    string          `json:"version,omitempty"`
 	Pool       *lease.Range    `json:"pool,omitempty"`
+	// Views (create): the directory of the container's /proc and /sys
+	// views, and the files under it, each to be bind-mounted at "/"+file.
+	// Empty when sysvisord serves no views (disabled, or FUSE failed).
+	Views     string   `json:"views,omitempty"`
+	ViewFiles []string `json:"viewFiles,omitempty"`
 }
 
 // ErrUnavailable wraps failures to reach sysvisord, so callers can say so.

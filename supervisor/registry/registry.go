@@ -18,6 +18,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/procview"
 	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
@@ -50,6 +51,9 @@ type Record struct {
 	// Protected holds the signatures of the runtime's mounts (taken when
 	// init's listener arrives) and of masks sysvisord added since.
 	Protected []string `json:"protected,omitempty"`
+	// Views is the directory of the container's /proc and /sys views
+	// (sysvisord's FUSE mount); empty when it has none.
+	Views string `json:"views,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
@@ -61,7 +65,23 @@ type Container struct {
 	Listeners atomic.Int32
 	reg       *Registry
 	files     cgroup.Files // open cgroup files, for the notify path
+	load      atomic.Pointer[procview.Load]
 }
+
+// Load is the container's load average and task counts as last sampled
+// (zero before the first sample).
+func (c *Container) Load() procview.Load {
+	if l := c.load.Load(); l != nil {
+		return *l
+	}
+	return procview.Load{}
+}
+
+// SetLoad publishes a new sample.
+func (c *Container) SetLoad(l procview.Load) { c.load.Store(&l) }
+
+// LoadAvg implements handlers.Container.
+func (c *Container) LoadAvg() [3]uint64 { return c.Load().Avg }
 
 // CgroupFiles implements handlers.Container.
 func (c *Container) CgroupFiles() cgroup.Source { return &c.files }
@@ -86,6 +106,9 @@ func (c *Container) ReadonlyPaths() []string { return c.rec.Load().ReadonlyPaths
 
 // SysfsReadOnly implements handlers.Container.
 func (c *Container) SysfsReadOnly() bool { return c.rec.Load().SysfsReadOnly }
+
+// Views implements handlers.Container.
+func (c *Container) Views() string { return c.rec.Load().Views }
 
 // Protected implements handlers.Container. A linear scan: mount calls are
 // rare and the set holds a few dozen entries.

@@ -1,0 +1,332 @@
+// Package viewfs serves each container's /proc and /sys views from a FUSE
+// filesystem of its own, mounted at <run-dir>/views/<id>. The runtime
+// bind-mounts the files over the container's /proc/<file> and
+// /sys/devices/system/cpu/online.
+//
+// Every file is opened with FOPEN_DIRECT_IO and its whole content is rendered
+// at open, so reads at any offset come from one snapshot and the kernel
+// caches nothing between opens.
+package viewfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/supervisor/procview"
+)
+
+// Files are the views, relative to a container's view root; each is
+// bind-mounted at "/" + name in the container.
+var Files = []string{
+	"proc/uptime",
+	"proc/meminfo",
+	"proc/cpuinfo",
+	"proc/stat",
+	"proc/loadavg",
+	"sys/devices/system/cpu/online",
+}
+
+// Container is what rendering needs of a container; *registry.Container
+// implements it. Its methods are read at every open, so the views follow
+// the record (init's start and cgroups arrive after the mount).
+type Container interface {
+	InitStart() time.Duration
+	Cgroups() cgroup.Paths
+	CgroupFiles() cgroup.Source
+	// Load is the last load sample (sysvisord samples every 5 s).
+	Load() procview.Load
+}
+
+// Dir is where the views of id are mounted.
+func Dir(runDir, id string) string { return filepath.Join(runDir, "views", id) }
+
+// Manager owns the views mounts: one FUSE server per container.
+type Manager struct {
+	runDir string
+	log    hclog.Logger
+
+	mu     sync.Mutex
+	mounts map[string]*mount
+	closed bool
+}
+
+type mount struct {
+	dir    string
+	server *fuse.Server
+}
+
+// NewManager removes mounts a previous sysvisord left behind under
+// <run-dir>/views (their FUSE connections died with it) and returns a
+// manager.
+func NewManager(runDir string, log hclog.Logger) (*Manager, error) {
+	root := filepath.Join(runDir, "views")
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		dir := filepath.Join(root, e.Name())
+		for unix.Unmount(dir, unix.MNT_DETACH) == nil {
+		}
+		if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+			log.Warn("stale views directory left in place", "dir", dir, "error", err)
+		}
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("FUSE unavailable: %w", err)
+	}
+	return &Manager{runDir: runDir, log: log, mounts: map[string]*mount{}}, nil
+}
+
+// Mount serves the views of container c, named id (idempotent: a retried
+// create gets the same mount), and returns the directory they are under. A
+// nil c gets the host's files.
+func (m *Manager) Mount(id string, c Container) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return "", errors.New("views: shutting down")
+	}
+	if mt, ok := m.mounts[id]; ok {
+		return mt.dir, nil
+	}
+	dir := Dir(m.runDir, id)
+	if err := os.Mkdir(dir, 0o711); err != nil && !os.IsExist(err) {
+		return "", err
+	}
+	root := &dirNode{}
+	root.build = func(ctx context.Context) {
+		for _, name := range Files {
+			parent := &root.Inode
+			parts := strings.Split(name, "/")
+			for _, p := range parts[:len(parts)-1] {
+				ch := parent.GetChild(p)
+				if ch == nil {
+					ch = parent.NewPersistentInode(ctx, &dirNode{}, fs.StableAttr{Mode: syscall.S_IFDIR})
+					parent.AddChild(p, ch, false)
+				}
+				parent = ch
+			}
+			f := &fileNode{id: id, name: name, c: c, log: m.log}
+			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+		}
+	}
+	// The tree never changes: the kernel caches names. Attributes are not
+	// cached, see fileNode.Getattr.
+	long, zero := time.Hour, time.Duration(0)
+	srv, err := fs.Mount(dir, root, &fs.Options{
+		EntryTimeout: &long, AttrTimeout: &zero, NegativeTimeout: &long,
+		MountOptions: fuse.MountOptions{
+			// The kernel checks modes itself (no ACCESS round trips) and,
+			// because attributes are never cached, refreshes them at
+			// every open: see fileNode.Getattr.
+			Options: []string{"default_permissions"},
+			// Container processes are other host users.
+			AllowOther:        true,
+			DirectMountStrict: true,
+			FsName:            "sysvisor-views",
+			Name:              "sysvisor",
+			DisableXAttrs:     true,
+			MaxBackground:     64,
+		},
+	})
+	if err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("mount views at %s: %w", dir, err)
+	}
+	m.mounts[id] = &mount{dir: dir, server: srv}
+	m.log.Debug("views mounted", "container", id, "dir", dir)
+	return dir, nil
+}
+
+// Unmount stops serving id's views. The connection is aborted, so copies of
+// the mount elsewhere (a container still holding its bind mounts) cannot
+// keep the server's goroutines alive.
+func (m *Manager) Unmount(id string) {
+	m.mu.Lock()
+	mt, ok := m.mounts[id]
+	delete(m.mounts, id)
+	m.mu.Unlock()
+	if ok {
+		m.teardown(id, mt)
+	}
+}
+
+// Close unmounts every view; Mount fails afterwards.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	all := m.mounts
+	m.mounts = map[string]*mount{}
+	m.mu.Unlock()
+	for id, mt := range all {
+		m.teardown(id, mt)
+	}
+}
+
+func (m *Manager) teardown(id string, mt *mount) {
+	var st unix.Stat_t
+	statErr := unix.Lstat(mt.dir, &st)
+	if err := unix.Unmount(mt.dir, unix.MNT_DETACH); err != nil {
+		m.log.Warn("views: unmount", "container", id, "dir", mt.dir, "error", err)
+	}
+	if statErr == nil {
+		if err := abortConn(st.Dev); err != nil {
+			m.log.Debug("views: abort FUSE connection", "container", id, "error", err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { mt.server.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		m.log.Error("views: FUSE server did not stop; its goroutines leak", "container", id)
+	}
+	if err := os.Remove(mt.dir); err != nil && !os.IsNotExist(err) {
+		m.log.Warn("views: remove mount point", "dir", mt.dir, "error", err)
+	}
+	m.log.Debug("views unmounted", "container", id)
+}
+
+// abortConn aborts the FUSE connection of device dev through a private,
+// detached fusectl mount: reads on /dev/fuse then fail with ENODEV and the
+// server's loops end even while other mount namespaces hold the superblock.
+func abortConn(dev uint64) error {
+	fsfd, err := unix.Fsopen("fusectl", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen fusectl: %w", err)
+	}
+	defer unix.Close(fsfd)
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return fmt.Errorf("fusectl create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount fusectl: %w", err)
+	}
+	defer unix.Close(mfd)
+	// fusectl names a connection by the kernel's dev_t encoding.
+	name := fmt.Sprintf("%d/abort", unix.Major(dev)<<20|unix.Minor(dev))
+	fd, err := unix.Openat(mfd, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open fusectl %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, []byte("1"))
+	return err
+}
+
+type dirNode struct {
+	fs.Inode
+	build func(context.Context)
+}
+
+var _ fs.NodeOnAdder = (*dirNode)(nil)
+var _ fs.NodeGetattrer = (*dirNode)(nil)
+
+func (d *dirNode) OnAdd(ctx context.Context) {
+	if d.build != nil {
+		d.build(ctx)
+	}
+}
+
+// Getattr: directories never change, so the kernel may keep their
+// attributes (the mount's default timeout, 0, is for the files).
+func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.SetTimeout(time.Hour)
+	return 0
+}
+
+type fileNode struct {
+	fs.Inode
+	id, name string
+	c        Container
+	log      hclog.Logger
+	// lastLen is the length of the latest rendering, for Getattr.
+	lastLen atomic.Int64
+}
+
+var _ fs.NodeOpener = (*fileNode)(nil)
+var _ fs.NodeGetattrer = (*fileNode)(nil)
+
+// sizeSlack is added to the size Getattr reports, so content that grew a
+// little between the open's attribute refresh and a splice read is not cut.
+const sizeSlack = 256
+
+// Getattr reports the size of the latest rendering (the open file's own, on
+// fstat) plus sizeSlack. procfs reports 0, but a FUSE file's splice_read (sendfile, as
+// busybox cat uses) goes through the page cache and stops at i_size: size 0
+// would read as empty. The kernel refreshes attributes at each open
+// (default_permissions, attribute timeout 0), and a short read at the end of
+// the content sets i_size to the content's end, so sendfile sees exactly the
+// snapshot of its open (unless the content grew by more than sizeSlack since
+// the previous open: then that one sendfile reads a truncated file). read(2)
+// is direct I/O and ignores i_size. Getattr does not render, except before
+// the first open: an open would otherwise render twice.
+func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
+	var size int64
+	if h, ok := f.(*handle); ok {
+		size = int64(len(h.data))
+	} else if size = n.lastLen.Load(); size == 0 {
+		if data, err := Render(n.c, n.name); err == nil {
+			size = int64(len(data))
+			n.lastLen.Store(size)
+		}
+	}
+	out.Size = uint64(size + sizeSlack)
+	return 0
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EACCES
+	}
+	data, err := Render(n.c, n.name)
+	if err != nil {
+		n.log.Warn("views: render", "container", n.id, "file", n.name, "error", err)
+		return nil, 0, syscall.EIO
+	}
+	n.lastLen.Store(int64(len(data)))
+	return &handle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// handle is one open file: the content rendered at open.
+type handle struct{ data []byte }
+
+var _ fs.FileReader = (*handle)(nil)
+var _ fs.FileFlusher = (*handle)(nil)
+
+// Flush answers ENOSYS, which tells the kernel never to send FLUSH again on
+// this mount: one round trip less per close.
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(h.data)))
+	return fuse.ReadResultData(h.data[off:end]), 0
+}
