@@ -5,6 +5,8 @@
 //
 //	benchtool register   -run-dir DIR -id ID
 //	benchtool unregister -run-dir DIR -id ID   prints notifications=N, then deletes
+//	benchtool bundle-config -in FILE -out FILE -root PATH -cgroups-path PATH -args ARG...
+//	                                         runc's default spec made to run ARGS without a terminal
 //	benchtool report     -raw DIR -out FILE
 package main
 
@@ -32,13 +34,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|report [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "register", "unregister":
 		err = registration(cmd, args)
+	case "bundle-config":
+		err = bundleConfig(args)
 	case "report":
 		err = report(args)
 	default:
@@ -82,6 +86,49 @@ func registration(cmd string, args []string) error {
 	return err
 }
 
+// bundleConfig turns the spec `runc spec` writes into figure 1b's template:
+// the process runs ARGS without a terminal, as an engine's would, with a
+// writable root at -root and its cgroup at -cgroups-path. Everything else
+// stays runc's default, which sysvisor-runc accepts as is.
+func bundleConfig(args []string) error {
+	fs := flag.NewFlagSet("bundle-config", flag.ContinueOnError)
+	in := fs.String("in", "config.json", "spec to read")
+	out := fs.String("out", "config.json", "spec to write")
+	root := fs.String("root", "rootfs", "root.path")
+	cg := fs.String("cgroups-path", "", "linux.cgroupsPath")
+	fs.Bool("args", false, "the remaining arguments are process.args")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("-args needs at least one argument")
+	}
+	b, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	proc, ok1 := spec["process"].(map[string]any)
+	linux, ok2 := spec["linux"].(map[string]any)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("%s: no process or linux section", *in)
+	}
+	proc["terminal"] = false
+	proc["args"] = fs.Args()
+	spec["root"] = map[string]any{"path": *root, "readonly": false}
+	if *cg != "" {
+		linux["cgroupsPath"] = *cg
+	}
+	b, err = json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(*out, append(b, '\n'), 0o644)
+}
+
 // Stat summarises repeated measurements.
 type Stat struct {
 	N      int     `json:"n"`
@@ -120,7 +167,9 @@ type Results struct {
 	Date    string            `json:"date"`
 	Machine map[string]string `json:"machine"`
 	Start   *StartFigure      `json:"containerStart"`
+	Runtime *RuntimeFigure    `json:"runtimeOnly"`
 	Notify  *NotifyFigure     `json:"notifyRoundTrip"`
+	Mount   *MountFigure      `json:"mount"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -159,20 +208,26 @@ type NotifyConfig struct {
 
 // NotifyFigure is figure 2.
 type NotifyFigure struct {
-	Skipped        string          `json:"skipped,omitempty"`
-	Note           string          `json:"note,omitempty"`
-	Iters          int             `json:"callsPerRound,omitempty"`
-	Warmup         int             `json:"warmupCallsPerRound,omitempty"`
-	Rounds         int             `json:"rounds,omitempty"`
-	Cgroup         string          `json:"cgroup,omitempty"`
-	PinnedCPU      string          `json:"pinnedCpu,omitempty"`
-	Configs        []*NotifyConfig `json:"configs,omitempty"`
-	RatioSyncOn    float64         `json:"ratioP50GoOverCSyncOn,omitempty"`
-	RatioSyncOff   float64         `json:"ratioP50GoOverCSyncOff,omitempty"`
-	RatioBest      float64         `json:"ratioP50BestGoOverBestCFloor,omitempty"`
-	RatioBestP99   float64         `json:"ratioP99BestGoOverBestCFloor,omitempty"`
-	RatioMechanism float64         `json:"ratioP50BestGoOverBestCMinWork,omitempty"`
-	Target         float64         `json:"targetRatioP50"`
+	Skipped   string          `json:"skipped,omitempty"`
+	Note      string          `json:"note,omitempty"`
+	Iters     int             `json:"callsPerRound,omitempty"`
+	Warmup    int             `json:"warmupCallsPerRound,omitempty"`
+	Rounds    int             `json:"rounds,omitempty"`
+	Cgroup    string          `json:"cgroup,omitempty"`
+	PinnedCPU string          `json:"pinnedCpu,omitempty"`
+	Configs   []*NotifyConfig `json:"configs,omitempty"`
+	// Go/C at the same work (csup --work full), per sync setting.
+	RatioSyncOn     float64 `json:"ratioP50GoOverCSyncOn,omitempty"`
+	RatioSyncOnP99  float64 `json:"ratioP99GoOverCSyncOn,omitempty"`
+	RatioSyncOff    float64 `json:"ratioP50GoOverCSyncOff,omitempty"`
+	RatioSyncOffP99 float64 `json:"ratioP99GoOverCSyncOff,omitempty"`
+	RatioBest       float64 `json:"ratioP50BestGoOverBestCFloor,omitempty"`
+	RatioBestP99    float64 `json:"ratioP99BestGoOverBestCFloor,omitempty"`
+	// Context: C with per-call opens of the cgroup files (the old design),
+	// and C with the memory write only.
+	RatioReopen    float64 `json:"ratioP50BestGoOverBestCReopen,omitempty"`
+	RatioMechanism float64 `json:"ratioP50BestGoOverBestCMinWork,omitempty"`
+	Target         float64 `json:"targetRatioP50"`
 }
 
 func report(args []string) error {
@@ -187,7 +242,13 @@ func report(args []string) error {
 	if res.Start, err = startFigure(*raw); err != nil {
 		return err
 	}
+	if res.Runtime, err = runtimeFigure(*raw); err != nil {
+		return err
+	}
 	if res.Notify, err = notifyFigure(*raw); err != nil {
+		return err
+	}
+	if res.Mount, err = mountFigure(*raw); err != nil {
 		return err
 	}
 	printTable(os.Stdout, &res)
@@ -346,10 +407,13 @@ func notifyFigure(dir string) (*NotifyFigure, error) {
 		f.Configs = append(f.Configs, c)
 	}
 	f.RatioSyncOn = ratio(p50(cfg["sysvisord-sync"]), p50(cfg["csup-full-sync"]))
+	f.RatioSyncOnP99 = ratio(p99(cfg["sysvisord-sync"]), p99(cfg["csup-full-sync"]))
 	f.RatioSyncOff = ratio(p50(cfg["sysvisord-nosync"]), p50(cfg["csup-full-nosync"]))
+	f.RatioSyncOffP99 = ratio(p99(cfg["sysvisord-nosync"]), p99(cfg["csup-full-nosync"]))
 	bestGo := best(f.Configs, "sysvisord", "", p50)
 	f.RatioBest = ratio(bestGo, best(f.Configs, "csup", "full", p50))
 	f.RatioBestP99 = ratio(best(f.Configs, "sysvisord", "", p99), best(f.Configs, "csup", "full", p99))
+	f.RatioReopen = ratio(bestGo, best(f.Configs, "csup", "reopen", p50))
 	f.RatioMechanism = ratio(bestGo, best(f.Configs, "csup", "min", p50))
 	return f, nil
 }
@@ -421,10 +485,15 @@ func printTable(w io.Writer, r *Results) {
 		fmt.Fprintf(w, "  ratio sysvisor/runc (median of the %d interleaved pairs): %.3f\n\n", len(s.RuncSamples), s.PairRatio)
 	}
 
-	n := r.Notify
+	printRuntime(w, r.Runtime)
+	printNotify(w, r.Notify)
+	printMount(w, r.Mount)
+}
+
+func printNotify(w io.Writer, n *NotifyFigure) {
 	fmt.Fprintln(w, "Figure 2: seccomp notify round trip, sysinfo(2) per call (µs; median [min–max] over rounds of each round's p50 / p99)")
 	if n.Skipped != "" {
-		fmt.Fprintf(w, "  skipped: %s\n", n.Skipped)
+		fmt.Fprintf(w, "  skipped: %s\n\n", n.Skipped)
 		return
 	}
 	fmt.Fprintf(w, "  %d rounds x (%d warm-up + %d timed calls) per config, configs interleaved; client in %s\n", n.Rounds, n.Warmup, n.Iters, n.Cgroup)
@@ -450,16 +519,20 @@ func printTable(w io.Writer, r *Results) {
 	}
 	t.Flush()
 	if n.RatioSyncOn != 0 {
-		fmt.Fprintf(w, "  ratio Go/C p50, sync wake-up on:  %.3f\n", n.RatioSyncOn)
+		fmt.Fprintf(w, "  ratio Go/C (same work), sync wake-up on:  p50 %.3f, p99 %.3f\n", n.RatioSyncOn, n.RatioSyncOnP99)
 	}
 	if n.RatioSyncOff != 0 {
-		fmt.Fprintf(w, "  ratio Go/C p50, sync wake-up off: %.3f\n", n.RatioSyncOff)
+		fmt.Fprintf(w, "  ratio Go/C (same work), sync wake-up off: p50 %.3f, p99 %.3f\n", n.RatioSyncOff, n.RatioSyncOffP99)
 	}
 	fmt.Fprintf(w, "  ratio best Go / best C floor (same work), p50: %.3f %s\n", n.RatioBest, verdict(n.RatioBest, n.Target))
 	fmt.Fprintf(w, "  ratio best Go / best C floor (same work), p99: %.3f\n", n.RatioBestP99)
+	if n.RatioReopen != 0 {
+		fmt.Fprintf(w, "  ratio best Go / best C opening every cgroup file per call, p50: %.3f (not like for like: context)\n", n.RatioReopen)
+	}
 	if n.RatioMechanism != 0 {
 		fmt.Fprintf(w, "  ratio best Go / best C with minimal work (memory write only), p50: %.3f (not like for like: context)\n", n.RatioMechanism)
 	}
+	fmt.Fprintln(w)
 }
 
 func label(s string) string {
@@ -479,4 +552,283 @@ func or(s string) string {
 		return "?"
 	}
 	return s
+}
+
+// --- figure 1b: the runtimes alone ----------------------------------------------
+
+// RuntimeOp is one runtime command of figure 1b, in ms.
+type RuntimeOp struct {
+	Op         string `json:"op"`
+	RuncMs     *Stat  `json:"runcMs"`
+	SysvisorMs *Stat  `json:"sysvisorRuncMs"`
+	// AddedMs is the median over the interleaved pairs of sysvisor-runc
+	// minus runc: what sysvisor-runc adds to this command.
+	AddedMs float64 `json:"medianAddedMs"`
+	Ratio   float64 `json:"ratioOfMedians"`
+}
+
+// RuntimeKind is figure 1b for one kind of rootfs.
+type RuntimeKind struct {
+	Rootfs string       `json:"rootfs"`
+	Ops    []*RuntimeOp `json:"ops"`
+}
+
+// RuntimeFigure is figure 1b: create, start and delete driven directly.
+type RuntimeFigure struct {
+	Skipped string         `json:"skipped,omitempty"`
+	Warmup  int            `json:"warmupPerRuntime,omitempty"`
+	Runs    int            `json:"runsPerRuntime,omitempty"`
+	Kinds   []*RuntimeKind `json:"kinds,omitempty"`
+	// Samples[rootfs][runtime][op], seconds converted to ms, run order.
+	Samples map[string]map[string]map[string][]float64 `json:"samplesMs,omitempty"`
+}
+
+var runtimeOps = []string{"create", "start", "delete", "total"}
+
+// runtimeFigure reads runtime.tsv: runtime, rootfs kind, phase, op, seconds.
+func runtimeFigure(dir string) (*RuntimeFigure, error) {
+	f := &RuntimeFigure{}
+	if f.Skipped = skipped(dir, "runtime"); f.Skipped != "" {
+		return f, nil
+	}
+	file, err := os.Open(filepath.Join(dir, "runtime.tsv"))
+	if err != nil {
+		f.Skipped = "no samples: " + err.Error()
+		return f, nil
+	}
+	defer file.Close()
+	f.Warmup, f.Runs = envInt("BENCH_RUNTIME_WARMUP"), envInt("BENCH_RUNTIME_RUNS")
+	f.Samples = map[string]map[string]map[string][]float64{}
+	var kinds []string
+	sc := bufio.NewScanner(file)
+	for sc.Scan() {
+		p := strings.Split(sc.Text(), "\t")
+		if len(p) != 5 || p[2] != "measured" {
+			continue
+		}
+		v, err := strconv.ParseFloat(p[4], 64)
+		if err != nil {
+			return nil, fmt.Errorf("runtime.tsv: %q: %w", sc.Text(), err)
+		}
+		rt, kind, op := p[0], p[1], p[3]
+		if f.Samples[kind] == nil {
+			f.Samples[kind] = map[string]map[string][]float64{}
+			kinds = append(kinds, kind)
+		}
+		if f.Samples[kind][rt] == nil {
+			f.Samples[kind][rt] = map[string][]float64{}
+		}
+		m := f.Samples[kind][rt]
+		m[op] = append(m[op], v*1000)
+		if op == "delete" { // the last command of a run
+			m["total"] = append(m["total"], m["create"][len(m["create"])-1]+m["start"][len(m["start"])-1]+v*1000)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	for _, kind := range kinds {
+		k := &RuntimeKind{Rootfs: kind}
+		for _, op := range runtimeOps {
+			a, b := f.Samples[kind]["runc"][op], f.Samples[kind]["sysvisor-runc"][op]
+			o := &RuntimeOp{Op: op, RuncMs: summarise(a), SysvisorMs: summarise(b)}
+			o.Ratio = ratio(o.SysvisorMs, o.RuncMs)
+			var d []float64
+			for i := 0; i < len(a) && i < len(b); i++ {
+				d = append(d, b[i]-a[i])
+			}
+			if s := summarise(d); s != nil {
+				o.AddedMs = math.Round(s.Median*10) / 10
+			}
+			k.Ops = append(k.Ops, o)
+		}
+		f.Kinds = append(f.Kinds, k)
+	}
+	if len(f.Kinds) == 0 {
+		f.Skipped = "no measured samples in runtime.tsv"
+	}
+	return f, nil
+}
+
+func printRuntime(w io.Writer, f *RuntimeFigure) {
+	fmt.Fprintln(w, "Figure 1b: the runtimes alone, OCI bundle of the same image driven with the runtime's CLI (ms, median [min–max])")
+	if f.Skipped != "" {
+		fmt.Fprintf(w, "  skipped: %s\n\n", f.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "  RUNTIME create, start, (wait for exit, not timed), delete; %d warm-ups + %d measured per runtime and rootfs, interleaved\n", f.Warmup, f.Runs)
+	for _, k := range f.Kinds {
+		desc := map[string]string{"dir": "plain directory", "overlay": "overlay over that directory, as an engine hands it over"}[k.Rootfs]
+		fmt.Fprintf(w, "  rootfs: %s\n", desc)
+		t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(t, "  command\trunc ms\tsysvisor-runc ms\tadded ms (median of pairs)\tratio of medians")
+		for _, o := range k.Ops {
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%+.1f\t%.2f\n", o.Op, fmtStat(o.RuncMs, 1), fmtStat(o.SysvisorMs, 1), o.AddedMs, o.Ratio)
+		}
+		t.Flush()
+	}
+	fmt.Fprintln(w)
+}
+
+// --- figure 3: mount and umount2 -------------------------------------------------
+
+// MountEnv is one environment's figures for one mode; µs, median [min–max]
+// over rounds of each round's p50 (p99 for PairP99).
+type MountEnv struct {
+	Env      string `json:"env"`
+	Rounds   int    `json:"rounds"`
+	MountUs  *Stat  `json:"mountP50Us"`
+	UmountUs *Stat  `json:"umountP50Us"`
+	PairUs   *Stat  `json:"pairP50Us"`
+	PairP99  *Stat  `json:"pairP99Us"`
+	PairMean *Stat  `json:"pairMeanUs"`
+	// SupervisorCPUUs is sysvisord's CPU time (user + system, all threads)
+	// per pair, warm-up pairs included; sysvisor only.
+	SupervisorCPUUs *Stat     `json:"supervisorCpuUsPerPair,omitempty"`
+	RoundPairP50Us  []float64 `json:"roundPairP50Us"`
+}
+
+// MountMode is figure 3 for one kind of mount.
+type MountMode struct {
+	Mode string      `json:"mode"`
+	Envs []*MountEnv `json:"envs"`
+	// Pair p50 ratios, sysvisor over each baseline.
+	RatioNative float64 `json:"ratioPairP50SysvisorOverNative"`
+	RatioRunc   float64 `json:"ratioPairP50SysvisorOverRuncPrivileged"`
+	Target      float64 `json:"targetRatioOverNative,omitempty"`
+}
+
+// MountFigure is figure 3.
+type MountFigure struct {
+	Skipped string       `json:"skipped,omitempty"`
+	Warmup  int          `json:"warmupPairs,omitempty"`
+	Iters   int          `json:"timedPairs,omitempty"`
+	Rounds  int          `json:"rounds,omitempty"`
+	Envs    string       `json:"environments,omitempty"`
+	Modes   []*MountMode `json:"modes,omitempty"`
+	// PeerPairUs is the tmpfs pair of a peer runtime (Sysbox) on this kind
+	// of machine, as quoted in the issue: not measured by this suite.
+	PeerPairUs [2]float64 `json:"peerSysboxTmpfsPairUsQuoted"`
+}
+
+type mountStats struct {
+	P50  float64 `json:"p50_ns"`
+	P99  float64 `json:"p99_ns"`
+	Mean float64 `json:"mean_ns"`
+}
+
+type mountSample struct {
+	Env    string     `json:"env"`
+	Round  int        `json:"round"`
+	Mode   string     `json:"mode"`
+	Iters  int        `json:"iters"`
+	Warmup int        `json:"warmup"`
+	Mount  mountStats `json:"mount"`
+	Umount mountStats `json:"umount"`
+	Pair   mountStats `json:"pair"`
+	Ticks  *float64   `json:"supervisor_cpu_ticks"`
+	ClkTck float64    `json:"clk_tck"`
+}
+
+var mountEnvs = []string{"native", "runc-privileged", "sysvisor"}
+
+func mountFigure(dir string) (*MountFigure, error) {
+	f := &MountFigure{PeerPairUs: [2]float64{800, 1100}}
+	if f.Skipped = skipped(dir, "mount"); f.Skipped != "" {
+		return f, nil
+	}
+	file, err := os.Open(filepath.Join(dir, "mount.jsonl"))
+	if err != nil {
+		f.Skipped = "no samples: " + err.Error()
+		return f, nil
+	}
+	defer file.Close()
+	f.Warmup, f.Iters, f.Rounds = envInt("BENCH_MOUNT_WARMUP"), envInt("BENCH_MOUNT_ITERS"), envInt("BENCH_MOUNT_ROUNDS")
+	f.Envs = os.Getenv("BENCH_MOUNT_ENVS")
+	by := map[string]map[string][]mountSample{}
+	var modes []string
+	dec := json.NewDecoder(file)
+	for {
+		var s mountSample
+		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("mount.jsonl: %w", err)
+		}
+		if by[s.Mode] == nil {
+			by[s.Mode] = map[string][]mountSample{}
+			modes = append(modes, s.Mode)
+		}
+		by[s.Mode][s.Env] = append(by[s.Mode][s.Env], s)
+	}
+	for _, mode := range modes {
+		m := &MountMode{Mode: mode}
+		if mode == "tmpfs" {
+			m.Target = 1.3
+		}
+		pair := map[string]*Stat{}
+		for _, env := range mountEnvs {
+			ss := by[mode][env]
+			if len(ss) == 0 {
+				continue
+			}
+			var mo, um, pa, p99, mean, cpu []float64
+			for _, s := range ss {
+				mo, um = append(mo, s.Mount.P50/1000), append(um, s.Umount.P50/1000)
+				pa, p99, mean = append(pa, s.Pair.P50/1000), append(p99, s.Pair.P99/1000), append(mean, s.Pair.Mean/1000)
+				if s.Ticks != nil && s.ClkTck > 0 && s.Iters+s.Warmup > 0 {
+					cpu = append(cpu, *s.Ticks/s.ClkTck*1e6/float64(s.Iters+s.Warmup))
+				}
+			}
+			e := &MountEnv{Env: env, Rounds: len(ss), MountUs: summarise(mo), UmountUs: summarise(um), PairUs: summarise(pa),
+				PairP99: summarise(p99), PairMean: summarise(mean), SupervisorCPUUs: summarise(cpu), RoundPairP50Us: pa}
+			pair[env] = e.PairUs
+			m.Envs = append(m.Envs, e)
+		}
+		m.RatioNative = ratio(pair["sysvisor"], pair["native"])
+		m.RatioRunc = ratio(pair["sysvisor"], pair["runc-privileged"])
+		f.Modes = append(f.Modes, m)
+	}
+	if len(f.Modes) == 0 {
+		f.Skipped = "no samples in mount.jsonl"
+	}
+	return f, nil
+}
+
+var mountCalls = map[string]string{
+	"tmpfs": `mount("t", "/tmp/m", "tmpfs", 0, NULL) + umount2("/tmp/m", 0); sysvisord: mount CONTINUEd after copying its strings, umount2 emulated`,
+	"proc":  `mount("proc", "/tmp/m", "proc", 0, NULL) + umount2("/tmp/m", MNT_DETACH); sysvisord: both emulated, procfs built detached with the container's masks`,
+	"bind":  `mount("/tmp/src", "/tmp/m", NULL, MS_BIND, NULL) + umount2("/tmp/m", 0); sysvisord: both emulated`,
+}
+
+func printMount(w io.Writer, f *MountFigure) {
+	fmt.Fprintln(w, "Figure 3: mount + umount2 pairs (µs; median [min–max] over rounds of each round's p50, or p99)")
+	if f.Skipped != "" {
+		fmt.Fprintf(w, "  skipped: %s\n\n", f.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "  %d rounds x (%d warm-up + %d timed pairs) per mode and environment, environments interleaved\n", f.Rounds, f.Warmup, f.Iters)
+	for _, m := range f.Modes {
+		fmt.Fprintf(w, "  %s: %s\n", m.Mode, mountCalls[m.Mode])
+		t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(t, "  environment\tmount p50\tumount2 p50\tpair p50\tpair p99\tsysvisord CPU per pair")
+		for _, e := range m.Envs {
+			cpu := "-"
+			if e.SupervisorCPUUs != nil {
+				cpu = fmtStat(e.SupervisorCPUUs, 0)
+			}
+			fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\t%s\n", e.Env, fmtStat(e.MountUs, 1), fmtStat(e.UmountUs, 1), fmtStat(e.PairUs, 1), fmtStat(e.PairP99, 1), cpu)
+		}
+		t.Flush()
+		v := ""
+		if m.Target != 0 {
+			v = " " + verdict(m.RatioNative, m.Target)
+		}
+		fmt.Fprintf(w, "  ratio sysvisor/native (pair p50): %.2f%s\n", m.RatioNative, v)
+		fmt.Fprintf(w, "  ratio sysvisor/runc-privileged (pair p50): %.2f\n", m.RatioRunc)
+		if m.Mode == "tmpfs" {
+			fmt.Fprintf(w, "  peer runtime (Sysbox), quoted for this kind of machine, not measured here: %.0f–%.0f µs per pair\n", f.PeerPairUs[0], f.PeerPairUs[1])
+		}
+	}
+	fmt.Fprintln(w)
 }

@@ -3,24 +3,34 @@
  * sysvisord's notify path is measured against.
  *
  * It accepts one listener over the OCI seccomp-listener protocol on a unix
- * socket (as sysvisord's seccomp socket does), then answers sysinfo(2) with
- * the same work sysvisord's Go handler does (handlers/sysinfo.go), in the same
- * order:
- *   sysinfo(2) of the host, CLOCK_BOOTTIME, the memory cgroup files
- *   (supervisor/cgroup ReadMemory, v1 or v2, same files and same logic), the
- *   pids cgroup's pids.current, the container view computed as
- *   ContainerSysinfo does, then Request.WriteMem: open /proc/<pid>/maps and
- *   /proc/<pid>/mem, SECCOMP_IOCTL_NOTIF_ID_VALID, the writability check
- *   (PROCMAP_QUERY, or the maps text on kernels before 6.11), pwrite the
- *   struct, close both, SECCOMP_IOCTL_NOTIF_SEND returning 0.
- * With --work min it skips everything before WriteMem (the bare mechanism:
- * receive, checked and validated memory write, send).
+ * socket (as sysvisord's seccomp socket does), then answers sysinfo(2).
+ *
+ * --work full (the default) does the work of sysvisord's Go handler
+ * (handlers/sysinfo.go) with the same design and the same system calls, in
+ * the same order:
+ *   sysinfo(2) of the host; clock_gettime(CLOCK_BOOTTIME) as a system call
+ *   (golang.org/x/sys/unix does not use the vDSO); the memory cgroup files
+ *   (supervisor/cgroup ReadMemoryFrom, v1 or v2, same files, same logic, one
+ *   key of memory.stat) and the pids cgroup's pids.current, each through an
+ *   fd opened at first use and kept for the container's life, re-read with
+ *   pread from offset 0 to EOF (supervisor/cgroup/files.go: one pread for
+ *   the data, one that returns 0); the container view computed as
+ *   ContainerSysinfo does; then Request.WriteMem and Request.Close: open
+ *   /proc/<pid>/maps and /proc/<pid>/mem (once per call, as Go opens them once
+ *   per request), SECCOMP_IOCTL_NOTIF_ID_VALID, the writability check
+ *   (PROCMAP_QUERY, or the maps text before Linux 6.11), pwrite the struct,
+ *   close both; SECCOMP_IOCTL_NOTIF_SEND returning 0.
+ * --work reopen is the same but opens, reads (one read) and closes every
+ *   cgroup file on every call, and uses the vDSO clock: the design sysvisord
+ *   had before supervisor/cgroup/files.go. Context only.
+ * --work min skips everything before WriteMem (the bare mechanism: receive,
+ *   checked and validated memory write, send).
  *
  * Unlike sysvisord it blocks in SECCOMP_IOCTL_NOTIF_RECV on one thread: no
  * poll, no event loop, which is the cheapest way to serve one listener.
  *
  *   csup --socket PATH [--memcg DIR --cgroup-version 1|2] [--pidscg DIR]
- *        [--sync-wakeup] [--work full|min]
+ *        [--sync-wakeup] [--work full|reopen|min]
  *
  * Cgroup directories are passed in, where sysvisord resolves them from
  * /proc/<pid>/cgroup once per container at handoff: that is not per-call
@@ -46,6 +56,9 @@ static const char *memcg, *pidscg;
 static int cgv = 2;
 static int64_t init_start_ns;
 
+enum work { WORK_MIN, WORK_FULL, WORK_REOPEN };
+static enum work work = WORK_FULL;
+
 /* read_file reads a small kernel file in one read; -1 on error. */
 static ssize_t read_file(const char *dir, const char *name, char *buf, size_t size)
 {
@@ -62,10 +75,74 @@ static ssize_t read_file(const char *dir, const char *name, char *buf, size_t si
 	return n;
 }
 
+/* A cgroup file kept open for the container's life, as
+ * supervisor/cgroup.Files keeps them: opened at first use, forgotten when a
+ * read fails. */
+struct cgfile {
+	char path[4096];
+	int fd;
+};
+static struct cgfile cgfiles[16];
+static int ncgfiles;
+
+/* read_kept reads dir/name through its kept fd with pread from offset 0 to
+ * EOF, as Files.ReadFile does; -1 on error. */
+static ssize_t read_kept(const char *dir, const char *name, char *buf, size_t size)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	struct cgfile *f = NULL;
+	for (int i = 0; i < ncgfiles; i++)
+		if (!strcmp(cgfiles[i].path, path)) {
+			f = &cgfiles[i];
+			break;
+		}
+	if (!f || f->fd < 0) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -1;
+		if (!f) {
+			if (ncgfiles == (int)(sizeof(cgfiles) / sizeof(cgfiles[0]))) {
+				errno = 0;
+				die(prog, "too many cgroup files");
+			}
+			f = &cgfiles[ncgfiles++];
+			strcpy(f->path, path);
+		}
+		f->fd = fd;
+	}
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = pread(f->fd, buf + len, size - 1 - len, (off_t)len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			close(f->fd);
+			f->fd = -1;
+			return -1;
+		}
+		if (n == 0 || len + n == size - 1) {
+			len += n;
+			break;
+		}
+		len += n;
+	}
+	buf[len] = 0;
+	return (ssize_t)len;
+}
+
+/* read_cg reads a cgroup file the way the selected work mode does. */
+static ssize_t read_cg(const char *dir, const char *name, char *buf, size_t size)
+{
+	if (work == WORK_FULL)
+		return read_kept(dir, name, buf, size);
+	return read_file(dir, name, buf, size);
+}
+
 static int read_u64(const char *dir, const char *name, uint64_t *v)
 {
 	char buf[64], *end;
-	if (read_file(dir, name, buf, sizeof(buf)) < 0)
+	if (read_cg(dir, name, buf, sizeof(buf)) < 0)
 		return -1;
 	errno = 0;
 	*v = strtoull(buf, &end, 10);
@@ -78,7 +155,7 @@ static int read_u64(const char *dir, const char *name, uint64_t *v)
 static int read_max(const char *dir, const char *name, uint64_t *v)
 {
 	char buf[64];
-	if (read_file(dir, name, buf, sizeof(buf)) < 0)
+	if (read_cg(dir, name, buf, sizeof(buf)) < 0)
 		return -1;
 	if (!strncmp(buf, "max", 3)) {
 		*v = 0;
@@ -90,7 +167,8 @@ static int read_max(const char *dir, const char *name, uint64_t *v)
 	return errno || end == buf ? -1 : 0;
 }
 
-/* stat_key finds "key value" in a memory.stat file; 0 when absent. */
+/* stat_key finds "key value" in a memory.stat file, scanning line by line
+ * for that one key as supervisor/cgroup's readStatKey does; 0 when absent. */
 static uint64_t stat_key(const char *buf, const char *key)
 {
 	size_t kl = strlen(key);
@@ -120,7 +198,7 @@ static int read_memory(struct memory *m)
 			m->limit = lim;
 		if (read_u64(memcg, "memory.usage_in_bytes", &m->usage) < 0)
 			return -1;
-		if (read_file(memcg, "memory.stat", stat, sizeof(stat)) >= 0)
+		if (read_cg(memcg, "memory.stat", stat, sizeof(stat)) >= 0)
 			m->inactive_file = stat_key(stat, "total_inactive_file");
 		if (m->limit && read_u64(memcg, "memory.memsw.limit_in_bytes", &ms) == 0 && ms < V1_UNLIMITED && ms > m->limit) {
 			m->swap_limit = ms - m->limit;
@@ -133,7 +211,7 @@ static int read_memory(struct memory *m)
 		return -1;
 	if (read_u64(memcg, "memory.current", &m->usage) < 0)
 		return -1;
-	if (read_file(memcg, "memory.stat", stat, sizeof(stat)) >= 0)
+	if (read_cg(memcg, "memory.stat", stat, sizeof(stat)) >= 0)
 		m->inactive_file = stat_key(stat, "inactive_file");
 	if (m->limit && read_max(memcg, "memory.swap.max", &m->swap_limit) == 0)
 		read_u64(memcg, "memory.swap.current", &m->swap_usage);
@@ -259,15 +337,24 @@ static int write_mem(int listener, const struct seccomp_notif *req, const void *
 	return e;
 }
 
-static void handle_sysinfo(int listener, const struct seccomp_notif *req, struct seccomp_notif_resp *resp, int full)
+/* boottime is CLOCK_BOOTTIME: a system call in full mode, as
+ * unix.ClockGettime is; the vDSO otherwise. */
+static int boottime(struct timespec *ts)
+{
+	if (work == WORK_FULL)
+		return syscall(SYS_clock_gettime, CLOCK_BOOTTIME, ts);
+	return clock_gettime(CLOCK_BOOTTIME, ts);
+}
+
+static void handle_sysinfo(int listener, const struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 {
 	struct sysinfo si;
-	if (full) {
+	if (work != WORK_MIN) {
 		struct sysinfo host;
 		struct timespec ts;
 		struct memory mem;
 		uint64_t procs = 0;
-		if (sysinfo(&host) < 0 || clock_gettime(CLOCK_BOOTTIME, &ts) < 0) {
+		if (sysinfo(&host) < 0 || boottime(&ts) < 0) {
 			resp->error = -EIO;
 			return;
 		}
@@ -352,7 +439,7 @@ static int64_t proc_start(int pid)
 int main(int argc, char **argv)
 {
 	const char *sock = NULL;
-	int sync = 0, full = 1;
+	int sync = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--sync-wakeup"))
@@ -365,15 +452,19 @@ int main(int argc, char **argv)
 			pidscg = v, i++;
 		else if (v && !strcmp(a, "--cgroup-version"))
 			cgv = atoi(v), i++;
-		else if (v && !strcmp(a, "--work") && (!strcmp(v, "full") || !strcmp(v, "min")))
-			full = !strcmp(v, "full"), i++;
+		else if (v && !strcmp(a, "--work") && !strcmp(v, "full"))
+			work = WORK_FULL, i++;
+		else if (v && !strcmp(a, "--work") && !strcmp(v, "reopen"))
+			work = WORK_REOPEN, i++;
+		else if (v && !strcmp(a, "--work") && !strcmp(v, "min"))
+			work = WORK_MIN, i++;
 		else {
 			fprintf(stderr, "%s: bad argument %s\n", prog, a);
 			return 2;
 		}
 	}
 	if (!sock || (cgv != 1 && cgv != 2)) {
-		fprintf(stderr, "usage: %s --socket PATH [--memcg DIR --cgroup-version 1|2] [--pidscg DIR] [--sync-wakeup] [--work full|min]\n", prog);
+		fprintf(stderr, "usage: %s --socket PATH [--memcg DIR --cgroup-version 1|2] [--pidscg DIR] [--sync-wakeup] [--work full|reopen|min]\n", prog);
 		return 2;
 	}
 	int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -419,7 +510,7 @@ int main(int argc, char **argv)
 		memset(&resp, 0, sizeof(resp));
 		resp.id = req.id;
 		if (req.data.nr == __NR_sysinfo)
-			handle_sysinfo(fd, &req, &resp, full);
+			handle_sysinfo(fd, &req, &resp);
 		else
 			resp.error = -ENOSYS;
 		if (ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &resp) < 0 && errno != ENOENT)
