@@ -198,7 +198,9 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
-		if env.root, err = os.Getwd(); err != nil {
+		// unix.Getwd asks the kernel; os.Getwd would first trust $PWD,
+		// a host path, looked up inside the container's root.
+		if env.root, err = unix.Getwd(); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
 		if err := unix.Chroot("."); err != nil {

@@ -5,30 +5,39 @@ import (
 	"sort"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
+
+	"github.com/sysvisor/sysvisor/handlers/catalog"
 )
 
-// Entry describes one intercepted syscall.
+// Entry describes one intercepted syscall: its catalog entry (name, knob,
+// options, doc) and its handler.
 type Entry struct {
-	Name    string
+	catalog.Syscall
 	Handler Handler
-	// Knob is the policy setting that governs interception of this syscall.
-	Knob string
-	// What a reader of the table should know about the emulation.
-	Doc string
 }
 
-// table is what happens to every syscall sysvisor can intercept. A syscall not
-// listed here is never trapped.
-var table = []Entry{
-	{Name: "sysinfo", Handler: sysinfoHandler{}, Knob: "syscall.sysinfo", Doc: "uptime, RAM and task count of the container, from its cgroups"},
-	{Name: "mount", Handler: mountHandler{}, Knob: "syscall.mount", Doc: "procfs/sysfs built with the container's masks; remount, bind and move performed on resolved fds, never touching protected mounts; other new mounts left to the kernel"},
-	{Name: "umount2", Handler: umountHandler{}, Knob: "syscall.mount", Doc: "performed on resolved fds; the runtime's mounts and sysvisord's masks cannot be unmounted"},
-	{Name: "fsopen", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS, so callers fall back to the checked mount(2)"},
-	{Name: "fspick", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
-	{Name: "open_tree", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
-	{Name: "move_mount", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
-	{Name: "mount_setattr", Handler: enosysHandler{}, Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
+// impl binds each catalog entry to its handler. A syscall not in the catalog
+// is never trapped; a catalog entry without a handler fails NewTable.
+var impl = map[string]Handler{
+	"sysinfo":       sysinfoHandler{},
+	"mount":         mountHandler{},
+	"umount2":       umountHandler{},
+	"fsopen":        enosysHandler{},
+	"fspick":        enosysHandler{},
+	"open_tree":     enosysHandler{},
+	"move_mount":    enosysHandler{},
+	"mount_setattr": enosysHandler{},
 }
+
+// table is what happens to every syscall sysvisor can intercept, in catalog
+// order.
+var table = func() []Entry {
+	t := make([]Entry, 0, len(catalog.Syscalls))
+	for _, s := range catalog.Syscalls {
+		t = append(t, Entry{Syscall: s, Handler: impl[s.Name]})
+	}
+	return t
+}()
 
 // Table resolves syscall numbers for the native architecture once.
 type Table struct {
@@ -48,6 +57,9 @@ func NewTable(names []string) (*Table, error) {
 			continue
 		}
 		delete(want, e.Name)
+		if e.Handler == nil {
+			return nil, fmt.Errorf("syscall %s: in the catalog without a handler", e.Name)
+		}
 		nr, err := seccomp.GetSyscallFromName(e.Name)
 		if err != nil {
 			return nil, fmt.Errorf("syscall %s: %w", e.Name, err)
@@ -78,4 +90,14 @@ func Names() []string {
 		out[i] = e.Name
 	}
 	return out
+}
+
+// Nr returns the native syscall number of an entry in the table.
+func (t *Table) Nr(name string) (int32, bool) {
+	for nr, e := range t.byNr {
+		if e.Name == name {
+			return nr, true
+		}
+	}
+	return 0, false
 }

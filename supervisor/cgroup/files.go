@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -24,9 +25,10 @@ func (direct) ReadFile(path string) ([]byte, error) { return rawfile.ReadFile(pa
 // The lock is the container's own, taken only by that container's
 // notifications; nothing global is on the notify path.
 type Files struct {
-	mu     sync.Mutex
-	fds    map[string]int
-	closed bool
+	mu      sync.Mutex
+	fds     map[string]int
+	missing map[string]error // files the kernel does not have (no swap accounting, ...)
+	closed  bool
 }
 
 // ReadFile implements Source.
@@ -36,10 +38,22 @@ func (f *Files) ReadFile(path string) ([]byte, error) {
 	if f.closed {
 		return rawfile.ReadFile(path)
 	}
+	if err, ok := f.missing[path]; ok {
+		return nil, err
+	}
 	fd, ok := f.fds[path]
 	if !ok {
 		var err error
 		if fd, err = rawfile.Open(path, unix.O_RDONLY); err != nil {
+			// A controller file that is not there will not appear for
+			// this container: remember, instead of failing an open per
+			// call. Anything else may be transient.
+			if errors.Is(err, unix.ENOENT) {
+				if f.missing == nil {
+					f.missing = map[string]error{}
+				}
+				f.missing[path] = err
+			}
 			return nil, err
 		}
 		if f.fds == nil {

@@ -126,6 +126,18 @@ func (c *Container) Protect(sigs []string) error {
 	if c.reg == nil {
 		return fmt.Errorf("container %s is not registered", c.ID())
 	}
+	// Most calls add nothing new (every emulated procfs brings the same
+	// masks): no record rewrite, no fsync, no registry lock then.
+	fresh := false
+	for _, s := range sigs {
+		if !c.Protected(s) {
+			fresh = true
+			break
+		}
+	}
+	if !fresh {
+		return nil
+	}
 	_, err := c.reg.Update(c.ID(), func(r *Record) {
 		for _, s := range sigs {
 			if !slices.Contains(r.Protected, s) {
