@@ -49,7 +49,7 @@ func runcFeatures(runc, runDir string) (*seccompFeatures, error) {
 		f.Flags = feat.Linux.Seccomp.SupportedFlags
 	}
 	if b, err := json.Marshal(f); err == nil && os.MkdirAll(runDir, 0o711) == nil {
-		statefile.WriteAtomic(cache, b, 0o644)
+		statefile.Replace(cache, b, 0o644)
 	}
 	return &f, nil
 }

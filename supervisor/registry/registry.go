@@ -283,5 +283,6 @@ func (r *Registry) save(rec *Record) error {
 	if err != nil {
 		return err
 	}
-	return statefile.WriteAtomic(r.path(rec.ID), b, 0o600)
+	// Atomic, not fsynced: see lease.Store.saveLocked.
+	return statefile.Replace(r.path(rec.ID), b, 0o600)
 }
