@@ -2,13 +2,20 @@
 PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 UNITDIR   ?= $(PREFIX)/lib/systemd/system
+# Configuration stays in /etc whatever PREFIX is (sysvisor-runc is started by
+# engines that know nothing of PREFIX); the binaries are built with
+# POLICYDIR as their default policy directory, so the two always agree.
+SYSCONFDIR ?= /etc
+POLICYDIR ?= $(SYSCONFDIR)/sysvisor/policies
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO        ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Go's release tarball installs in /usr/local/go; a root shell may not have it on PATH.
 export PATH := $(PATH):/usr/local/go/bin
 GOFLAGS   ?=
-LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION)
+LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION) \
+	-X github.com/sysvisor/sysvisor/policy.DefaultDir=$(POLICYDIR)
+POLICIES  := $(wildcard policy/builtin/*.hcl)
 BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl
 
 .PHONY: all build install uninstall test test-unit test-integration test-e2e bench demo deps lint clean
@@ -22,14 +29,20 @@ bin/%: FORCE
 
 FORCE:
 
+# Also installs the built-in policies into POLICYDIR, as files to read and
+# copy. A file there overrides the built-in of the same name; this target
+# overwrites them, so keep local policies under names of their own.
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
 	sed 's|@BINDIR@|$(BINDIR)|g' docs/sysvisord.service.in > $(DESTDIR)$(UNITDIR)/sysvisord.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/sysvisord.service
+	install -d $(DESTDIR)$(POLICYDIR)
+	install -m 0644 $(POLICIES) $(DESTDIR)$(POLICYDIR)/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) $(DESTDIR)$(UNITDIR)/sysvisord.service
+	rm -f $(addprefix $(DESTDIR)$(POLICYDIR)/,$(notdir $(POLICIES)))
 
 # Installs what the tests and the demo need on a Debian host.
 deps:

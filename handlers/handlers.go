@@ -57,6 +57,10 @@ type Request struct {
 	Fd        *notify.Fd
 	Container Container
 	Log       hclog.Logger
+	// Entry is the table entry being served; Options are its emulation
+	// options from the container's policy (see Option).
+	Entry   *Entry
+	Options map[string]bool
 
 	// The caller's memory and mappings, opened at first use and kept for
 	// the rest of the request (a mount reads up to four strings).
@@ -80,6 +84,20 @@ func (r *Request) StatusField(name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no %s in /proc/%d/status", name, r.Notif.Pid)
+}
+
+// Option returns an emulation option from the container's policy, or the
+// catalog's default for it.
+func (r *Request) Option(name string) bool {
+	if v, ok := r.Options[name]; ok {
+		return v
+	}
+	if r.Entry != nil {
+		if o, ok := r.Entry.Option(name); ok {
+			return o.Default
+		}
+	}
+	return false
 }
 
 // Close releases what the request opened. The dispatcher calls it.

@@ -126,6 +126,14 @@ func (mountHandler) Handle(req *Request) Response {
 		if fstype != "proc" && fstype != "sysfs" {
 			return Allow()
 		}
+		opt := "procfs"
+		if fstype == "sysfs" {
+			opt = "sysfs"
+		}
+		if !req.Option(opt) {
+			// The policy turned this emulation off: the kernel decides.
+			return Allow()
+		}
 		if r, ok := mayMount(req); !ok {
 			return r
 		}

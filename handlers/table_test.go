@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/handlers/catalog"
 	"github.com/sysvisor/sysvisor/policy"
 )
 
@@ -62,12 +63,27 @@ func TestNewTableSelection(t *testing.T) {
 // Every syscall a built-in policy traps must have a handler: otherwise the
 // container's calls would fail with ENOSYS.
 func TestPoliciesHaveHandlers(t *testing.T) {
-	p, err := policy.Lookup(policy.DefaultName)
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range policy.BuiltinNames() {
+		p, err := policy.Load(name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewTable(p.Notify()); err != nil {
+			t.Errorf("policy %s: %v", p.Name, err)
+		}
 	}
-	if _, err := NewTable(p.Notify); err != nil {
-		t.Errorf("policy %s: %v", p.Name, err)
+}
+
+// The catalog and the handlers agree: every catalog entry has a handler and
+// every handler a catalog entry.
+func TestCatalogBound(t *testing.T) {
+	if len(impl) != len(catalog.Syscalls) {
+		t.Errorf("%d handlers for %d catalog entries", len(impl), len(catalog.Syscalls))
+	}
+	for _, s := range catalog.Syscalls {
+		if impl[s.Name] == nil {
+			t.Errorf("catalog entry %s has no handler", s.Name)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ type Global struct {
 	Runc        string
 	RunDir      string
 	Policy      string
+	PolicyDir   string
 	AllowUnsafe bool
 }
 
@@ -53,7 +54,7 @@ var runcGlobals = map[string]flagKind{
 }
 
 var ownGlobals = map[string]flagKind{
-	"runc": valueFlag, "run-dir": valueFlag, "policy": valueFlag, "allow-unsafe": boolFlag,
+	"runc": valueFlag, "run-dir": valueFlag, "policy": valueFlag, "policy-dir": valueFlag, "allow-unsafe": boolFlag,
 }
 
 // commandFlags lists the value flags of the commands whose positional id we
@@ -137,6 +138,8 @@ func Parse(argv []string) (*Invocation, error) {
 			g.RunDir = val
 		case "policy":
 			g.Policy = val
+		case "policy-dir":
+			g.PolicyDir = val
 		case "allow-unsafe":
 			g.AllowUnsafe = on
 		}

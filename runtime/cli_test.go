@@ -67,9 +67,9 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "sysvisor's own flags are consumed",
-			argv: []string{"--runc", "/usr/sbin/runc", "--run-dir=/tmp/rd", "--policy", "default", "--allow-unsafe", "--root", "/r", "create", "c4"},
+			argv: []string{"--runc", "/usr/sbin/runc", "--run-dir=/tmp/rd", "--policy", "default", "--policy-dir", "/p", "--allow-unsafe", "--root", "/r", "create", "c4"},
 			want: want{
-				global:  Global{Root: "/r", LogFormat: "text", Runc: "/usr/sbin/runc", RunDir: "/tmp/rd", Policy: "default", AllowUnsafe: true, Pass: []string{"--root", "/r"}},
+				global:  Global{Root: "/r", LogFormat: "text", Runc: "/usr/sbin/runc", RunDir: "/tmp/rd", Policy: "default", PolicyDir: "/p", AllowUnsafe: true, Pass: []string{"--root", "/r"}},
 				command: "create", args: []string{"c4"}, id: "c4",
 			},
 		},
@@ -209,7 +209,7 @@ func TestParse(t *testing.T) {
 // TestRuncArgs checks what runc is run with: its globals normalised, then the
 // command and its arguments as given, without sysvisor's own flags.
 func TestRuncArgs(t *testing.T) {
-	inv, err := Parse([]string{"--runc", "/opt/runc", "-root=/r", "--debug", "--policy=default", "--log", "/l", "create", "--bundle", "/b", "c"})
+	inv, err := Parse([]string{"--runc", "/opt/runc", "-root=/r", "--debug", "--policy=default", "--policy-dir=/p", "--log", "/l", "create", "--bundle", "/b", "c"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,7 +181,9 @@ func (r *runner) create() int {
 		return 1
 	}
 	name, source := policy.Select(spec.Annotations, processEnv(spec), inv.Global.Policy)
-	pol, err := policy.Lookup(name)
+	// Loaded before anything is leased or mounted: an unknown or invalid
+	// policy leaves nothing behind.
+	pol, err := policy.Load(name, policy.Dir(inv.Global.PolicyDir))
 	if err != nil {
 		r.log.Errorf("container %s: policy from %s: %v", inv.ID, source, err)
 		return 1
@@ -199,7 +201,8 @@ func (r *runner) create() int {
 		r.log.Errorf("%s does not support seccomp SCMP_ACT_NOTIFY (runc >= 1.1 with libseccomp >= 2.5 is required)", r.runc)
 		return 1
 	}
-	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name}
+	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name,
+		Rules: pol.Rules, NoViews: !pol.Views}
 	if spec.Linux != nil {
 		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
 	}
@@ -218,7 +221,7 @@ func (r *runner) create() int {
 	return code
 }
 
-func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol policy.Policy, resp *control.Response, feat *seccompFeatures) (int, error) {
+func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol *policy.Policy, resp *control.Response, feat *seccompFeatures) (int, error) {
 	l := *resp.Lease
 	caps, err := HostBoundingSet()
 	if err != nil {
@@ -232,7 +235,7 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	}
 	err = Rewrite(spec, RewriteOptions{
 		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
-		Policy: pol.Name, Notify: pol.Notify, ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
+		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
 		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe,
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 	"github.com/sysvisor/sysvisor/supervisor/handoff"
@@ -305,11 +306,29 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err := registry.ValidID(req.ID); err != nil {
 			return control.Response{Error: err.Error()}
 		}
+		if req.Policy == "" {
+			req.Policy = policy.DefaultName
+		}
+		rules := req.Rules
+		if rules == nil {
+			// An older runtime sends only the name: the built-in of
+			// that name, or an error.
+			p, err := policy.Load(req.Policy, "")
+			if err != nil {
+				return control.Response{Error: err.Error()}
+			}
+			rules = p.Rules
+		}
+		// Checked before anything is leased: rules sysvisord cannot
+		// honour fail the create.
+		if _, err := newActions(s.table, rules); err != nil {
+			return control.Response{Error: fmt.Sprintf("policy %q: %v", req.Policy, err)}
+		}
 		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy,
+		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy, Rules: rules,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
 			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
@@ -318,7 +337,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		}
 		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", req.Policy)
 		resp := control.Response{Lease: &l.Range}
-		if s.views != nil {
+		if s.views != nil && !req.NoViews {
 			// Views are optional: the container is created without them.
 			dir, err := s.views.Mount(req.ID, c)
 			if err == nil {
@@ -345,7 +364,23 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		}
 		return control.Response{}
 	case control.OpPs:
-		return control.Response{Containers: s.ps()}
+		return control.Response{Containers: s.ps("")}
+	case control.OpInspect:
+		cs := s.ps(req.ID)
+		if len(cs) == 0 {
+			return control.Response{Error: fmt.Sprintf("no container %q", req.ID)}
+		}
+		return control.Response{Containers: cs}
+	case control.OpLogLevel:
+		level := hclog.LevelFromString(req.Level)
+		if level == hclog.NoLevel || level == hclog.Off {
+			return control.Response{Error: fmt.Sprintf("log level %q: want trace, debug, info, warn or error", req.Level)}
+		}
+		prev := s.log.GetLevel()
+		// Loggers derived from sysvisord's share its level.
+		s.log.SetLevel(level)
+		s.log.Info("log level changed", "from", prev.String(), "to", level.String())
+		return control.Response{Level: prev.String()}
 	}
 	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }
@@ -378,11 +413,15 @@ func (s *Server) forget(id string) error {
 	return nil
 }
 
-func (s *Server) ps() []control.ContainerInfo {
+// ps lists the containers, or only id when it is not empty.
+func (s *Server) ps(id string) []control.ContainerInfo {
 	now, _ := handlers.BootTime()
 	var out []control.ContainerInfo
 	for _, c := range s.reg.List() {
 		rec := c.Snapshot()
+		if id != "" && rec.ID != id {
+			continue
+		}
 		info := control.ContainerInfo{Record: rec, Notifications: c.Notified.Load(), Listeners: c.Listeners.Load()}
 		if rec.InitStartNs > 0 && rec.Status == registry.StatusRunning {
 			info.UptimeSeconds = (now - time.Duration(rec.InitStartNs)).Seconds()
@@ -453,6 +492,14 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		// Task counts for /proc/loadavg before the first 5 s tick.
 		s.sampleLoad(c, false)
 	}
+	// The container's action table, resolved once here: the notify loop
+	// reads it without any lock.
+	acts, err := newActions(s.table, c.Snapshot().Rules)
+	if err != nil {
+		unix.Close(msg.SeccompFd)
+		log.Error("seccomp handoff: container's policy", "error", err)
+		return
+	}
 	fd, err := notify.NewFd(msg.SeccompFd, "seccomp:"+id)
 	if err != nil {
 		log.Error("seccomp handoff", "error", err)
@@ -485,7 +532,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveListener(c, fd, log)
+		s.serveListener(c, fd, acts, log)
 		c.Listeners.Add(-1)
 		s.mu.Lock()
 		if fds := s.listeners[id]; fds != nil {
@@ -505,7 +552,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 // serveListener is the notify loop of one listener fd. It owns the fd's
 // notifications and never blocks other containers: waiting is done in the
 // poller, not on a thread.
-func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, log hclog.Logger) {
+func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, log hclog.Logger) {
 	var n notify.Notif
 	for {
 		err := fd.Receive(&n)
@@ -519,7 +566,7 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, log hclog.L
 			return
 		}
 		c.Notified.Add(1)
-		resp := s.dispatch(c, fd, &n, log)
+		resp := dispatch(c, fd, &n, acts, log)
 		var serr error
 		switch resp.Kind {
 		case handlers.Continue:
@@ -535,22 +582,34 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, log hclog.L
 	}
 }
 
-func (s *Server) dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, log hclog.Logger) handlers.Response {
+func dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts actions, log hclog.Logger) handlers.Response {
 	if !handlers.IsNative(n.Data.Arch) {
 		// Compat ABIs have other numbers and struct layouts; refusing is
 		// safer than emulating them wrongly.
 		return handlers.Fail(unix.ENOSYS)
 	}
-	e, ok := s.table.Lookup(n.Data.Nr)
+	a, ok := acts[n.Data.Nr]
 	if !ok {
-		log.Warn("trapped syscall has no handler", "nr", n.Data.Nr)
+		log.Warn("trapped syscall has no rule in the container's policy", "nr", n.Data.Nr)
 		return handlers.Fail(unix.ENOSYS)
 	}
-	req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log}
-	resp := e.Handler.Handle(&req)
-	req.Close()
+	var resp handlers.Response
+	switch a.kind {
+	case policy.Allow:
+		resp = handlers.Allow()
+	case policy.Log:
+		log.Info("syscall", "syscall", a.entry.Name, "caller", n.Pid,
+			"args", fmt.Sprintf("%#x %#x %#x %#x %#x %#x", n.Data.Args[0], n.Data.Args[1], n.Data.Args[2], n.Data.Args[3], n.Data.Args[4], n.Data.Args[5]))
+		resp = handlers.Allow()
+	case policy.Deny:
+		resp = handlers.Fail(a.errno)
+	default:
+		req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log, Entry: a.entry, Options: a.options}
+		resp = a.entry.Handler.Handle(&req)
+		req.Close()
+	}
 	if log.IsTrace() {
-		log.Trace("notification", "syscall", e.Name, "caller", n.Pid, "decision", resp.String())
+		log.Trace("notification", "syscall", a.entry.Name, "action", string(a.kind), "caller", n.Pid, "decision", resp.String())
 	}
 	return resp
 }

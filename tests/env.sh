@@ -36,7 +36,7 @@ alive() {
 }
 
 up() {
-	mkdir -p "$SV_DIR"/{run,state,docker,exec,log}
+	mkdir -p "$SV_DIR"/{run,state,docker,exec,log,policies}
 	# The pool lives in copies of the ID files, so the host's stay untouched.
 	# A host sysvisor pool stays reserved under another name: our private
 	# sysvisord must not lease IDs a real one hands out.
@@ -55,7 +55,7 @@ up() {
 	cat >"$SV_DIR/daemon.json" <<JSON
 {
   "runtimes": {
-    "sysvisor-runc": {"path": "$BIN/sysvisor-runc", "runtimeArgs": ["--run-dir", "$SV_DIR/run"]}
+    "sysvisor-runc": {"path": "$BIN/sysvisor-runc", "runtimeArgs": ["--run-dir", "$SV_DIR/run", "--policy-dir", "$SV_DIR/policies"]}
   },
   "storage-driver": "overlay2",
   "cgroup-parent": "/$CGROUP_PARENT"

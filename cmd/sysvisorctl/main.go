@@ -4,21 +4,32 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 )
 
-const usage = `usage: sysvisorctl [--run-dir DIR] COMMAND
+const usage = `usage: sysvisorctl [--run-dir DIR] [--policy-dir DIR] COMMAND
 
-commands:
-  ps [--json]   containers served by sysvisord: id, init pid, ID range, policy, uptime
-  version       versions of sysvisorctl and sysvisord
+commands (ask sysvisord; root only):
+  ps [--json]             containers served by sysvisord: id, init pid, ID range, policy, uptime
+  inspect ID              one container's full record as JSON (ID or a unique prefix)
+  log-level LEVEL         change sysvisord's log level (trace, debug, info, warn, error) until it restarts
+  version                 versions of sysvisorctl and sysvisord
+
+commands (local, any user):
+  policy check FILE...    validate policy files; every error with file:line:column and a hint
+  policy explain NAME     what a container under a policy (name or FILE.hcl) can and cannot do
+  policy list             the policies a container can name
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -27,6 +38,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("sysvisorctl", flag.ContinueOnError)
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage) }
 	runDir := fs.String("run-dir", envOr("SYSVISOR_RUN_DIR", control.DefaultRunDir), "sysvisord's run directory")
+	policyDir := fs.String("policy-dir", "", "policy directory (default $SYSVISOR_POLICY_DIR or "+policy.DefaultDir+")")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -38,6 +50,21 @@ func run(args []string) int {
 	switch cmd {
 	case "ps":
 		return ps(*runDir, rest)
+	case "inspect":
+		return inspect(*runDir, rest)
+	case "log-level":
+		if len(rest) != 1 {
+			fmt.Fprint(os.Stderr, "usage: sysvisorctl log-level trace|debug|info|warn|error\n")
+			return 2
+		}
+		resp, err := call(*runDir, control.Request{Op: control.OpLogLevel, Level: rest[0]})
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Printf("sysvisord log level: %s -> %s\n", resp.Level, rest[0])
+		return 0
+	case "policy":
+		return policyCmd(policy.Dir(*policyDir), rest)
 	case "version":
 		fmt.Println("sysvisorctl", supervisor.Version)
 		resp, err := call(*runDir, control.Request{Op: control.OpVersion})
@@ -63,7 +90,7 @@ func envOr(k, def string) string {
 
 func call(runDir string, req control.Request) (*control.Response, error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("sysvisord's control socket is root-only: run sysvisorctl as root")
+		return nil, fmt.Errorf("permission denied: sysvisord's control socket is root-only (mode 0600); run sysvisorctl as root (you are uid %d)", os.Geteuid())
 	}
 	return control.Call(runDir, req, 10*time.Second)
 }
@@ -110,4 +137,120 @@ func ps(runDir string, args []string) int {
 	}
 	tw.Flush()
 	return 0
+}
+
+func inspect(runDir string, args []string) int {
+	if len(args) != 1 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl inspect ID\n")
+		return 2
+	}
+	id := args[0]
+	resp, err := call(runDir, control.Request{Op: control.OpInspect, ID: id})
+	if err != nil && resp != nil {
+		// Not an exact id: a unique prefix, as ps shows them.
+		all, perr := call(runDir, control.Request{Op: control.OpPs})
+		if perr != nil {
+			return fail(perr)
+		}
+		var match []control.ContainerInfo
+		for _, c := range all.Containers {
+			if strings.HasPrefix(c.ID, id) {
+				match = append(match, c)
+			}
+		}
+		switch len(match) {
+		case 0:
+			return fail(fmt.Errorf("no container %q", id))
+		case 1:
+			resp, err = &control.Response{Containers: match}, nil
+		default:
+			return fail(fmt.Errorf("%q names %d containers; give more of the id", id, len(match)))
+		}
+	}
+	if err != nil {
+		return fail(err)
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(resp.Containers[0]); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func policyCmd(dir string, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl policy check FILE... | explain NAME|FILE | list\n")
+		return 2
+	}
+	switch args[0] {
+	case "check":
+		if len(args) < 2 {
+			fmt.Fprint(os.Stderr, "usage: sysvisorctl policy check FILE...\n")
+			return 2
+		}
+		code := 0
+		for _, f := range args[1:] {
+			p, err := loadFile(f)
+			if err != nil {
+				printPolicyError(err)
+				code = 1
+				continue
+			}
+			fmt.Printf("%s: ok (policy %q, %d syscalls trapped)\n", f, p.Name, len(p.Rules))
+		}
+		return code
+	case "explain":
+		if len(args) != 2 {
+			fmt.Fprint(os.Stderr, "usage: sysvisorctl policy explain NAME|FILE\n")
+			return 2
+		}
+		var p *policy.Policy
+		var err error
+		if strings.Contains(args[1], "/") || strings.HasSuffix(args[1], ".hcl") {
+			p, err = loadFile(args[1])
+		} else {
+			p, err = policy.Load(args[1], dir)
+		}
+		if err != nil {
+			printPolicyError(err)
+			return 1
+		}
+		fmt.Print(policy.Explain(p))
+		return 0
+	case "list":
+		for _, n := range policy.Known(dir) {
+			p, err := policy.Load(n, dir)
+			if err != nil {
+				fmt.Printf("%-12s INVALID: %v\n", n, err)
+				continue
+			}
+			fmt.Printf("%-12s %-10s %s\n", n, p.Source, p.Description)
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "sysvisorctl policy: unknown command %q\n", args[0])
+	return 2
+}
+
+func loadFile(path string) (*policy.Policy, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Parse(strings.TrimSuffix(filepath.Base(path), ".hcl"), path, src)
+}
+
+func printPolicyError(err error) {
+	var pe *policy.ParseError
+	if !errors.As(err, &pe) {
+		fmt.Fprintf(os.Stderr, "sysvisorctl: %v\n", err)
+		return
+	}
+	for _, p := range pe.Problems {
+		fmt.Fprintf(os.Stderr, "%s:%d:%d: error: %s\n", p.File, p.Line, p.Column, p.Summary)
+		if p.Hint != "" {
+			fmt.Fprintf(os.Stderr, "    hint: %s\n", p.Hint)
+		}
+	}
 }

@@ -31,8 +31,8 @@ var Syscalls = []Syscall{
 	{Name: "sysinfo", Knob: "syscall.sysinfo", Doc: "uptime, RAM and task count of the container, from its cgroups"},
 	{Name: "mount", Knob: "syscall.mount", Doc: "procfs/sysfs built with the container's masks; remount, bind and move performed on resolved fds, never touching protected mounts; other new mounts left to the kernel",
 		Options: []Option{
-			{Name: "procfs", Default: true, Doc: "build a new procfs (mount -t proc) for the caller, masked like the container's /proc; when false the kernel decides (in a container whose /proc has masks it refuses with EPERM)"},
-			{Name: "sysfs", Default: true, Doc: "build a new sysfs (mount -t sysfs) for the caller, masked like the container's /sys; when false the kernel decides"},
+			{Name: "procfs", Default: true, Doc: "build a new procfs (mount -t proc) for the caller, masked like the container's /proc; when false the call goes to the kernel, and a procfs it mounts lacks the container's masks and read-only paths"},
+			{Name: "sysfs", Default: true, Doc: "build a new sysfs (mount -t sysfs) for the caller, masked like the container's /sys; when false the call goes to the kernel, and a sysfs it mounts lacks the container's masks"},
 		}},
 	{Name: "umount2", Knob: "syscall.mount", Doc: "performed on resolved fds; the runtime's mounts and sysvisord's masks cannot be unmounted"},
 	{Name: "fsopen", Knob: "syscall.mount", Doc: "new mount API: ENOSYS, so callers fall back to the checked mount(2)"},

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
 )
@@ -25,11 +26,13 @@ const (
 
 // Ops.
 const (
-	OpPing    = "ping"
-	OpCreate  = "create" // lease IDs and record the container
-	OpDelete  = "delete" // stop serving, release the lease, forget the record
-	OpPs      = "ps"
-	OpVersion = "version"
+	OpPing     = "ping"
+	OpCreate   = "create" // lease IDs and record the container
+	OpDelete   = "delete" // stop serving, release the lease, forget the record
+	OpPs       = "ps"
+	OpVersion  = "version"
+	OpInspect  = "inspect"   // one container's full record
+	OpLogLevel = "log-level" // change sysvisord's log level at runtime
 )
 
 // Request is one control call.
@@ -43,6 +46,15 @@ type Request struct {
 	// makes on the container's behalf.
 	MaskedPaths   []string `json:"maskedPaths,omitempty"`
 	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
+	// Rules (create): the container's policy, resolved by the runtime from
+	// its file; sysvisord answers the trapped syscalls by them. Without
+	// rules (an older runtime) sysvisord uses the built-in policy named
+	// by Policy.
+	Rules []policy.Rule `json:"rules,omitempty"`
+	// NoViews (create): the policy asks for no /proc and /sys views.
+	NoViews bool `json:"noViews,omitempty"`
+	// Level (log-level): trace, debug, info, warn or error.
+	Level string `json:"level,omitempty"`
 }
 
 // ContainerInfo is one row of ps.
@@ -65,6 +77,8 @@ type Response struct {
 	// Empty when sysvisord serves no views (disabled, or FUSE failed).
 	Views     string   `json:"views,omitempty"`
 	ViewFiles []string `json:"viewFiles,omitempty"`
+	// Level (log-level): the level before the change.
+	Level string `json:"level,omitempty"`
 }
 
 // ErrUnavailable wraps failures to reach sysvisord, so callers can say so.

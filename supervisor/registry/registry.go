@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
@@ -31,13 +32,16 @@ const (
 
 // Record is the persisted part of a container.
 type Record struct {
-	ID       string      `json:"id"`
-	Bundle   string      `json:"bundle"`
-	RuncRoot string      `json:"runcRoot,omitempty"`
-	Policy   string      `json:"policy"`
-	Lease    lease.Range `json:"lease"`
-	Status   string      `json:"status"`
-	InitPid  int         `json:"initPid,omitempty"`
+	ID       string `json:"id"`
+	Bundle   string `json:"bundle"`
+	RuncRoot string `json:"runcRoot,omitempty"`
+	Policy   string `json:"policy"`
+	// Rules are the policy's, as the runtime resolved them at create:
+	// a container keeps the policy it started with.
+	Rules   []policy.Rule `json:"rules,omitempty"`
+	Lease   lease.Range   `json:"lease"`
+	Status  string        `json:"status"`
+	InitPid int           `json:"initPid,omitempty"`
 	// InitStartNs is init's start on CLOCK_BOOTTIME, from /proc/<pid>/stat,
 	// so uptime survives supervisor restarts.
 	InitStartNs int64        `json:"initStartNs,omitempty"`

@@ -1,0 +1,38 @@
+# systemd: systemd as the container's PID 1. Today the same as default:
+# systemd mounts tmpfs, cgroup, mqueue and procfs, remounts, and at shutdown
+# tries to unmount everything (the runtime's mounts answer EPERM or EBUSY).
+# It will diverge as the systemd-specific emulation lands.
+version     = 1
+description = "systemd as PID 1: same as default for now"
+
+syscall "sysinfo" {
+  action = "emulate"
+}
+
+syscall "mount" {
+  action = "emulate"
+  procfs = true
+  sysfs  = true
+}
+
+syscall "umount2" {
+  action = "emulate"
+}
+
+# The new mount API answers ENOSYS, so callers fall back to the checked
+# mount(2).
+syscall "fsopen" {
+  action = "emulate"
+}
+syscall "fspick" {
+  action = "emulate"
+}
+syscall "open_tree" {
+  action = "emulate"
+}
+syscall "move_mount" {
+  action = "emulate"
+}
+syscall "mount_setattr" {
+  action = "emulate"
+}

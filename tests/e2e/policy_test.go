@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func sysvisorctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repo, "bin", "sysvisorctl"), append([]string{"--run-dir", filepath.Join(svDir, "run"), "--policy-dir", filepath.Join(svDir, "policies")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mountScript makes the issue's check with busybox's mount and the same
+// calls through mountcall, which prints the errno's name.
+const mountScript = `mkdir -p /mnt/t
+if mount -t tmpfs t /mnt/t 2>/tmp/err; then echo "busybox ok"; umount /mnt/t; else echo "busybox $(tr ' ' _ </tmp/err)"; fi
+echo "tmpfs $(mountcall mount t /mnt/t tmpfs 0 -)"
+echo "umount $(mountcall umount /mnt/t 0)"
+`
+
+// Two containers with different policies behave as their policies say:
+// under strict no mount at all, under dind the tmpfs mount works.
+func TestPolicySelectsBehaviour(t *testing.T) {
+	strict := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY=strict")
+	dind := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY=dind")
+
+	r := results(t, sh(t, strict, mountScript))
+	// busybox words EPERM as "permission denied (are you root?)"; the
+	// errno itself is checked through mountcall below.
+	if got := strings.ToLower(r["busybox"]); !strings.Contains(got, "permission_denied") && !strings.Contains(got, "not_permitted") {
+		t.Errorf("strict: mount -t tmpfs: %q, want EPERM's message", r["busybox"])
+	}
+	expect(t, r, "tmpfs", "EPERM")
+	expect(t, r, "umount", "EPERM")
+	r = results(t, sh(t, strict, `mountcall newapi`))
+	for _, c := range []string{"fsopen", "fspick", "open_tree", "move_mount", "mount_setattr"} {
+		expect(t, r, c, "EPERM")
+	}
+
+	r = results(t, sh(t, dind, mountScript))
+	expect(t, r, "busybox", "ok")
+	expect(t, r, "tmpfs", "ok")
+	expect(t, r, "umount", "ok")
+
+	for id, want := range map[string]string{strict: "strict", dind: "dind"} {
+		out, err := sysvisorctl(t, "inspect", id[:12])
+		if err != nil {
+			t.Fatalf("sysvisorctl inspect: %v\n%s", err, out)
+		}
+		var rec struct {
+			Policy string `json:"policy"`
+			Rules  []struct {
+				Syscall, Action, Errno string
+			} `json:"rules"`
+		}
+		if err := json.Unmarshal([]byte(out), &rec); err != nil {
+			t.Fatalf("inspect output: %v\n%s", err, out)
+		}
+		if rec.Policy != want || len(rec.Rules) == 0 {
+			t.Errorf("inspect %s: policy %q, %d rules; want %s", id[:12], rec.Policy, len(rec.Rules), want)
+		}
+		for _, r := range rec.Rules {
+			if r.Syscall == "mount" && (want == "strict") != (r.Action == "deny" && r.Errno == "EPERM") {
+				t.Errorf("inspect %s: mount rule %+v", want, r)
+			}
+		}
+	}
+}
+
+// A file in the policy directory is used: log lets the call through.
+func TestPolicyFileIsUsed(t *testing.T) {
+	name := "e2elog" + strconv.Itoa(os.Getpid())
+	src := `# mount is logged and left to the kernel; the rest of the family denied
+version = 1
+syscall "mount" {
+  action = "log"
+}
+syscall "umount2" {
+  action = "deny"
+  errno  = "EACCES"
+}
+`
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	id := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	r := results(t, sh(t, id, mountScript))
+	expect(t, r, "tmpfs", "ok")
+	expect(t, r, "umount", "EACCES")
+	log, _ := os.ReadFile(filepath.Join(svDir, "log", "sysvisord.log"))
+	if !strings.Contains(string(log), "syscall=mount") || !strings.Contains(string(log), id) {
+		t.Errorf("sysvisord's log has no line for the logged mount of %s", id[:12])
+	}
+}
+
+// An unknown policy name, or a policy file with a typo, fails docker run
+// with a message naming the policy (and the file's line and column), and
+// leaves no lease, record or mount behind.
+func TestBadPolicyFailsCreateLeavingNothing(t *testing.T) {
+	typo := "e2etypo" + strconv.Itoa(os.Getpid())
+	path := filepath.Join(svDir, "policies", typo+".hcl")
+	if err := os.WriteFile(path, []byte("version = 1\nsyscall \"mount\" {\n  actoin = \"deny\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	before := leases(t)
+	for _, c := range []struct{ policy, want string }{
+		{"nosuchpolicy", `unknown policy "nosuchpolicy"`},
+		{typo, path + ":3:3"},
+	} {
+		t.Run(c.policy, func(t *testing.T) {
+			name := "sv-badpol-" + strconv.Itoa(os.Getpid())
+			_, err := docker(t, "run", "--rm", "--name", name, "--runtime=sysvisor-runc", "-e", "SYSVISOR_POLICY="+c.policy, image, "true")
+			docker(t, "rm", "-f", name)
+			if err == nil {
+				t.Fatal("docker run succeeded")
+			}
+			t.Logf("docker run: %v", err)
+			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.policy) {
+				t.Errorf("error does not name the policy (%s): %v", c.want, err)
+			}
+			if m := mountsUnder(filepath.Join(svDir, "run", "containers")); len(m) > 0 {
+				t.Errorf("mounts left after failed create: %v", m)
+			}
+			ents, _ := os.ReadDir(filepath.Join(svDir, "run", "containers"))
+			for _, e := range ents {
+				if _, err := docker(t, "inspect", e.Name()); err != nil {
+					t.Errorf("container dir %s left behind", e.Name())
+				}
+			}
+		})
+	}
+	if after := leases(t); len(after) != len(before) {
+		t.Errorf("leases before %v after %v", before, after)
+	}
+}
+
+func TestSysvisorctl(t *testing.T) {
+	id := startDetached(t, "sysvisor-runc")
+	out, err := sysvisorctl(t, "ps")
+	if err != nil || !strings.Contains(out, id[:12]) || !strings.Contains(out, "default") {
+		t.Errorf("sysvisorctl ps: %v\n%s", err, out)
+	}
+	out, err = sysvisorctl(t, "log-level", "debug")
+	if err != nil || !strings.Contains(out, "-> debug") {
+		t.Errorf("sysvisorctl log-level debug: %v\n%s", err, out)
+	}
+	if out, err := sysvisorctl(t, "log-level", "loud"); err == nil {
+		t.Errorf("sysvisorctl log-level loud succeeded: %s", out)
+	}
+	out, err = sysvisorctl(t, "policy", "explain", "strict")
+	if err != nil || !strings.Contains(out, "EPERM") {
+		t.Errorf("sysvisorctl policy explain strict: %v\n%s", err, out)
+	}
+	out, err = sysvisorctl(t, "inspect", "nosuchcontainer")
+	if err == nil || !strings.Contains(out, "no container") {
+		t.Errorf("sysvisorctl inspect nosuchcontainer: %v\n%s", err, out)
+	}
+}
+
+// An emulation option changes behaviour: with procfs = false, a new procfs
+// in a nested pid namespace is left to the kernel, which (runc having made
+// the container's mount namespace inside its user namespace, so nothing is
+// locked) mounts it without the container's masks; sysvisord's procfs
+// carries them. sysfs emulation stays on either way.
+func TestPolicyProcfsOptionOff(t *testing.T) {
+	name := "e2enoproc" + strconv.Itoa(os.Getpid())
+	src := `version = 1
+syscall "mount" {
+  action = "emulate"
+  procfs = false
+}
+syscall "umount2" { action = "emulate" }
+syscall "fsopen" { action = "emulate" }
+syscall "fspick" { action = "emulate" }
+syscall "open_tree" { action = "emulate" }
+syscall "move_mount" { action = "emulate" }
+syscall "mount_setattr" { action = "emulate" }
+`
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(path)
+	script := `unshare -p -f sh -c 'mkdir -p /mnt/p; echo "proc $(mountcall mount proc /mnt/p proc 0 -)"; echo "proc-masked $(grep -q " /mnt/p/" /proc/self/mountinfo && echo yes || echo no)"'
+unshare -n sh -c 'mkdir -p /mnt/s; echo "sysfs $(mountcall mount sysfs /mnt/s sysfs 0 -)"; echo "sysfs-masked $(grep -q " /mnt/s/" /proc/self/mountinfo && echo yes || echo no)"'`
+	off := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	r := results(t, sh(t, off, script))
+	expect(t, r, "proc", "ok")
+	expect(t, r, "proc-masked", "no")
+	expect(t, r, "sysfs", "ok")
+	expect(t, r, "sysfs-masked", "yes")
+	on := startDetached(t, "sysvisor-runc")
+	r = results(t, sh(t, on, script))
+	expect(t, r, "proc", "ok")
+	expect(t, r, "proc-masked", "yes")
+	expect(t, r, "sysfs", "ok")
+	expect(t, r, "sysfs-masked", "yes")
+}
