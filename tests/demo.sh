@@ -37,6 +37,10 @@ show D diff "$id"
 step "sysinfo(2) answered by sysvisord: the container's memory limit, its own uptime"
 show D exec "$id" sysinfo
 
+step "/proc seen from inside: the container's memory limit, CPUs and uptime (FUSE views)"
+show D exec "$id" sh -c 'free -m | head -2; echo "nproc: $(nproc)"; echo "uptime: $(cut -d" " -f1 /proc/uptime) s"'
+echo "host uptime: $(cut -d' ' -f1 /proc/uptime) s"
+
 step "The host's kernel knobs stay the host's"
 D exec "$id" sh -c 'echo "|/bin/evil" > /proc/sys/kernel/core_pattern' 2>&1 | sed 's/^/  /' || true
 echo "host core_pattern: $(cat /proc/sys/kernel/core_pattern)"
@@ -48,5 +52,5 @@ D exec "$id" sh -c 'umount /proc/sys; mount -o remount,rw /proc/sys; su nobody -
 step "The supervisor's view"
 show "$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run" ps
 
-printf '\nInner Docker and systemd arrive with the /proc-views and DinD work (docs/architecture.md, Roadmap).\n'
+printf '\nInner Docker and systemd inside arrive with the Docker-in-Docker work (docs/architecture.md, Roadmap).\n'
 D rm -f "$id" "$id2" >/dev/null
