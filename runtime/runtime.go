@@ -32,6 +32,7 @@ const (
 const controlTimeout = 5 * time.Second
 
 type runner struct {
+	phases *phases
 	inv    *Invocation
 	log    *Logger
 	runc   string
@@ -168,11 +169,14 @@ func (r *runner) create() int {
 	}
 	bundle, _ = filepath.Abs(bundle)
 	cfgPath := filepath.Join(bundle, "config.json")
+	r.phases = newPhases()
+	defer func() { r.log.Debugf("container %s: create took %s", inv.ID, r.phases) }()
 	spec, mode, err := loadSpec(cfgPath)
 	if err != nil {
 		r.log.Errorf("%v", err)
 		return 1
 	}
+	r.phases.mark("spec")
 	if r.containerExists() {
 		// runc would refuse too, but only after we had leased (the same
 		// block: leases are per id) and remounted the live container's
@@ -201,6 +205,7 @@ func (r *runner) create() int {
 		r.log.Errorf("%s does not support seccomp SCMP_ACT_NOTIFY (runc >= 1.1 with libseccomp >= 2.5 is required)", r.runc)
 		return 1
 	}
+	r.phases.mark("policy+features")
 	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name,
 		Rules: pol.Rules, NoViews: !pol.Views}
 	if spec.Linux != nil {
@@ -211,6 +216,7 @@ func (r *runner) create() int {
 		r.log.Errorf("container %s: ID lease from sysvisord: %v", inv.ID, err)
 		return 1
 	}
+	r.phases.mark("lease")
 	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, resp, feat)
 	if err != nil {
 		r.log.Errorf("container %s: %v", inv.ID, err)
@@ -241,9 +247,11 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)
 	}
+	r.phases.mark("rewrite")
 	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, r.log); err != nil {
 		return 1, err
 	}
+	r.phases.mark("mounts")
 	// After setupMounts: the view files are bound as they are, not idmapped.
 	addViews(spec, resp.Views, resp.ViewFiles, r.log)
 	b, err := json.Marshal(spec)
@@ -253,9 +261,32 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err := statefile.Replace(cfgPath, b, mode); err != nil {
 		return 1, err
 	}
+	r.phases.mark("write")
 	r.log.Debugf("container %s: IDs %d+%d, policy %s, delegating to %s", r.inv.ID, l.Start, l.Size, pol.Name, r.runc)
-	return r.runRunc()
+	code, err := r.runRunc()
+	r.phases.mark("runc")
+	return code, err
 }
+
+// phases times the steps of a create, for --debug: where the time goes
+// when sysvisor-runc is slower than runc.
+type phases struct {
+	last  time.Time
+	steps []string
+}
+
+func newPhases() *phases { return &phases{last: time.Now()} }
+
+func (p *phases) mark(name string) {
+	if p == nil {
+		return
+	}
+	now := time.Now()
+	p.steps = append(p.steps, fmt.Sprintf("%s %.1fms", name, float64(now.Sub(p.last).Microseconds())/1000))
+	p.last = now
+}
+
+func (p *phases) String() string { return strings.Join(p.steps, ", ") }
 
 // release undoes what create set up on the host. Safe to repeat.
 func (r *runner) release() {
