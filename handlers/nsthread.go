@@ -173,8 +173,8 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 		goruntime.UnlockOSThread()
 	}()
 	return func() error {
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			return fmt.Errorf("unshare fs: %w", err)
+		if err := unshareFS(); err != nil {
+			return err
 		}
 		if net {
 			if err := unix.Setns(byName["ns/net"], unix.CLONE_NEWNET); err != nil {
@@ -214,6 +214,25 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 		}
 		return fn(env)
 	}()
+}
+
+// privateFS holds the threads (by tid) whose fs context is already their
+// own. Unsharing it costs more than the setns that needs it, and a thread
+// keeps it once done: goHome leaves it equal to the process's. Thread ids
+// are not reused while the process lives, as sysvisord never ends a thread
+// (a thread that cannot be restored ends the process).
+var privateFS sync.Map
+
+func unshareFS() error {
+	tid := unix.Gettid()
+	if _, ok := privateFS.Load(tid); ok {
+		return nil
+	}
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare fs: %w", err)
+	}
+	privateFS.Store(tid, struct{}{})
+	return nil
 }
 
 // home is the state a worker thread returns to: the host's mount and network
