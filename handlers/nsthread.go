@@ -216,22 +216,15 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	}()
 }
 
-// privateFS holds the threads (by tid) whose fs context is already their
-// own. Unsharing it costs more than the setns that needs it, and a thread
-// keeps it once done: goHome leaves it equal to the process's. Thread ids
-// are not reused while the process lives, as sysvisord never ends a thread
-// (a thread that cannot be restored ends the process).
-var privateFS sync.Map
-
+// unshareFS gives the thread an fs context of its own, as setns of a mount
+// namespace requires. It is done on every operation, never remembered: once
+// the thread is unlocked, Go may clone new threads from it with CLONE_FS,
+// sharing the context again (remembering it crashed sysvisord in the race
+// tests: setns failed, then so did the way back).
 func unshareFS() error {
-	tid := unix.Gettid()
-	if _, ok := privateFS.Load(tid); ok {
-		return nil
-	}
 	if err := unix.Unshare(unix.CLONE_FS); err != nil {
 		return fmt.Errorf("unshare fs: %w", err)
 	}
-	privateFS.Store(tid, struct{}{})
 	return nil
 }
 
