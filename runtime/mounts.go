@@ -83,16 +83,26 @@ func underAny(p string, dirs ...string) bool {
 	return false
 }
 
-func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
+// topMount returns the mount on top at path (the last one mountinfo lists
+// there), or nil if nothing is mounted at path.
+func topMount(path string) (*MountEntry, error) {
 	mounts, err := ReadMountinfo()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var top *MountEntry
 	for i := range mounts {
-		if mounts[i].Mountpoint == rootfs {
+		if mounts[i].Mountpoint == path {
 			top = &mounts[i]
 		}
+	}
+	return top, nil
+}
+
+func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
+	top, err := topMount(rootfs)
+	if err != nil {
+		return err
 	}
 	if top == nil || top.FSType != "overlay" {
 		// A plain directory (or a filesystem that supports idmapped mounts
@@ -181,15 +191,9 @@ func restoreEngineRootfs(dir string) error {
 	if err := json.Unmarshal(b, &em); err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(dir, engineFile), err)
 	}
-	mounts, err := ReadMountinfo()
+	top, err := topMount(em.Rootfs)
 	if err != nil {
 		return err
-	}
-	var top *MountEntry
-	for i := range mounts {
-		if mounts[i].Mountpoint == em.Rootfs {
-			top = &mounts[i]
-		}
 	}
 	o := em.Overlay
 	if top == nil && !em.ViewUp {

@@ -204,34 +204,15 @@ func (s *Server) Run(ctx context.Context) error {
 	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(procview.LoadFreq)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for _, c := range s.reg.List() {
-					s.sampleLoad(c, true)
-				}
+		every(ctx, procview.LoadFreq, func() {
+			for _, c := range s.reg.List() {
+				s.sampleLoad(c, true)
 			}
-		}
+		})
 	}()
 	go func() { defer s.wg.Done(); s.acceptLoop(ctl, s.serveControl) }()
 	go func() { defer s.wg.Done(); s.acceptLoop(sec, s.serveHandoff) }()
-	go func() {
-		defer s.wg.Done()
-		t := time.NewTicker(collectEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.collect()
-			}
-		}
-	}()
+	go func() { defer s.wg.Done(); every(ctx, collectEvery, s.collect) }()
 	<-ctx.Done()
 	ctl.Close()
 	sec.Close()
@@ -250,6 +231,20 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("sysvisord stopped")
 	return nil
+}
+
+// every runs fn each period until ctx is done.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }
 
 func (s *Server) acceptLoop(l *net.UnixListener, serve func(*net.UnixConn)) {
