@@ -177,6 +177,13 @@ func (mountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(sfd)
+			var sst unix.Statfs_t
+			if unix.Fstatfs(sfd, &sst) == nil && sst.Type == unix.NSFS_MAGIC {
+				// A namespace file (`ip netns add`, an engine's netns
+				// pinning): its mount is the kernel's internal one, in
+				// no namespace, with nothing below it to protect.
+				return fs.act(req, func() error { return unix.Mount(fdPath(sfd), fdPath(tfd), "", flags, "") })
+			}
 			if flags&unix.MS_REC == 0 {
 				m, _, err := fs.mountOf(sfd)
 				if err != nil {
@@ -432,6 +439,9 @@ func (umountHandler) Handle(req *Request) Response {
 		}
 		if !root {
 			return unix.EINVAL
+		}
+		if m, err = fs.lookDown(m); err != nil {
+			return err
 		}
 		if fs.protected(m, c.Protected) {
 			if (m.FSType == "proc" || m.FSType == "sysfs") && m.Root == "/" {

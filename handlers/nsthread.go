@@ -14,6 +14,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // callerFS is what a mount handler works with on a thread that has joined
@@ -35,28 +36,107 @@ type callerFS struct {
 	nsRoot   int
 	root     string
 	atNSRoot bool
-	// The caller's process and thread as its own pid namespace numbers them.
-	tgid, tid int
+	// The caller's process and thread ids, from the host's pid namespace
+	// inwards (NStgid, NSpid), and its start time: enough to find it in
+	// whatever procfs its root shows.
+	nsTgid, nsTid []string
+	start         string
 }
 
 // open resolves p as the caller would. /proc/self and /proc/thread-self
 // would name this thread, which the caller's /proc does not show, so they
-// become the caller's own numbers there: runtimes mount on /proc/self/fd/N
-// all the time.
+// become the caller's own numbers in the pid namespace of the procfs its
+// /proc is: runtimes mount on /proc/self/fd/N all the time, and an inner
+// runtime does so before its pivot_root, through the outer container's
+// /proc, where its pid is not the one its own namespace gives it.
 func (c *callerFS) open(p string, flags int) (int, error) {
 	if c.atNSRoot {
 		return -1, errors.New("path opened after the thread left the caller's root")
 	}
-	for _, self := range []struct{ prefix, to string }{
-		{"/proc/self", fmt.Sprintf("/proc/%d", c.tgid)},
-		{"/proc/thread-self", fmt.Sprintf("/proc/%d/task/%d", c.tgid, c.tid)},
-	} {
-		if rest, ok := strings.CutPrefix(p, self.prefix); ok && (rest == "" || rest[0] == '/') {
-			p = self.to + rest
-			break
+	for _, prefix := range []string{"/proc/self", "/proc/thread-self"} {
+		rest, ok := strings.CutPrefix(p, prefix)
+		if !ok || (rest != "" && rest[0] != '/') {
+			continue
 		}
+		if tgid, tid, ok := c.selfIn("/proc"); ok {
+			if prefix == "/proc/self" {
+				p = "/proc/" + tgid + rest
+			} else {
+				p = "/proc/" + tgid + "/task/" + tid + rest
+			}
+		}
+		break
 	}
 	return unix.Open(p, flags|unix.O_CLOEXEC, 0)
+}
+
+// selfIn finds the caller in the procfs at dir: the pid namespace level
+// whose number for the caller names, in that procfs, a process with the
+// caller's ids from that level inwards and the caller's start time. The
+// files are read without crossing mounts or following links, so nothing
+// the container mounts over them can answer in the kernel's place. false:
+// dir is no procfs, or the caller is not in it (the kernel's "self" would
+// not resolve either).
+func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
+	root, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", "", false
+	}
+	defer unix.Close(root)
+	var st unix.Statfs_t
+	if unix.Fstatfs(root, &st) != nil || st.Type != unix.PROC_SUPER_MAGIC {
+		return "", "", false
+	}
+	read := func(name string) string {
+		fd, err := unix.Openat2(root, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+		if err != nil {
+			return ""
+		}
+		defer unix.Close(fd)
+		buf := make([]byte, 4096)
+		n, _ := unix.Read(fd, buf)
+		if n < 0 {
+			n = 0
+		}
+		return string(buf[:n])
+	}
+	for k := len(c.nsTgid) - 1; k >= 0 && k < len(c.nsTid); k-- {
+		n := c.nsTgid[k]
+		if statusField(read(n+"/status"), "NStgid") != strings.Join(c.nsTgid[k:], " ") {
+			continue
+		}
+		if startTime(read(n+"/stat")) != c.start || c.start == "" {
+			continue
+		}
+		return n, c.nsTid[k], true
+	}
+	return "", "", false
+}
+
+// statusField returns a /proc/<pid>/status field with its blanks
+// normalised to single spaces.
+func statusField(status, name string) string {
+	for _, l := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(l, name+":"); ok {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return ""
+}
+
+// startTime returns field 22 of /proc/<pid>/stat; the command name (field
+// 2) may hold spaces and parentheses, so fields count from its last ')'.
+func startTime(stat string) string {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
 }
 
 // nsPath returns where fd lies as a path from the namespace's root.
@@ -72,6 +152,9 @@ func (c *callerFS) nsPath(fd int) (string, error) {
 	}
 	if c.atNSRoot {
 		return p, nil
+	}
+	if c.root == "" {
+		return "", errors.New("the caller's root is covered by another mount")
 	}
 	return path.Join(c.root, p), nil
 }
@@ -136,13 +219,17 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 		fds = append(fds, fd)
 		byName[n] = fd
 	}
-	tgid, err := nsPid(req, "NStgid")
+	nsTgid, err := req.StatusField("NStgid")
 	if err != nil {
 		return err
 	}
-	tid, err := nsPid(req, "NSpid")
+	nsTid, err := req.StatusField("NSpid")
 	if err != nil {
 		return err
+	}
+	start := ""
+	if b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		start = startTime(string(b))
 	}
 	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -194,14 +281,18 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 			return fmt.Errorf("namespace root: %w", err)
 		}
 		defer unix.Close(nsRoot)
-		env := &callerFS{proc: proc, nsRoot: nsRoot, tgid: tgid, tid: tid}
+		env := &callerFS{proc: proc, nsRoot: nsRoot, nsTgid: strings.Fields(nsTgid), nsTid: strings.Fields(nsTid), start: start}
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
 		// unix.Getwd asks the kernel; os.Getwd would first trust $PWD,
 		// a host path, looked up inside the container's root.
 		if env.root, err = unix.Getwd(); err != nil {
-			return fmt.Errorf("caller's root: %w", err)
+			// Covered by a mount on top of it: between a runtime's
+			// pivot_root(".", ".") and its umount of the old root, the
+			// caller's root has no path from the namespace's root.
+			// Paths still resolve from it; only nsPath cannot answer.
+			env.root = ""
 		}
 		if err := unix.Chroot("."); err != nil {
 			return fmt.Errorf("chroot to caller's root: %w", err)
@@ -368,14 +459,38 @@ func (c *callerFS) childrenOf(m *mountinfo.Entry) ([]mountinfo.Entry, error) {
 	return out, nil
 }
 
+// lookDown returns the mount stacked highest on m's root: what the kernel's
+// umount acts on (LOOKUP_MOUNTPOINT) where a path ends on a covered mount
+// root, as "." does in the cwd a runtime just pivot_root'ed into.
+func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, error) {
+	for depth := 0; depth < 1000; depth++ {
+		kids, err := c.childrenOf(m)
+		if err != nil {
+			return nil, err
+		}
+		var top *mountinfo.Entry
+		for i := range kids {
+			if kids[i].Mountpoint == m.Mountpoint {
+				top = &kids[i]
+			}
+		}
+		if top == nil {
+			return m, nil
+		}
+		m = top
+	}
+	return nil, unix.ELOOP
+}
+
 // protected reports whether m is one of the container's protected mounts.
 func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) bool {
 	p := c.parentOf(m)
 	return p != nil && isProtected(sigOf(m, p))
 }
 
-// nsPid reads a status field (NStgid, NSpid) and returns its innermost
-// value: the number in the caller's own pid namespace.
+// nsPid reads a status field and returns its last value: for NStgid and
+// NSpid the number in the caller's own pid namespace; Tgid has only the
+// host's.
 func nsPid(req *Request, field string) (int, error) {
 	v, err := req.StatusField(field)
 	if err != nil {

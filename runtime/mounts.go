@@ -43,7 +43,8 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logg
 		return fmt.Errorf("rootfs %s: %w", s.Root.Path, err)
 	}
 	target := filepath.Join(dir, "rootfs")
-	if err := idmapRootfs(rootfs, target, dir, nsfd, base); err != nil {
+	o, err := idmapRootfs(rootfs, target, dir, nsfd, base)
+	if err != nil {
 		return fmt.Errorf("rootfs %s: %w", rootfs, err)
 	}
 	s.Root.Path = target
@@ -66,6 +67,7 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logg
 		}
 		m.Source = dst
 	}
+	addStorage(s, target, o, dir, nsfd, log)
 	return nil
 }
 
@@ -99,24 +101,26 @@ func topMount(path string) (*MountEntry, error) {
 	return top, nil
 }
 
-func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
+// idmapRootfs mounts the container's rootfs at target and returns the
+// engine's overlay it replaced (nil for a plain directory).
+func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) (*Overlay, error) {
 	top, err := topMount(rootfs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if top == nil || top.FSType != "overlay" {
 		// A plain directory (or a filesystem that supports idmapped mounts
 		// itself): one idmapped bind.
 		if err := idmapClone(rootfs, target, nsfd, true, unix.MS_PRIVATE); err != nil {
-			return fmt.Errorf("%w (no per-file fallback: sysvisor never chowns an image)", err)
+			return nil, fmt.Errorf("%w (no per-file fallback: sysvisor never chowns an image)", err)
 		}
-		return nil
+		return nil, nil
 	}
 	// Engines that pass relative layer paths mount from the driver's home,
 	// which holds <id>/merged.
 	o, err := ParseOverlay(top.Super, filepath.Dir(filepath.Dir(rootfs)))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	paths := append(slices.Clone(o.Lower), o.Upper, o.Work)
 	if o.Upper == "" {
@@ -125,7 +129,7 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	layers, err := idmapLayers(paths, filepath.Join(dir, "layers"), nsfd)
 	defer detachUnder(filepath.Join(dir, "layers"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Two overlays must not share an upper directory: take the engine's
 	// down, put ours up, and leave the engine's path a read-only view of the
@@ -135,31 +139,31 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) error {
 	// engine's overlay back from this file.
 	b, err := json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := statefile.Replace(filepath.Join(dir, engineFile), b, 0o600); err != nil {
-		return err
+		return nil, err
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("unmount engine overlay: %w", err)
+		return nil, fmt.Errorf("unmount engine overlay: %w", err)
 	}
 	if err := mountIdmappedOverlay(o, layers, target, base); err != nil {
 		if rerr := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, rootfs, false); rerr != nil {
-			return fmt.Errorf("%w (and restoring the engine's overlay failed: %v)", err, rerr)
+			return nil, fmt.Errorf("%w (and restoring the engine's overlay failed: %v)", err, rerr)
 		}
-		return err
+		return nil, err
 	}
 	if err := engineView(o, rootfs); err != nil {
-		return fmt.Errorf("engine's view at %s: %w", rootfs, err)
+		return nil, fmt.Errorf("engine's view at %s: %w", rootfs, err)
 	}
 	b, err = json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o, ViewUp: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return statefile.Replace(filepath.Join(dir, engineFile), b, 0o600)
+	return o, statefile.Replace(filepath.Join(dir, engineFile), b, 0o600)
 }
 
 // engineFile records the engine's overlay we replaced, so delete can put it

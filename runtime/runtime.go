@@ -77,6 +77,14 @@ func Main(argv []string) int {
 		return r.create()
 	case "delete":
 		return r.delete()
+	case "hook":
+		if err := runHook(inv.Args, os.Stdin); err != nil {
+			r.log.Errorf("%v", err)
+			return 1
+		}
+		return 0
+	case "kill":
+		r.inv.Args = killArgs(inv.Args, inv.ID, ContainerDir(r.runDir, inv.ID))
 	case "exec":
 		if err := r.rewriteExecProcess(); err != nil {
 			r.log.Errorf("exec in %s: %v", inv.ID, err)
@@ -239,16 +247,28 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		// notification, so handlers would see the same mount twice.
 		flags = append(flags, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV")
 	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return 1, fmt.Errorf("own path for runc's hooks: %w", err)
+	}
+	systemd := initIsSystemd(spec, rootfs)
 	err = Rewrite(spec, RewriteOptions{
 		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
-		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe,
+		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd,
 	})
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	r.phases.mark("rewrite")
 	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, r.log); err != nil {
+		return 1, err
+	}
+	if err := recordInit(ContainerDir(r.runDir, r.inv.ID), systemd); err != nil {
 		return 1, err
 	}
 	r.phases.mark("mounts")

@@ -38,17 +38,27 @@ type RewriteOptions struct {
 	SeccompFlags []specs.LinuxSeccompFlag
 	// AllowUnsafe disables the refusal of privileged or host-namespace specs.
 	AllowUnsafe bool
+	// Self is sysvisor-runc's own path, for the hooks runc runs; empty: no hooks.
+	Self string
+	// Systemd: the container's init is systemd.
+	Systemd bool
 }
 
 // Reallowed are syscalls an engine's default profile refuses because, on a
 // plain container, they would act with host privilege. In a user namespace
 // the kernel confines them to the container's own namespaces and resources,
-// and system software (inner engines, systemd) needs them.
+// and system software (inner engines, systemd) needs them. The key
+// management calls are among them: an inner runc joins a fresh session
+// keyring for every container it starts and fails on EPERM. Keys belong to
+// the caller's kuid, which here is the container's exclusive range, and
+// their quota counts against it: no other container or host user shares a
+// keyring or a quota with it.
 var Reallowed = []string{
 	"mount", "umount", "umount2", "unshare", "setns", "pivot_root", "chroot",
 	"sethostname", "setdomainname", "clone", "clone3",
 	"open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
 	"process_vm_readv", "process_vm_writev", "kcmp", "vhangup", "reboot", "name_to_handle_at",
+	"keyctl", "add_key", "request_key",
 }
 
 // SpecError is a rejected field of config.json.
@@ -135,6 +145,11 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 	s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: o.IDBase, Size: o.IDSize}}
 
 	clampPingGroupRange(s.Linux.Sysctl, o.IDSize)
+	cgroupsWritable(s)
+	addDelegateHook(s, o.Self)
+	if o.Systemd {
+		forSystemd(s)
+	}
 	rewriteCaps(s.Process, o.HostCaps)
 	clampRlimits(s.Process, o.Rlimits)
 	if err := rewriteSeccomp(s, o); err != nil {

@@ -269,6 +269,13 @@ func TestRewriteDocker(t *testing.T) {
 	l.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: testBase, Size: testSize}}
 	l.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: testBase, Size: testSize}}
 	l.Sysctl["net.ipv4.ping_group_range"] = "0 65535"
+	// The cgroup mount becomes writable: the cgroup namespace shows only
+	// the container's subtree (cgroupsWritable).
+	for i := range want.Mounts {
+		if want.Mounts[i].Type == "cgroup" {
+			want.Mounts[i].Options = []string{"nosuid", "noexec", "nodev", "rw"}
+		}
+	}
 	c := want.Process.Capabilities
 	c.Bounding, c.Effective, c.Permitted = allCaps, allCaps, allCaps
 	// Inheritable stays the engine's (all within the host set); Ambient empty.
