@@ -294,3 +294,48 @@ func ownsPidNS(pid, pidns int) (bool, error) {
 	unix.Close(fd)
 	return false, nil
 }
+
+// stubFS are kernel filesystems a user namespace may not mount and a
+// container has no business seeing, but which init systems mount at boot
+// (systemd's sys-kernel-debug.mount and friends fail, and the system is
+// "degraded", when the mount does).
+var stubFS = map[string]bool{"debugfs": true, "tracefs": true, "configfs": true, "securityfs": true, "pstore": true}
+
+// newStub answers such a mount with an empty, read-only tmpfs at target,
+// named after the filesystem asked for: the caller's mount succeeds and
+// shows nothing of the host's kernel.
+func newStub(req *Request, fstype, target string) error {
+	mfd := -1
+	defer func() {
+		if mfd >= 0 {
+			unix.Close(mfd)
+		}
+	}()
+	build := func() error {
+		fsfd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fsfd)
+		for k, v := range map[string]string{"source": fstype, "size": "0", "mode": "0755"} {
+			if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+				return fmt.Errorf("stub %s %s: %w", fstype, k, err)
+			}
+		}
+		if err := unix.FsconfigCreate(fsfd); err != nil {
+			return err
+		}
+		mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
+		return err
+	}
+	return inCallerFS(req, false, build, func(fs *callerFS) error {
+		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(tfd)
+		return fs.act(req, func() error {
+			return unix.MoveMount(mfd, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+		})
+	})
+}

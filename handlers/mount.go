@@ -123,6 +123,17 @@ func (mountHandler) Handle(req *Request) Response {
 	case flags&propagationFlags != 0:
 		return Allow()
 	default:
+		if stubFS[fstype] && req.Option("stubs") {
+			if r, ok := mayMount(req); !ok {
+				return r
+			}
+			err = newStub(req, fstype, target)
+			log.Debug("emulated mount", "fstype", fstype, "stub", true, "error", err)
+			if err != nil {
+				return errnoOf(err)
+			}
+			return Return(0)
+		}
 		if fstype != "proc" && fstype != "sysfs" {
 			return Allow()
 		}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	goruntime "runtime"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -103,7 +102,7 @@ func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
 	}
 	for k := len(c.nsTgid) - 1; k >= 0 && k < len(c.nsTid); k-- {
 		n := c.nsTgid[k]
-		if statusField(read(n+"/status"), "NStgid") != strings.Join(c.nsTgid[k:], " ") {
+		if procField(read(n+"/status"), "NStgid") != strings.Join(c.nsTgid[k:], " ") {
 			continue
 		}
 		if startTime(read(n+"/stat")) != c.start || c.start == "" {
@@ -114,9 +113,9 @@ func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
 	return "", "", false
 }
 
-// statusField returns a /proc/<pid>/status field with its blanks
+// procField returns a /proc/<pid>/status field with its blanks
 // normalised to single spaces.
-func statusField(status, name string) string {
+func procField(status, name string) string {
 	for _, l := range strings.Split(status, "\n") {
 		if v, ok := strings.CutPrefix(l, name+":"); ok {
 			return strings.Join(strings.Fields(v), " ")
@@ -486,19 +485,4 @@ func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, error) {
 func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) bool {
 	p := c.parentOf(m)
 	return p != nil && isProtected(sigOf(m, p))
-}
-
-// nsPid reads a status field and returns its last value: for NStgid and
-// NSpid the number in the caller's own pid namespace; Tgid has only the
-// host's.
-func nsPid(req *Request, field string) (int, error) {
-	v, err := req.StatusField(field)
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(v)
-	if len(f) == 0 {
-		return 0, fmt.Errorf("empty %s", field)
-	}
-	return strconv.Atoi(f[len(f)-1])
 }

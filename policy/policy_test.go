@@ -144,7 +144,7 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "emulate fills option defaults", src: "version = 1\nsyscall \"mount\" {\n  action = \"emulate\"\n  sysfs = false\n}\n" + mountFamily, check: func(t *testing.T, p *Policy) {
-			if r, _ := p.Rule("mount"); !maps.Equal(r.Options, map[string]bool{"procfs": true, "sysfs": false}) {
+			if r, _ := p.Rule("mount"); !maps.Equal(r.Options, map[string]bool{"procfs": true, "sysfs": false, "stubs": true}) {
 				t.Errorf("options %v", r.Options)
 			}
 		}},

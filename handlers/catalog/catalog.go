@@ -33,6 +33,7 @@ var Syscalls = []Syscall{
 		Options: []Option{
 			{Name: "procfs", Default: true, Doc: "build a new procfs (mount -t proc) for the caller, masked like the container's /proc; when false the call goes to the kernel, and a procfs it mounts lacks the container's masks and read-only paths"},
 			{Name: "sysfs", Default: true, Doc: "build a new sysfs (mount -t sysfs) for the caller, masked like the container's /sys; when false the call goes to the kernel, and a sysfs it mounts lacks the container's masks"},
+			{Name: "stubs", Default: true, Doc: "answer mounts of debugfs, tracefs, configfs, securityfs and pstore (which the kernel refuses in a user namespace) with an empty read-only tmpfs, so init systems that mount them at boot succeed and see nothing of the host's kernel; when false the kernel refuses them"},
 		}},
 	{Name: "umount2", Knob: "syscall.mount", Doc: "performed on resolved fds; the runtime's mounts and sysvisord's masks cannot be unmounted"},
 	{Name: "fsopen", Knob: "syscall.mount", Doc: "new mount API: ENOSYS, so callers fall back to the checked mount(2)"},

@@ -13,6 +13,7 @@ syscall "mount" {
   action = "emulate"
   procfs = true
   sysfs  = true
+  stubs  = true
 }
 
 syscall "umount2" {

@@ -1,0 +1,224 @@
+#!/bin/bash
+# Docker in Docker and systemd in sysvisor system containers, end to end,
+# against a private dockerd (tests/env.sh): no --privileged, no extra flags.
+# Prints each step with its time; exits non-zero at the first failure, after
+# cleaning up. Checks what it leaves behind: no mounts, cgroups, storage
+# directories, ID leases.
+#
+#   DIND_COUNT=2   system containers checked side by side (default 2)
+#   DIND_ROUNDS=2  times the whole check runs (default 2)
+#   SV_DIR         the private environment (default /tmp/sysvisor-dind)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export SV_DIR=${SV_DIR:-/tmp/sysvisor-dind}
+COUNT=${DIND_COUNT:-2}
+ROUNDS=${DIND_ROUNDS:-2}
+ENV=$ROOT/tests/env.sh
+D() { "$ENV" docker "$@"; }
+
+T0=$(date +%s.%N)
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b - a}'; }
+step_start=
+step() {
+	step_start=$(date +%s.%N)
+	printf '%-72s' "$*" >&2
+}
+ok() {
+	local now
+	now=$(date +%s.%N)
+	printf ' ok %6.2fs\n' "$(elapsed "$step_start")" >&2
+}
+fail() {
+	printf ' FAIL\n  %s\n' "$*" >&2
+	exit 1
+}
+# expect WANT CMD...: CMD's output (trimmed) must equal WANT.
+expect() {
+	local want=$1 got
+	shift
+	got=$("$@" 2>&1) || fail "$* exited $?: $got"
+	got=$(echo "$got" | tr -d '\r' | sed -e 's/[[:space:]]*$//')
+	[ "$got" = "$want" ] || fail "$*: got '$got', want '$want'"
+}
+wait_for() { # seconds cmd...
+	local n=$(($1 * 10))
+	shift
+	for ((i = 0; i < n; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	return 1
+}
+
+cleanup() {
+	local code=$?
+	[ $code -eq 0 ] || { echo "--- sysvisord log (tail)" >&2; tail -20 "$SV_DIR/log/sysvisord.log" >&2 || true; }
+	"$ENV" down >/dev/null 2>&1 || true
+	exit $code
+}
+trap cleanup EXIT
+
+step "private sysvisord + dockerd"
+"$ENV" up >/dev/null 2>&1 || fail "tests/env.sh up (log in $SV_DIR/log)"
+ok
+step "Docker-in-Docker image (debootstrap once, then cached)"
+"$ENV" dind-image >/dev/null 2>&1 || fail "tests/env.sh dind-image"
+ok
+CGP=$("$ENV" cgroup-parent)
+
+# inner NAME CMD...: run CMD in system container NAME.
+inner() { local n=$1; shift; D exec "$n" "$@"; }
+
+# storage_of NAME: the host directory behind the container's /var/lib/docker.
+storage_of() {
+	local upper
+	upper=$(D inspect -f '{{.GraphDriver.Data.UpperDir}}' "$1")
+	echo "$(dirname "$upper")/sysvisor-storage"
+}
+
+check_dind() { # NAME
+	local n=$1 pid base
+	step "[$n] start: docker run -d --runtime=sysvisor-runc IMG dockerd"
+	D run -d --name "$n" --runtime=sysvisor-runc sysvisor-test/dind dockerd >/dev/null || fail "docker run"
+	wait_for 30 inner "$n" docker info || fail "inner dockerd not ready: $(D logs "$n" 2>&1 | tail -5)"
+	ok
+	step "[$n] inner engine stores on overlay2, in a directory of its own"
+	expect overlay2 inner "$n" docker info -f '{{.Driver}}'
+	[ -d "$(storage_of "$n")/docker/overlay2" ] || fail "no storage beside the writable layer"
+	ok
+	step "[$n] docker load of a local busybox image"
+	D save sysvisor-test/busybox | inner "$n" docker load >/dev/null 2>&1 || fail "docker load"
+	ok
+	step "[$n] docker run --rm busybox echo hi"
+	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
+	ok
+	step "[$n] docker build (FROM, RUN, COPY)"
+	inner "$n" sh -c 'mkdir -p /b && cd /b && echo data >f &&
+		printf "FROM sysvisor-test/busybox\nRUN echo built >/built && rm /bin/vi\nCOPY f /f\n" >Dockerfile &&
+		DOCKER_BUILDKIT=0 docker build -q -t built . >/dev/null' || fail "docker build"
+	expect "built data gone" inner "$n" docker run --rm built sh -c 'echo $(cat /built /f) $(test -e /bin/vi || echo gone)'
+	ok
+	step "[$n] two inner containers on an inner bridge network"
+	inner "$n" docker network create net1 >/dev/null || fail "network create"
+	inner "$n" docker run -d --name srv --network net1 sysvisor-test/busybox \
+		sh -c 'mkdir /www && echo hello >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "server"
+	wait_for 10 inner "$n" docker run --rm --network net1 sysvisor-test/busybox wget -qO- http://srv:8080/ ||
+		fail "client cannot reach srv"
+	expect hello inner "$n" docker run --rm --network net1 sysvisor-test/busybox wget -qO- http://srv:8080/
+	ok
+	step "[$n] published port through the inner iptables NAT"
+	inner "$n" docker run -d --name pub -p 8081:8080 sysvisor-test/busybox \
+		sh -c 'mkdir /www && echo nat >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "publish"
+	inner "$n" iptables -t nat -S DOCKER | grep -q 'dport 8081' || fail "no DNAT rule in the inner iptables"
+	# From another inner container to the system container's bridge address:
+	# DNAT in the system container's own network namespace.
+	local gw
+	gw=$(inner "$n" docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+	wait_for 10 inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/" || fail "no NAT to $gw:8081"
+	expect nat inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/"
+	ok
+	step "[$n] docker run --memory 64m: limit set and enforced"
+	expect 67108864 inner "$n" docker run --rm --memory 64m --memory-swap 64m sysvisor-test/busybox \
+		cat /sys/fs/cgroup/memory/memory.limit_in_bytes
+	local rc=0
+	inner "$n" docker run --rm --memory 64m --memory-swap 64m sysvisor-test/busybox \
+		sh -c 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo ${#x}' >/dev/null 2>&1 || rc=$?
+	[ "$rc" = 137 ] || fail "200 MB under a 64 MiB limit: exit $rc, want 137 (OOM kill)"
+	ok
+	step "[$n] inner limits land inside the system container's cgroup"
+	local outer inner_cg
+	outer=$(awk -F: '$2=="memory"{print $3}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/cgroup)
+	pid=$(inner "$n" docker inspect -f '{{.State.Pid}}' srv)
+	pid=$(D top "$n" -eo pid,args | awk -v p="$pid" 'NR>1 && $0 ~ /httpd -f -p 8080/ {print $1; exit}')
+	inner_cg=$(awk -F: '$2=="memory"{print $3}' /proc/"$pid"/cgroup)
+	case "$inner_cg" in "$outer"/*) ;; *) fail "inner container's cgroup $inner_cg is not below $outer" ;; esac
+	ok
+	step "[$n] host sees inner processes under the container's ID range"
+	base=$(awk '{print $2; exit}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/uid_map)
+	expect "$base" stat -c %u /proc/"$pid"
+	[ "$base" -ge 100000 ] || fail "base $base"
+	ok
+	step "[$n] docker exec, stop, start and restart of an inner container"
+	expect hello inner "$n" docker exec srv cat /www/index.html
+	inner "$n" docker stop -t 2 srv >/dev/null || fail "stop"
+	inner "$n" docker start srv >/dev/null || fail "start"
+	inner "$n" docker restart -t 2 srv >/dev/null || fail "restart"
+	expect true inner "$n" docker inspect -f '{{.State.Running}}' srv
+	ok
+	step "[$n] isolation: no host devices, kernel knobs, host cgroup limits"
+	local panic
+	panic=$(cat /proc/sys/kernel/panic)
+	inner "$n" sh -c 'mknod /tmp/sda b 8 0 2>/dev/null && head -c1 /tmp/sda >/dev/null 2>&1' && fail "host disk readable"
+	inner "$n" sh -c 'echo 1 >/proc/sysrq-trigger' 2>/dev/null && fail "sysrq-trigger written"
+	inner "$n" sh -c 'echo 1 >/sys/module/printk/parameters/time' 2>/dev/null && fail "module parameter written"
+	inner "$n" sh -c 'echo 999999999999 >/sys/fs/cgroup/memory/memory.limit_in_bytes' 2>/dev/null && fail "own memory limit raised"
+	inner "$n" sh -c 'echo 1 >/proc/sys/kernel/panic' 2>/dev/null || true
+	inner "$n" docker run --rm sysvisor-test/busybox sh -c 'echo 2 >/proc/sys/kernel/panic' 2>/dev/null || true
+	expect "$panic" cat /proc/sys/kernel/panic
+	ok
+}
+
+check_restart() { # NAME: the outer container restarts, the inner images stay
+	local n=$1
+	step "[$n] system container restart keeps the inner images"
+	D restart -t 5 "$n" >/dev/null || fail "restart"
+	wait_for 30 inner "$n" docker info || fail "inner dockerd not back"
+	expect hi inner "$n" docker run --rm built echo hi
+	ok
+}
+
+check_systemd() { # NAME
+	local n=$1 t
+	step "[$n] systemd as init: boots to running, no failed units"
+	D run -d --name "$n" --runtime=sysvisor-runc sysvisor-test/dind /sbin/init >/dev/null || fail "docker run"
+	for ((i = 0; i < 300; i++)); do
+		state=$(inner "$n" systemctl is-system-running 2>/dev/null || true)
+		case "$state" in running | degraded) break ;; esac
+		sleep 0.1
+	done
+	[ "$state" = running ] || fail "is-system-running: $state; failed: $(inner "$n" systemctl --failed --no-legend --plain 2>&1)"
+	ok
+	step "[$n] journald works, docker.service runs an inner container"
+	inner "$n" sh -c 'echo sysvisor-journal-probe | systemd-cat -t probe' || fail "systemd-cat"
+	wait_for 5 inner "$n" sh -c 'journalctl -t probe --no-pager | grep -q sysvisor-journal-probe' || fail "journal"
+	expect active inner "$n" systemctl is-active docker
+	D save sysvisor-test/busybox | inner "$n" docker load >/dev/null 2>&1 || fail "docker load"
+	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
+	ok
+	step "[$n] docker stop: systemd shuts down cleanly, well within the timeout"
+	t=$(date +%s.%N)
+	D stop -t 20 "$n" >/dev/null || fail "stop"
+	t=$(elapsed "$t")
+	awk -v t="$t" 'BEGIN{exit !(t < 10)}' || fail "stop took ${t}s (SIGTERM ignored?)"
+	D logs "$n" 2>&1 | grep -q 'Halting system\|Powering off\|reboot: System halted\|systemd-shutdown' ||
+		D logs "$n" 2>&1 | tail -3 >&2
+	ok
+}
+
+for ((round = 1; round <= ROUNDS; round++)); do
+	echo "--- round $round of $ROUNDS: $COUNT Docker-in-Docker containers side by side, one systemd" >&2
+	pids=()
+	for ((c = 1; c <= COUNT; c++)); do
+		# Side by side, each step's output kept apart.
+		(check_dind "dind$c" && check_restart "dind$c") >"$SV_DIR/dind$c.out" 2>&1 &
+		pids+=($!)
+	done
+	failed=0
+	for ((c = 1; c <= COUNT; c++)); do
+		wait "${pids[$((c - 1))]}" || failed=1
+		cat "$SV_DIR/dind$c.out" >&2
+	done
+	[ $failed = 0 ] || exit 1
+	check_systemd systemd1
+	step "remove them all: storage, leases, mounts and cgroups go"
+	stores=()
+	for ((c = 1; c <= COUNT; c++)); do stores+=("$(storage_of "dind$c")"); done
+	D rm -f $(D ps -aq) >/dev/null
+	for s in "${stores[@]}"; do [ ! -e "$s" ] || fail "storage $s left behind"; done
+	[ -z "$(ls "$SV_DIR/run/containers" 2>/dev/null)" ] || fail "runtime state left: $(ls "$SV_DIR/run/containers")"
+	leases=$("$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run" ps 2>/dev/null | tail -n +2)
+	[ -z "$leases" ] || fail "containers still registered: $leases"
+	for d in /sys/fs/cgroup/*/"$CGP"; do
+		[ -z "$(find "$d" -mindepth 1 -type d 2>/dev/null)" ] || fail "cgroups left under $d"
+	done
+	ok
+done
+echo "all Docker-in-Docker and systemd checks passed in $(elapsed "$T0")s" >&2
