@@ -22,9 +22,10 @@ func ContainerDir(runDir, id string) string { return filepath.Join(runDir, "cont
 // setupMounts makes the rootfs and bind mounts appear owned by the
 // container's root without touching a single file: the rootfs becomes an
 // overlay over idmapped layers (or an idmapped bind of a plain directory), and
-// each bind source an idmapped clone. Everything lives under dir, which
+// each bind source an idmapped clone; an image that runs a container engine
+// gets its storage (addStorage). Everything lives under dir, which
 // cleanupMounts removes.
-func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logger) error {
+func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, engine bool, log *Logger) error {
 	for _, d := range []string{filepath.Dir(filepath.Dir(dir)), filepath.Dir(dir), dir} {
 		if err := os.Mkdir(d, 0o711); err != nil && !os.IsExist(err) {
 			return err
@@ -67,7 +68,9 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, log *Logg
 		}
 		m.Source = dst
 	}
-	addStorage(s, target, o, dir, nsfd, log)
+	if engine {
+		addStorage(s, o, dir, nsfd, log)
+	}
 	return nil
 }
 

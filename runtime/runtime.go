@@ -255,17 +255,17 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err != nil {
 		return 1, fmt.Errorf("own path for runc's hooks: %w", err)
 	}
-	systemd := initIsSystemd(spec, rootfs)
+	systemd, engine := initIsSystemd(spec, rootfs), runsEngine(rootfs)
 	err = Rewrite(spec, RewriteOptions{
 		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
-		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd,
+		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd, Engine: engine,
 	})
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	r.phases.mark("rewrite")
-	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, r.log); err != nil {
+	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, engine, r.log); err != nil {
 		return 1, err
 	}
 	if err := recordInit(ContainerDir(r.runDir, r.inv.ID), systemd); err != nil {

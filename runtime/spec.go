@@ -40,8 +40,9 @@ type RewriteOptions struct {
 	AllowUnsafe bool
 	// Self is sysvisor-runc's own path, for the hooks runc runs; empty: no hooks.
 	Self string
-	// Systemd: the container's init is systemd.
-	Systemd bool
+	// Systemd: the container's init is systemd. Engine: the image runs a
+	// container engine. Either makes it boot like a machine (freshRun).
+	Systemd, Engine bool
 }
 
 // Reallowed are syscalls an engine's default profile refuses because, on a
@@ -149,6 +150,9 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 	addDelegateHook(s, o.Self)
 	if o.Systemd {
 		forSystemd(s)
+	}
+	if o.Systemd || o.Engine {
+		freshRun(s)
 	}
 	rewriteCaps(s.Process, o.HostCaps)
 	clampRlimits(s.Process, o.Rlimits)

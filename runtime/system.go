@@ -111,8 +111,8 @@ const storageName = "sysvisor-storage"
 // is mounted idmapped into the container's range, so a new lease after a
 // restart changes nothing on disk. A path the user mounted a volume on (or
 // above) is left to the volume, which is idmapped like every bind source.
-func addStorage(s *specs.Spec, rootfs string, o *Overlay, dir string, nsfd int, log *Logger) {
-	if o == nil || o.Upper == "" || !runsEngine(rootfs) {
+func addStorage(s *specs.Spec, o *Overlay, dir string, nsfd int, log *Logger) {
+	if o == nil || o.Upper == "" {
 		return
 	}
 	layer := filepath.Dir(o.Upper)
@@ -213,14 +213,21 @@ func initIsSystemd(s *specs.Spec, rootfs string) bool {
 	return err == nil && filepath.Base(p) == "systemd"
 }
 
-// forSystemd gives systemd as init what it checks for at boot: the
-// container= variable (so it knows it is in a container and skips what only
-// a host does), and tmpfs on /run and /run/lock (it refuses to boot on a
-// /run that is not a tmpfs-like mount it can write).
+// forSystemd gives systemd as init the container= variable, so it knows
+// it is in a container and skips what only a host does.
 func forSystemd(s *specs.Spec) {
 	if !slices.ContainsFunc(s.Process.Env, func(e string) bool { return strings.HasPrefix(e, "container=") }) {
 		s.Process.Env = append(s.Process.Env, "container=sysvisor")
 	}
+}
+
+// freshRun mounts tmpfs on /run and /run/lock, as a machine has them: a
+// system container boots like one, and what the previous boot left there
+// is gone. systemd refuses a /run it cannot use as its own; dockerd
+// refuses to start when the pid file of its previous life (pid 1, alive
+// again as itself) is still in /var/run, as it would be after `docker
+// restart` on the writable layer. Mounts the spec already has win.
+func freshRun(s *specs.Spec) {
 	for _, t := range []struct{ dst, opts string }{
 		{"/run", "mode=755,size=65536k"},
 		{"/run/lock", "mode=1777,size=5120k"},

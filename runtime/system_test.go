@@ -46,13 +46,33 @@ func TestRewriteSystemd(t *testing.T) {
 	if !slices.Contains(s.Process.Env, "container=sysvisor") {
 		t.Errorf("env %q lacks container=", s.Process.Env)
 	}
+	assertFreshRun(t, s)
+	// An engine image boots fresh too, without container=.
+	s = dockerSpec(t)
+	o.Systemd, o.Engine = false, true
+	if err := Rewrite(s, o); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(s.Process.Env, func(e string) bool { return strings.HasPrefix(e, "container=") }) {
+		t.Error("container= set for an engine image")
+	}
+	assertFreshRun(t, s)
+}
+
+func assertFreshRun(t *testing.T, s *specs.Spec) {
+	t.Helper()
 	for _, d := range []string{"/run", "/run/lock"} {
 		if !slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool { return m.Destination == d && m.Type == "tmpfs" }) {
 			t.Errorf("no tmpfs on %s", d)
 		}
 	}
+}
+
+func TestRewriteSystemdKeepsUserSettings(t *testing.T) {
+	o := testOptions()
+	o.Systemd = true
 	// What the user set stays.
-	s = dockerSpec(t)
+	s := dockerSpec(t)
 	s.Process.Env = append(s.Process.Env, "container=docker")
 	s.Mounts = append(s.Mounts, specs.Mount{Destination: "/run", Type: "bind", Source: "/somewhere"})
 	if err := Rewrite(s, o); err != nil {

@@ -85,7 +85,7 @@ check_dind() { # NAME
 	[ -d "$(storage_of "$n")/docker/overlay2" ] || fail "no storage beside the writable layer"
 	ok
 	step "[$n] docker load of a local busybox image"
-	D save sysvisor-test/busybox | inner "$n" docker load >/dev/null 2>&1 || fail "docker load"
+	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
 	ok
 	step "[$n] docker run --rm busybox echo hi"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
@@ -99,19 +99,19 @@ check_dind() { # NAME
 	step "[$n] two inner containers on an inner bridge network"
 	inner "$n" docker network create net1 >/dev/null || fail "network create"
 	inner "$n" docker run -d --name srv --network net1 sysvisor-test/busybox \
-		sh -c 'mkdir /www && echo hello >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "server"
+		sh -c 'mkdir -p /www && echo hello >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "server"
 	wait_for 10 inner "$n" docker run --rm --network net1 sysvisor-test/busybox wget -qO- http://srv:8080/ ||
 		fail "client cannot reach srv"
 	expect hello inner "$n" docker run --rm --network net1 sysvisor-test/busybox wget -qO- http://srv:8080/
 	ok
 	step "[$n] published port through the inner iptables NAT"
 	inner "$n" docker run -d --name pub -p 8081:8080 sysvisor-test/busybox \
-		sh -c 'mkdir /www && echo nat >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "publish"
+		sh -c 'mkdir -p /www && echo nat >/www/index.html && httpd -f -p 8080 -h /www' >/dev/null || fail "publish"
 	inner "$n" iptables -t nat -S DOCKER | grep -q 'dport 8081' || fail "no DNAT rule in the inner iptables"
 	# From another inner container to the system container's bridge address:
 	# DNAT in the system container's own network namespace.
 	local gw
-	gw=$(inner "$n" docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+	gw=$(inner "$n" docker run --rm sysvisor-test/busybox ip route | awk '/^default/{print $3}')
 	wait_for 10 inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/" || fail "no NAT to $gw:8081"
 	expect nat inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/"
 	ok
@@ -180,7 +180,7 @@ check_systemd() { # NAME
 	inner "$n" sh -c 'echo sysvisor-journal-probe | systemd-cat -t probe' || fail "systemd-cat"
 	wait_for 5 inner "$n" sh -c 'journalctl -t probe --no-pager | grep -q sysvisor-journal-probe' || fail "journal"
 	expect active inner "$n" systemctl is-active docker
-	D save sysvisor-test/busybox | inner "$n" docker load >/dev/null 2>&1 || fail "docker load"
+	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
 	ok
 	step "[$n] docker stop: systemd shuts down cleanly, well within the timeout"
