@@ -546,7 +546,12 @@ func mayMount(req *Request) (Response, bool) {
 	return Response{}, true
 }
 
-func hasMountCap(req *Request) (bool, error) {
+func hasMountCap(req *Request) (bool, error) { return hasCap(req, unix.CAP_SYS_ADMIN) }
+
+// hasCap reports whether the caller has capability c effective in the user
+// namespace that owns its mount namespace: the one whose files and mounts
+// an emulated call changes.
+func hasCap(req *Request, c uint) (bool, error) {
 	pid := req.Pid()
 	v, err := req.StatusField("CapEff")
 	if err != nil {
@@ -556,7 +561,7 @@ func hasMountCap(req *Request) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("CapEff %q: %w", v, err)
 	}
-	if capEff&(1<<unix.CAP_SYS_ADMIN) == 0 {
+	if capEff&(1<<c) == 0 {
 		return false, nil
 	}
 	// The capability counts over the caller's user namespace only: that

@@ -27,6 +27,8 @@ var impl = map[string]Handler{
 	"open_tree":     enosysHandler{},
 	"move_mount":    enosysHandler{},
 	"mount_setattr": enosysHandler{},
+	"mknod":         mknodHandler{},
+	"mknodat":       mknodHandler{at: true},
 }
 
 // table is what happens to every syscall sysvisor can intercept, in catalog

@@ -41,6 +41,14 @@ var Syscalls = []Syscall{
 	{Name: "open_tree", Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
 	{Name: "move_mount", Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
 	{Name: "mount_setattr", Knob: "syscall.mount", Doc: "new mount API: ENOSYS"},
+	{Name: "mknod", Knob: "syscall.mknod", Doc: "device nodes from a short allowlist (null, zero, full, random, urandom, tty, net/tun, fuse) created as the host's node bound over an empty file; other devices EPERM as the kernel answers; FIFOs, sockets, files and overlay whiteouts left to the kernel",
+		Options: []Option{
+			{Name: "devices", Default: true, Doc: "create the allowlisted devices; when false every device node gets the kernel's EPERM"},
+		}},
+	{Name: "mknodat", Knob: "syscall.mknod", Doc: "as mknod, relative to a directory fd",
+		Options: []Option{
+			{Name: "devices", Default: true, Doc: "as for mknod"},
+		}},
 }
 
 // Lookup returns the catalog entry for name.

@@ -37,3 +37,15 @@ syscall "move_mount" {
 syscall "mount_setattr" {
   action = "emulate"
 }
+
+# Device nodes: a short allowlist (null, zero, full, random, urandom, tty,
+# net/tun, fuse) is created as a bind of the host's node; other devices get
+# the kernel's EPERM.
+syscall "mknod" {
+  action  = "emulate"
+  devices = true
+}
+syscall "mknodat" {
+  action  = "emulate"
+  devices = true
+}
