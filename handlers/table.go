@@ -29,6 +29,7 @@ var impl = map[string]Handler{
 	"mount_setattr": enosysHandler{},
 	"mknod":         mknodHandler{},
 	"mknodat":       mknodHandler{at: true},
+	"seccomp":       seccompHandler{},
 }
 
 // table is what happens to every syscall sysvisor can intercept, in catalog

@@ -61,7 +61,7 @@ func TestBuiltins(t *testing.T) {
 	}
 	def, _ := Load("default", "")
 	// Today's behaviour: sysinfo, the whole mount family and device nodes emulated.
-	if got := def.Notify(); !slices.Equal(got, []string{"sysinfo", "mount", "umount2", "fsopen", "fspick", "open_tree", "move_mount", "mount_setattr", "mknod", "mknodat"}) {
+	if got := def.Notify(); !slices.Equal(got, []string{"sysinfo", "mount", "umount2", "fsopen", "fspick", "open_tree", "move_mount", "mount_setattr", "mknod", "mknodat", "seccomp"}) {
 		t.Errorf("default traps %v", got)
 	}
 	for _, r := range def.Rules {

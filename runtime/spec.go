@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sysvisor/sysvisor/handlers/catalog"
 )
 
 // Annotations the runtime sets on the rewritten spec.
@@ -232,6 +234,23 @@ func clampPingGroupRange(sysctl map[string]string, size uint32) {
 	sysctl["net.ipv4.ping_group_range"] = fmt.Sprintf("%d %d", lo, hi)
 }
 
+// allowsOutright reports whether the engine's profile lets name through
+// whatever its arguments: the default action, or an allow rule without
+// argument conditions (and no other rule naming it).
+func allowsOutright(sc *specs.LinuxSeccomp, name string) bool {
+	found := false
+	for _, r := range sc.Syscalls {
+		if !slices.Contains(r.Names, name) {
+			continue
+		}
+		if r.Action != specs.ActAllow || len(r.Args) > 0 || found {
+			return false
+		}
+		found = true
+	}
+	return found || sc.DefaultAction == specs.ActAllow
+}
+
 // Metadata is the listenerMetadata sysvisord receives with each listener.
 type Metadata struct {
 	ID     string `json:"id"`
@@ -263,7 +282,29 @@ func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
 	for _, n := range Reallowed {
 		take[n] = true
 	}
+	var notify []string
+	var narrow []specs.LinuxSyscall
 	for _, n := range o.Notify {
+		if e, ok := catalog.Lookup(n); ok && e.When != nil {
+			// Trapped for some arguments only. An unconditional rule
+			// for the syscall would shadow an argument rule (libseccomp
+			// keeps the catch-all), so the engine's allow is split in
+			// two: notify where the argument matches, allow where it
+			// does not. An engine that does not allow the call outright
+			// keeps its own rule, untrapped.
+			if !allowsOutright(sc, n) {
+				continue
+			}
+			w := e.When
+			narrow = append(narrow,
+				specs.LinuxSyscall{Names: []string{n}, Action: specs.ActNotify,
+					Args: []specs.LinuxSeccompArg{{Index: w.Index, Value: w.Mask, ValueTwo: w.Value, Op: specs.OpMaskedEqual}}},
+				specs.LinuxSyscall{Names: []string{n}, Action: specs.ActAllow,
+					Args: []specs.LinuxSeccompArg{{Index: w.Index, Value: w.Mask, ValueTwo: w.Value ^ w.Mask, Op: specs.OpMaskedEqual}}})
+			take[n] = true
+			continue
+		}
+		notify = append(notify, n)
 		take[n] = true
 	}
 	rules := sc.Syscalls[:0]
@@ -277,8 +318,11 @@ func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
 	if sc.DefaultAction != specs.ActAllow && len(allow) > 0 {
 		rules = append(rules, specs.LinuxSyscall{Names: allow, Action: specs.ActAllow})
 	}
+	if len(notify) > 0 {
+		rules = append(rules, specs.LinuxSyscall{Names: notify, Action: specs.ActNotify})
+	}
+	rules = append(rules, narrow...)
 	if len(o.Notify) > 0 {
-		rules = append(rules, specs.LinuxSyscall{Names: slices.Clone(o.Notify), Action: specs.ActNotify})
 		sc.ListenerPath = o.ListenerPath
 		meta, _ := json.Marshal(Metadata{ID: o.ContainerID, Policy: o.Policy})
 		sc.ListenerMetadata = string(meta)

@@ -658,3 +658,55 @@ func TestRewriteAnnotations(t *testing.T) {
 		t.Errorf("annotation keys changed: %s %s", AnnotationIDBase, AnnotationPolicy)
 	}
 }
+
+// TestRewriteNarrowTrap: a syscall trapped for some arguments only
+// (seccomp with NEW_LISTENER) splits the engine's allow in two; a profile
+// that does not allow it outright keeps its rule, untrapped.
+func TestRewriteNarrowTrap(t *testing.T) {
+	s := dockerSpec(t)
+	// Docker's real profile allows it with the rest.
+	s.Linux.Seccomp.Syscalls[0].Names = append(s.Linux.Seccomp.Syscalls[0].Names, "seccomp")
+	o := testOptions()
+	o.Notify = []string{"sysinfo", "seccomp"}
+	if err := Rewrite(s, o); err != nil {
+		t.Fatal(err)
+	}
+	var notify, allow []specs.LinuxSyscall
+	for _, r := range s.Linux.Seccomp.Syscalls {
+		if !slices.Contains(r.Names, "seccomp") {
+			continue
+		}
+		if len(r.Names) != 1 || len(r.Args) != 1 {
+			t.Fatalf("seccomp still in an unconditional rule: %+v", r)
+		}
+		switch r.Action {
+		case specs.ActNotify:
+			notify = append(notify, r)
+		case specs.ActAllow:
+			allow = append(allow, r)
+		}
+	}
+	want := specs.LinuxSeccompArg{Index: 1, Value: 8, ValueTwo: 8, Op: specs.OpMaskedEqual}
+	if len(notify) != 1 || notify[0].Args[0] != want {
+		t.Errorf("notify rules %+v", notify)
+	}
+	want.ValueTwo = 0
+	if len(allow) != 1 || allow[0].Args[0] != want {
+		t.Errorf("allow rules %+v", allow)
+	}
+	// A profile that refuses seccomp keeps refusing it.
+	s = dockerSpec(t)
+	for i := range s.Linux.Seccomp.Syscalls {
+		r := &s.Linux.Seccomp.Syscalls[i]
+		r.Names = without(r.Names, "seccomp")
+	}
+	s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: []string{"seccomp"}, Action: specs.ActErrno})
+	if err := Rewrite(s, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.Linux.Seccomp.Syscalls {
+		if slices.Contains(r.Names, "seccomp") && r.Action != specs.ActErrno {
+			t.Errorf("seccomp re-allowed or trapped: %+v", r)
+		}
+	}
+}

@@ -91,6 +91,7 @@ image() {
 	gcc -static -O2 -o "$r/bin/sysinfo" "$ROOT/tests/testdata/sysinfo.c"
 	gcc -static -O2 -o "$r/bin/mountcall" "$ROOT/tests/testdata/mountcall.c"
 	gcc -static -O2 -pthread -o "$r/bin/mountrace" "$ROOT/tests/testdata/mountrace.c"
+	gcc -static -O2 -o "$r/bin/seccomplisten" "$ROOT/tests/testdata/seccomplisten.c"
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' - sysvisor-test/busybox >/dev/null

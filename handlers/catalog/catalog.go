@@ -24,6 +24,16 @@ type Syscall struct {
 	// Doc says what the emulation does.
 	Doc     string
 	Options []Option
+	// When, if set, narrows the trap to calls whose argument matches:
+	// the rest never leave the kernel, and keep whatever rule the engine's
+	// profile has for them.
+	When *ArgMatch
+}
+
+// ArgMatch matches syscall argument Index when arg & Mask == Value.
+type ArgMatch struct {
+	Index       uint
+	Mask, Value uint64
 }
 
 // Syscalls is the catalog, in the order policies are explained.
@@ -49,6 +59,8 @@ var Syscalls = []Syscall{
 		Options: []Option{
 			{Name: "devices", Default: true, Doc: "as for mknod"},
 		}},
+	{Name: "seccomp", Knob: "syscall.seccomp", Doc: "only filters that ask for a notify listener (SECCOMP_FILTER_FLAG_NEW_LISTENER) are trapped: refused with EBUSY and a warning naming the container, since a filter chain holds one listener and the container's is sysvisord's; every other filter goes to the kernel untouched",
+		When: &ArgMatch{Index: 1, Mask: 1 << 3, Value: 1 << 3}},
 }
 
 // Lookup returns the catalog entry for name.

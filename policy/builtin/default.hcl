@@ -49,3 +49,9 @@ syscall "mknodat" {
   action  = "emulate"
   devices = true
 }
+
+# A filter with a notify listener of its own (a nested sysvisor): refused
+# with EBUSY, as the kernel would, and logged. Other filters are not trapped.
+syscall "seccomp" {
+  action = "emulate"
+}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -62,5 +64,20 @@ func TestMknodAllowlist(t *testing.T) {
 	// (runc binds it the same way in a user namespace).
 	if got, want := sh(t, id, "stat -c %u:%g:%a /d/null"), sh(t, id, "stat -c %u:%g:%a /dev/null"); strings.TrimSpace(got) != strings.TrimSpace(want) {
 		t.Errorf("created node %s, /dev/null %s", got, want)
+	}
+}
+
+// TestNestedListenerRefused: a filter with its own notify listener is
+// refused (EBUSY) and logged by sysvisord; a plain filter is the kernel's.
+func TestNestedListenerRefused(t *testing.T) {
+	r := results(t, mustDocker(t, sv("sh", "-c", "echo listener $(seccomplisten listener); echo plain $(seccomplisten plain)")...))
+	expect(t, r, "listener", "EBUSY")
+	expect(t, r, "plain", "ok")
+	log, err := os.ReadFile(filepath.Join(svDir, "log", "sysvisord.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "refused a seccomp filter with its own notify listener") {
+		t.Error("sysvisord did not log the refusal")
 	}
 }
