@@ -49,8 +49,31 @@ step "Mounts: what a container manager needs works, what protects the host stays
 show D exec "$id" sh -c 'unshare -p -f --mount-proc sh -c "ps" && mkdir -p /mnt/p && mount -t proc proc /mnt/p && ls -l /mnt/p/timer_list'
 D exec "$id" sh -c 'umount /proc/sys; mount -o remount,rw /proc/sys; su nobody -s /bin/sh -c "mount -t tmpfs t /mnt"' 2>&1 | sed 's/^/  /' || true
 
+step "Docker in Docker: an inner dockerd, no --privileged (image: Debian + docker.io, built once with debootstrap)"
+"$ENV" dind-image
+show D run -d --name demo-dind --runtime=sysvisor-runc sysvisor-test/dind dockerd
+for ((i = 0; i < 300; i++)); do D exec demo-dind docker info >/dev/null 2>&1 && break; sleep 0.1; done
+show D exec demo-dind docker info -f 'inner engine: {{.ServerVersion}}, storage driver {{.Driver}}, cgroup driver {{.CgroupDriver}}'
+D save sysvisor-test/busybox | D exec -i demo-dind docker load
+show D exec demo-dind docker run --rm --memory 64m sysvisor-test/busybox sh -c 'echo "hello from an inner container, memory limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"'
+show D exec demo-dind docker run -d --name web -p 8080:80 sysvisor-test/busybox sh -c 'mkdir -p /w && echo served-through-inner-NAT >/w/index.html && httpd -f -p 80 -h /w'
+sleep 0.5
+show D exec demo-dind docker run --rm sysvisor-test/busybox sh -c 'wget -qO- http://$(ip route | awk "/^default/{print \$3}"):8080/'
+inner=$(pgrep -f 'httpd -f -p 80 -h /w' | head -1)
+echo "on the host, the inner container's process runs as: $(grep ^Uid: /proc/$inner/status)"
+
+step "systemd as init: boots to running, docker.service inside, docker stop shuts it down cleanly"
+show D run -d --name demo-systemd --runtime=sysvisor-runc sysvisor-test/dind /sbin/init
+for ((i = 0; i < 300; i++)); do
+	case "$(D exec demo-systemd systemctl is-system-running 2>/dev/null)" in running | degraded) break ;; esac
+	sleep 0.1
+done
+show D exec demo-systemd sh -c 'echo "is-system-running: $(systemctl is-system-running)"; systemctl --failed --no-legend; echo "docker.service: $(systemctl is-active docker)"'
+start=$(date +%s.%N)
+D stop demo-systemd >/dev/null
+echo "docker stop took $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}') s (SIGTERM becomes systemd's SIGRTMIN+3)"
+
 step "The supervisor's view"
 show "$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run" ps
 
-printf '\nInner Docker and systemd inside arrive with the Docker-in-Docker work (docs/architecture.md, Roadmap).\n'
-D rm -f "$id" "$id2" >/dev/null
+D rm -f "$id" "$id2" demo-dind demo-systemd >/dev/null
