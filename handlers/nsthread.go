@@ -13,7 +13,6 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // callerFS is what a mount handler works with on a thread that has joined
@@ -36,10 +35,10 @@ type callerFS struct {
 	root     string
 	atNSRoot bool
 	// The caller's process and thread ids, from the host's pid namespace
-	// inwards (NStgid, NSpid), and its start time: enough to find it in
-	// whatever procfs its root shows.
+	// inwards (NStgid, NSpid): with its start time, read from the host's
+	// /proc when needed, enough to find it in whatever procfs its root
+	// shows.
 	nsTgid, nsTid []string
-	start         string
 }
 
 // open resolves p as the caller would. /proc/self and /proc/thread-self
@@ -100,12 +99,24 @@ func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
 		}
 		return string(buf[:n])
 	}
-	for k := len(c.nsTgid) - 1; k >= 0 && k < len(c.nsTid); k-- {
+	if len(c.nsTgid) == 0 {
+		return "", "", false
+	}
+	start := ""
+	if fd, err := unix.Openat(c.proc, c.nsTgid[0]+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		buf := make([]byte, 4096)
+		n, _ := unix.Read(fd, buf)
+		unix.Close(fd)
+		if n > 0 {
+			start = startTime(string(buf[:n]))
+		}
+	}
+	for k := len(c.nsTgid) - 1; k >= 0 && k < len(c.nsTid) && start != ""; k-- {
 		n := c.nsTgid[k]
 		if procField(read(n+"/status"), "NStgid") != strings.Join(c.nsTgid[k:], " ") {
 			continue
 		}
-		if startTime(read(n+"/stat")) != c.start || c.start == "" {
+		if startTime(read(n+"/stat")) != start {
 			continue
 		}
 		return n, c.nsTid[k], true
@@ -226,10 +237,6 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 	if err != nil {
 		return err
 	}
-	start := ""
-	if b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		start = startTime(string(b))
-	}
 	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -280,7 +287,7 @@ func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS
 			return fmt.Errorf("namespace root: %w", err)
 		}
 		defer unix.Close(nsRoot)
-		env := &callerFS{proc: proc, nsRoot: nsRoot, nsTgid: strings.Fields(nsTgid), nsTid: strings.Fields(nsTid), start: start}
+		env := &callerFS{proc: proc, nsRoot: nsRoot, nsTgid: strings.Fields(nsTgid), nsTid: strings.Fields(nsTid)}
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
