@@ -136,6 +136,17 @@ check_dind() { # NAME
 	expect "$base" stat -c %u /proc/"$pid"
 	[ "$base" -ge 100000 ] || fail "base $base"
 	ok
+	step "[$n] cgroups delegated: directories the container's, limit files root's"
+	expect "$base" stat -c %u "/sys/fs/cgroup/memory$outer"
+	expect "$base" stat -c %u "/sys/fs/cgroup/memory$outer/cgroup.procs"
+	expect 0 stat -c %u "/sys/fs/cgroup/memory$outer/memory.limit_in_bytes"
+	local v2
+	v2=$(awk -F: '$1=="0"{print $3}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/cgroup)
+	if [ -n "$v2" ] && [ -d "/sys/fs/cgroup/unified$v2" ]; then
+		expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2"
+		expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2/cgroup.procs"
+	fi
+	ok
 	step "[$n] docker exec, stop, start and restart of an inner container"
 	expect hello inner "$n" docker exec srv cat /www/index.html
 	inner "$n" docker stop -t 2 srv >/dev/null || fail "stop"
