@@ -26,12 +26,12 @@ func TestRewriteAddsDelegateHook(t *testing.T) {
 	}
 	// The engine's own hooks stay, in their place.
 	s = dockerSpec(t)
-	s.Hooks = &specs.Hooks{Prestart: []specs.Hook{{Path: "/proc/1/exe", Args: []string{"libnetwork-setkey"}}},
+	s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/proc/1/exe", Args: []string{"cleanup"}}},
 		CreateRuntime: []specs.Hook{{Path: "/engine"}}}
 	if err := Rewrite(s, o); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Hooks.Prestart) != 1 || len(s.Hooks.CreateRuntime) != 2 || s.Hooks.CreateRuntime[0].Path != "/engine" {
+	if len(s.Hooks.Poststop) != 1 || len(s.Hooks.CreateRuntime) != 2 || s.Hooks.CreateRuntime[0].Path != "/engine" {
 		t.Errorf("engine hooks changed: %+v", s.Hooks)
 	}
 }
