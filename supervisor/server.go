@@ -45,6 +45,8 @@ type Config struct {
 	NoSyncWakeUp bool
 	// NoViews disables the FUSE /proc and /sys views.
 	NoViews bool
+	// PolicyDir holds the operators' policy files (default policy.Dir("")).
+	PolicyDir string
 }
 
 // Server is a running supervisor.
@@ -56,6 +58,9 @@ type Server struct {
 	table  *handlers.Table
 	mounts cgroup.Mounts
 	views  *viewfs.Manager // nil: no views served
+	// policies are the active policies a create can name; they change
+	// only on ReloadPolicies.
+	policies *policy.Store
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
@@ -123,6 +128,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
 		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock}
+	// Last good copies live in the state directory: a restart that finds
+	// a broken file serves the version that was active before.
+	s.policies = policy.NewStore(policy.Dir(cfg.PolicyDir), filepath.Join(cfg.StateDir, "policies"), func(p *policy.Policy) error {
+		_, err := newActions(table, p.Rules)
+		return err
+	})
+	if _, err := s.ReloadPolicies(); err != nil && len(s.policies.Names()) == 0 {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
 	ok = true
 	s.reconcile()
 	return s, nil
@@ -301,38 +315,28 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err := registry.ValidID(req.ID); err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		if req.Policy == "" {
-			req.Policy = policy.DefaultName
-		}
-		rules := req.Rules
-		if rules == nil {
-			// An older runtime sends only the name: the built-in of
-			// that name, or an error.
-			p, err := policy.Load(req.Policy, "")
-			if err != nil {
-				return control.Response{Error: err.Error()}
-			}
-			rules = p.Rules
-		}
-		// Checked before anything is leased: rules sysvisord cannot
-		// honour fail the create.
-		if _, err := newActions(s.table, rules); err != nil {
-			return control.Response{Error: fmt.Sprintf("policy %q: %v", req.Policy, err)}
+		// Resolved before anything is leased: an unknown or refused
+		// policy fails the create and leaves nothing behind.
+		pol, err := s.createPolicy(req)
+		if err != nil {
+			return control.Response{Error: err.Error()}
 		}
 		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy, Rules: rules,
+		// The record keeps the rules themselves: a reload never changes
+		// the policy of a container that exists.
+		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
 			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
 			s.leases.Release(req.ID)
 			return control.Response{Error: err.Error()}
 		}
-		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", req.Policy)
-		resp := control.Response{Lease: &l.Range}
-		if s.views != nil && !req.NoViews {
+		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", pol.Name, "policy_source", pol.Source)
+		resp := control.Response{Lease: &l.Range, Policy: pol}
+		if s.views != nil && pol.Views {
 			// Views are optional: the container is created without them.
 			dir, err := s.views.Mount(req.ID, c)
 			if err == nil {
@@ -376,8 +380,57 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		s.log.SetLevel(level)
 		s.log.Info("log level changed", "from", prev.String(), "to", level.String())
 		return control.Response{Level: prev.String()}
+	case control.OpPolicyReload:
+		rep, err := s.ReloadPolicies()
+		resp := control.Response{Reload: rep}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		return resp
 	}
 	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// createPolicy resolves a create's policy among the active ones.
+func (s *Server) createPolicy(req control.Request) (*policy.Policy, error) {
+	name, from := req.Policy, req.PolicySource
+	if name == "" {
+		name, from = policy.DefaultName, "default"
+	}
+	if from == "" {
+		from = "the create request"
+	}
+	// A runtime pointed at another directory would believe the container
+	// runs under a file sysvisord never read.
+	if req.PolicyDir != "" && filepath.Clean(req.PolicyDir) != filepath.Clean(s.policies.Dir()) {
+		return nil, fmt.Errorf("policy %q: the runtime's --policy-dir %s is not sysvisord's policy directory %s (policies are read by sysvisord: drop the runtime's flag or give sysvisord --policy-dir %s)",
+			name, req.PolicyDir, s.policies.Dir(), req.PolicyDir)
+	}
+	p, err := s.policies.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("policy from %s: %w", from, err)
+	}
+	return p, nil
+}
+
+// ReloadPolicies re-reads the policy directory (SIGHUP, `sysvisorctl policy
+// reload`): valid files become active for containers created from now on,
+// a refused file keeps its last good version, and running containers keep
+// the rules in their records.
+func (s *Server) ReloadPolicies() (*policy.Report, error) {
+	rep, err := s.policies.Reload()
+	for _, l := range rep.Policies {
+		switch l.Status {
+		case policy.StatusLoaded, policy.StatusRemoved:
+			s.log.Info("policy "+l.Status, "policy", l.Name, "source", l.Source)
+		case policy.StatusKept, policy.StatusFailed:
+			s.log.Error("policy file refused", "policy", l.Name, "status", l.Status, "active", l.Source, "error", l.Error)
+		}
+	}
+	if err != nil && len(rep.Policies) == 0 {
+		s.log.Error("policy reload failed; active policies unchanged", "dir", s.policies.Dir(), "error", err)
+	}
+	return rep, err
 }
 
 // forget stops serving id and releases everything it held.

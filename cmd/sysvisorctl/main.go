@@ -25,6 +25,8 @@ commands (ask sysvisord; root only):
   inspect ID              one container's full record as JSON (ID or a unique prefix)
   log-level LEVEL         change sysvisord's log level (trace, debug, info, warn, error) until it restarts
   version                 versions of sysvisorctl and sysvisord
+  policy reload           make sysvisord re-read its policy directory (as SIGHUP does); a refused
+                          file is reported with file:line:column and its last good version stays
 
 commands (local, any user):
   policy check FILE...    validate policy files; every error with file:line:column and a hint
@@ -64,6 +66,9 @@ func run(args []string) int {
 		fmt.Printf("sysvisord log level: %s -> %s\n", resp.Level, rest[0])
 		return 0
 	case "policy":
+		if len(rest) > 0 && rest[0] == "reload" {
+			return policyReload(*runDir, rest[1:])
+		}
 		return policyCmd(policy.Dir(*policyDir), rest)
 	case "version":
 		fmt.Println("sysvisorctl", supervisor.Version)
@@ -231,6 +236,40 @@ func policyCmd(dir string, args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "sysvisorctl policy: unknown command %q\n", args[0])
 	return 2
+}
+
+func policyReload(runDir string, args []string) int {
+	if len(args) != 0 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl policy reload\n")
+		return 2
+	}
+	resp, err := call(runDir, control.Request{Op: control.OpPolicyReload})
+	if resp == nil || resp.Reload == nil {
+		if err == nil {
+			err = errors.New("sysvisord answered without a report")
+		}
+		return fail(err)
+	}
+	fmt.Printf("policy directory %s\n", resp.Reload.Dir)
+	for _, l := range resp.Reload.Policies {
+		fmt.Printf("%-12s %-10s %s\n", l.Name, l.Status, l.Source)
+	}
+	refused := resp.Reload.Refused()
+	for _, l := range refused {
+		if len(l.Problems) == 0 {
+			fmt.Fprintf(os.Stderr, "%s\n", l.Error)
+		}
+		printPolicyError(&policy.ParseError{Policy: l.Name, Problems: l.Problems})
+		if l.Status == policy.StatusKept {
+			fmt.Fprintf(os.Stderr, "policy %q: file refused; sysvisord keeps its last good version (%s)\n", l.Name, l.Source)
+		} else {
+			fmt.Fprintf(os.Stderr, "policy %q: file refused and no earlier version: containers cannot use it until it is fixed and reloaded\n", l.Name)
+		}
+	}
+	if err != nil || len(refused) > 0 {
+		return 1
+	}
+	return 0
 }
 
 func loadFile(path string) (*policy.Policy, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/gops/agent"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 )
@@ -28,6 +29,7 @@ func main() {
 	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
+	policyDir := fs.String("policy-dir", policy.Dir(""), "policy files (<name>.hcl), read at start and on SIGHUP or `sysvisorctl policy reload` (env SYSVISOR_POLICY_DIR)")
 	version := fs.Bool("version", false, "print version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -54,7 +56,7 @@ func main() {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews})
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		os.Exit(1)
@@ -68,6 +70,23 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the policy directory; the loop ends with ctx.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading policies")
+				srv.ReloadPolicies() // logs every outcome
+			}
+		}
+	}()
+	defer func() { signal.Stop(hup); stop(); <-hupDone }()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("serve", "error", err)
 		os.Exit(1)

@@ -33,6 +33,8 @@ const (
 	OpVersion  = "version"
 	OpInspect  = "inspect"   // one container's full record
 	OpLogLevel = "log-level" // change sysvisord's log level at runtime
+	// OpPolicyReload re-reads the policy directory (as SIGHUP does).
+	OpPolicyReload = "policy-reload"
 )
 
 // Request is one control call.
@@ -41,18 +43,17 @@ type Request struct {
 	ID       string `json:"id,omitempty"`
 	Bundle   string `json:"bundle,omitempty"`
 	RuncRoot string `json:"runcRoot,omitempty"`
-	Policy   string `json:"policy,omitempty"`
+	// Policy (create) names the container's policy; sysvisord resolves it
+	// among its active policies and answers it. PolicySource says where
+	// the name came from (for the error message); PolicyDir, when the
+	// runtime was given one, must be sysvisord's own policy directory.
+	Policy       string `json:"policy,omitempty"`
+	PolicySource string `json:"policySource,omitempty"`
+	PolicyDir    string `json:"policyDir,omitempty"`
 	// The spec's masked and read-only paths, for the mounts sysvisord
 	// makes on the container's behalf.
 	MaskedPaths   []string `json:"maskedPaths,omitempty"`
 	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
-	// Rules (create): the container's policy, resolved by the runtime from
-	// its file; sysvisord answers the trapped syscalls by them. Without
-	// rules (an older runtime) sysvisord uses the built-in policy named
-	// by Policy.
-	Rules []policy.Rule `json:"rules,omitempty"`
-	// NoViews (create): the policy asks for no /proc and /sys views.
-	NoViews bool `json:"noViews,omitempty"`
 	// Level (log-level): trace, debug, info, warn or error.
 	Level string `json:"level,omitempty"`
 }
@@ -79,6 +80,11 @@ type Response struct {
 	ViewFiles []string `json:"viewFiles,omitempty"`
 	// Level (log-level): the level before the change.
 	Level string `json:"level,omitempty"`
+	// Policy (create): the container's policy as sysvisord resolved it;
+	// the runtime traps the syscalls it names.
+	Policy *policy.Policy `json:"policy,omitempty"`
+	// Reload (policy-reload): what happened to each policy.
+	Reload *policy.Report `json:"reload,omitempty"`
 }
 
 // ErrUnavailable wraps failures to reach sysvisord, so callers can say so.

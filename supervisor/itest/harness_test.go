@@ -110,7 +110,8 @@ func startServer(t *testing.T) *server {
 	logs := &syncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: hclog.Debug, Output: logs})
 	srv, err := supervisor.New(supervisor.Config{RunDir: runDir, StateDir: stateDir,
-		SubUID: filepath.Join(tmp, "subuid"), SubGID: filepath.Join(tmp, "subgid"), Log: log})
+		SubUID: filepath.Join(tmp, "subuid"), SubGID: filepath.Join(tmp, "subgid"), Log: log,
+		PolicyDir: filepath.Join(tmp, "policies")})
 	if err != nil {
 		t.Fatal(err)
 	}

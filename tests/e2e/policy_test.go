@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sysvisorctl(t *testing.T, args ...string) (string, error) {
@@ -15,6 +16,28 @@ func sysvisorctl(t *testing.T, args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(repo, "bin", "sysvisorctl"), append([]string{"--run-dir", filepath.Join(svDir, "run"), "--policy-dir", filepath.Join(svDir, "policies")}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// addPolicy writes a policy file into sysvisord's policy directory and
+// reloads; the file is removed (and reloaded away) when the test ends.
+func addPolicy(t *testing.T, name, src string) (string, error) {
+	t.Helper()
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(path)
+		sysvisorctl(t, "policy", "reload")
+	})
+	return sysvisorctl(t, "policy", "reload")
+}
+
+func mustAddPolicy(t *testing.T, name, src string) {
+	t.Helper()
+	if out, err := addPolicy(t, name, src); err != nil {
+		t.Fatalf("sysvisorctl policy reload: %v\n%s", err, out)
+	}
 }
 
 // mountScript makes the issue's check with busybox's mount and the same
@@ -87,11 +110,7 @@ syscall "umount2" {
   errno  = "EACCES"
 }
 `
-	path := filepath.Join(svDir, "policies", name+".hcl")
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
+	mustAddPolicy(t, name, src)
 	id := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
 	r := results(t, sh(t, id, mountScript))
 	expect(t, r, "tmpfs", "ok")
@@ -108,10 +127,10 @@ syscall "umount2" {
 func TestBadPolicyFailsCreateLeavingNothing(t *testing.T) {
 	typo := "e2etypo" + strconv.Itoa(os.Getpid())
 	path := filepath.Join(svDir, "policies", typo+".hcl")
-	if err := os.WriteFile(path, []byte("version = 1\nsyscall \"mount\" {\n  actoin = \"deny\"\n}\n"), 0o644); err != nil {
-		t.Fatal(err)
+	out, err := addPolicy(t, typo, "version = 1\nsyscall \"mount\" {\n  actoin = \"deny\"\n}\n")
+	if err == nil || !strings.Contains(out, path+":3:3") {
+		t.Errorf("policy reload with a typo: %v, want an error at %s:3:3\n%s", err, path, out)
 	}
-	defer os.Remove(path)
 	before := leases(t)
 	for _, c := range []struct{ policy, want string }{
 		{"nosuchpolicy", `unknown policy "nosuchpolicy"`},
@@ -142,6 +161,62 @@ func TestBadPolicyFailsCreateLeavingNothing(t *testing.T) {
 	if after := leases(t); len(after) != len(before) {
 		t.Errorf("leases before %v after %v", before, after)
 	}
+}
+
+// Reload: a new version counts for containers created after it, a running
+// container keeps the policy it started with, and a file with an error is
+// refused with its position while the last good version stays active.
+func TestPolicyReload(t *testing.T) {
+	name := "e2ereload" + strconv.Itoa(os.Getpid())
+	v1 := `version = 1
+syscall "mount" {
+  action = "deny"
+  errno  = "EACCES"
+}
+syscall "umount2" { action = "deny" }
+`
+	mustAddPolicy(t, name, v1)
+	a := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, a, mountScript)), "tmpfs", "EACCES")
+
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(strings.Replace(v1, `"EACCES"`, `"EACCESS"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sysvisorctl(t, "policy", "reload")
+	if err == nil || !strings.Contains(out, path+":4:12") || !strings.Contains(out, "last good version") {
+		t.Errorf("reload of a broken file: %v\n%s", err, out)
+	}
+	b := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, b, mountScript)), "tmpfs", "EACCES")
+
+	v2 := strings.Replace(v1, `"EACCES"`, `"EROFS"`, 1)
+	if err := os.WriteFile(path, []byte(v2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// SIGHUP reloads too.
+	logPath := filepath.Join(svDir, "log", "sysvisord.log")
+	loaded := func() int {
+		log, _ := os.ReadFile(logPath)
+		return strings.Count(string(log), "policy loaded: policy="+name+" ")
+	}
+	before := loaded()
+	pid, err := os.ReadFile(filepath.Join(svDir, "sysvisord.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("kill", "-HUP", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("kill -HUP sysvisord: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); loaded() == before; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload of %s logged 10s after SIGHUP", name)
+		}
+	}
+	c := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, c, mountScript)), "tmpfs", "EROFS")
+	// a started under v1 and keeps it.
+	expect(t, results(t, sh(t, a, mountScript)), "tmpfs", "EACCES")
 }
 
 func TestSysvisorctl(t *testing.T) {
@@ -186,11 +261,7 @@ syscall "open_tree" { action = "emulate" }
 syscall "move_mount" { action = "emulate" }
 syscall "mount_setattr" { action = "emulate" }
 `
-	path := filepath.Join(svDir, "policies", name+".hcl")
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
+	mustAddPolicy(t, name, src)
 	script := `unshare -p -f sh -c 'mkdir -p /mnt/p; echo "proc $(mountcall mount proc /mnt/p proc 0 -)"; echo "proc-masked $(grep -q " /mnt/p/" /proc/self/mountinfo && echo yes || echo no)"'
 unshare -n sh -c 'mkdir -p /mnt/s; echo "sysfs $(mountcall mount sysfs /mnt/s sysfs 0 -)"; echo "sysfs-masked $(grep -q " /mnt/s/" /proc/self/mountinfo && echo yes || echo no)"'`
 	off := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
