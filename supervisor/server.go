@@ -286,9 +286,17 @@ func (s *Server) acceptLoop(l *net.UnixListener, serve func(*net.UnixConn)) {
 }
 
 func (s *Server) serveControl(conn *net.UnixConn) {
+	// The socket's mode already keeps other users out; the peer's
+	// credentials are checked too, so that a wrong mode (or a connection
+	// passed on by a root process) still gets nothing.
 	uid, err := handoff.PeerUID(conn)
 	if err != nil || uid != 0 {
-		json.NewEncoder(conn).Encode(control.Response{Error: fmt.Sprintf("permission denied: the control socket serves root only (peer uid %d)", uid)})
+		why := fmt.Sprintf("peer uid %d", uid)
+		if err != nil {
+			why = "peer credentials unreadable: " + err.Error()
+		}
+		s.log.Warn("control connection refused: not root", "reason", why)
+		json.NewEncoder(conn).Encode(control.Response{Error: "permission denied: sysvisord's control socket serves root only (" + why + ")"})
 		return
 	}
 	conn.SetDeadline(time.Now().Add(30 * time.Second))

@@ -102,10 +102,16 @@ func Call(runDir string, req Request, timeout time.Duration) (*Response, error) 
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
+	var resp Response
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		// sysvisord answers some connections without reading them (a
+		// client that is not root) and closes: its reason is still
+		// readable.
+		if json.NewDecoder(conn).Decode(&resp) == nil && resp.Error != "" {
+			return &resp, fmt.Errorf("sysvisord: %s", resp.Error)
+		}
 		return nil, fmt.Errorf("%w at %s: send: %v", ErrUnavailable, path, err)
 	}
-	var resp Response
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("%w at %s: no answer to %s: %v", ErrUnavailable, path, req.Op, err)
 	}

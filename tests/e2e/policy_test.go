@@ -240,6 +240,13 @@ func TestSysvisorctl(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no container") {
 		t.Errorf("sysvisorctl inspect nosuchcontainer: %v\n%s", err, out)
 	}
+	// Not root: a clear refusal, exit status 1.
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", filepath.Join(repo, "bin", "sysvisorctl"),
+		"--run-dir", filepath.Join(svDir, "run"), "ps")
+	b, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(b), "root-only") || !strings.Contains(string(b), "uid 65534") {
+		t.Errorf("sysvisorctl ps as uid 65534: exit %d (%v)\n%s", code, err, b)
+	}
 }
 
 // An emulation option changes behaviour: with procfs = false, a new procfs
