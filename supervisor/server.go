@@ -28,6 +28,8 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 	"github.com/sysvisor/sysvisor/supervisor/viewfs"
 )
 
@@ -61,6 +63,9 @@ type Server struct {
 	// policies are the active policies a create can name; they change
 	// only on ReloadPolicies.
 	policies *policy.Store
+	// stats and trace are fed by every listener's observer.
+	stats *stats.Set
+	trace trace.Hub
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
@@ -127,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("cgroup mounts: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
-		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock}
+		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock, stats: stats.NewSet()}
 	// Last good copies live in the state directory: a restart that finds
 	// a broken file serves the version that was active before.
 	s.policies = policy.NewStore(policy.Dir(cfg.PolicyDir), filepath.Join(cfg.StateDir, "policies"), func(p *policy.Policy) error {
@@ -305,6 +310,10 @@ func (s *Server) serveControl(conn *net.UnixConn) {
 		json.NewEncoder(conn).Encode(control.Response{Error: "malformed request: " + err.Error()})
 		return
 	}
+	if req.Op == control.OpTrace {
+		s.serveTrace(conn, req)
+		return
+	}
 	resp := s.handleControl(req)
 	if resp.Error != "" {
 		s.log.Warn("control request failed", "op", req.Op, "container", req.ID, "error", resp.Error)
@@ -388,6 +397,13 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		s.log.SetLevel(level)
 		s.log.Info("log level changed", "from", prev.String(), "to", level.String())
 		return control.Response{Level: prev.String()}
+	case control.OpStats:
+		if req.ID != "" {
+			if _, ok := s.reg.Get(req.ID); !ok {
+				return control.Response{Error: fmt.Sprintf("no container %q", req.ID)}
+			}
+		}
+		return control.Response{Stats: s.stats.Rows(req.ID)}
 	case control.OpPolicyReload:
 		rep, err := s.ReloadPolicies()
 		resp := control.Response{Reload: rep}
@@ -453,6 +469,7 @@ func (s *Server) forget(id string) error {
 	for fd := range fds {
 		fd.Close()
 	}
+	s.stats.Forget(id)
 	if s.views != nil {
 		s.views.Unmount(id)
 	}
@@ -585,10 +602,12 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	s.mu.Unlock()
 	log.Info("seccomp listener attached", "init", init)
 	c.Listeners.Add(1)
+	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveListener(c, fd, acts, log)
+		s.serveListener(c, fd, acts, obs, log)
+		s.stats.Retire(obs.shard)
 		c.Listeners.Add(-1)
 		s.mu.Lock()
 		if fds := s.listeners[id]; fds != nil {
@@ -608,7 +627,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 // serveListener is the notify loop of one listener fd. It owns the fd's
 // notifications and never blocks other containers: waiting is done in the
 // poller, not on a thread.
-func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, log hclog.Logger) {
+func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, obs *observer, log hclog.Logger) {
 	var n notify.Notif
 	for {
 		err := fd.Receive(&n)
@@ -622,6 +641,7 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 			return
 		}
 		c.Notified.Add(1)
+		ob := obs.begin(fd, &n, acts)
 		resp := dispatch(c, fd, &n, acts, log)
 		var serr error
 		switch resp.Kind {
@@ -635,6 +655,7 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 		if serr != nil && !errors.Is(serr, notify.ErrGone) {
 			log.Warn("seccomp respond", "error", serr)
 		}
+		obs.end(&ob, resp, serr)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,7 +58,10 @@ type event struct {
 	Calls    int      `json:"calls,omitempty"`
 	Failures []string `json:"failures,omitempty"`
 	Tids     int      `json:"tids,omitempty"`
-	Msg      string   `json:"msg,omitempty"`
+	// Round trips of the caller's trapped calls (scenario timed).
+	P50Ns int64  `json:"p50Ns,omitempty"`
+	P99Ns int64  `json:"p99Ns,omitempty"`
+	Msg   string `json:"msg,omitempty"`
 }
 
 func emit(ev event) {
@@ -107,6 +111,8 @@ func runChild(scen string) error {
 		return childHammer()
 	case "queued":
 		return childQueued()
+	case "timed":
+		return childTimed()
 	}
 	return fmt.Errorf("unknown scenario %q", scen)
 }
@@ -773,6 +779,32 @@ func childQueued() error {
 		}
 	}
 	emit(event{Step: "answered", Calls: n, Failures: failures})
+	return nil
+}
+
+// childTimed makes N trapped calls one after another and reports how long
+// they took as the caller sees them: the supervisor's own latency for each
+// lies inside the caller's.
+func childTimed() error {
+	var n int
+	if _, err := fmt.Sscanf(os.Getenv(envArg), "%d", &n); err != nil || n < 1 {
+		return fmt.Errorf("arg %q: want a call count", os.Getenv(envArg))
+	}
+	if err := setup(); err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	durs := make([]time.Duration, n)
+	var si unix.Sysinfo_t
+	for i := range durs {
+		t0 := time.Now()
+		if e := sysinfo(uintptr(unsafe.Pointer(&si))); e != 0 {
+			return fmt.Errorf("call %d: %w", i, e)
+		}
+		durs[i] = time.Since(t0)
+	}
+	slices.Sort(durs)
+	emit(event{Step: "timed", Calls: n, P50Ns: int64(durs[(n+1)/2-1]), P99Ns: int64(durs[(n*99+99)/100-1])})
 	return nil
 }
 

@@ -4,7 +4,9 @@ package itest
 // trace and stats report about real notifications.
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
 const envCtlClient = "SYSVISOR_ITEST_CTL_CLIENT" // run dir to ping as a client
@@ -109,3 +113,193 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return nil
 }
+
+func statRow(t *testing.T, srv *server, id, syscall, action string) stats.Row {
+	t.Helper()
+	resp, err := srv.call(control.Request{Op: control.OpStats, ID: id})
+	if err != nil {
+		t.Fatalf("stats %s: %v", id, err)
+	}
+	for _, r := range resp.Stats {
+		if r.Syscall == syscall && r.Action == action {
+			return r
+		}
+	}
+	t.Fatalf("stats %s: no row for %s/%s in %+v", id, syscall, action, resp.Stats)
+	return stats.Row{}
+}
+
+// stats counts every notification of a real listener, and its latencies
+// (receipt to answer) fit inside the round trips the caller measured.
+func TestIntegrationStats(t *testing.T) {
+	requireRoot(t)
+	srv := startServer(t)
+	cg := newCgroup(t, memLimit, pidsMax)
+	id, other := newID("stats"), newID("stats-other")
+	srv.create(id)
+	srv.create(other)
+	const calls = 2000
+	ch := startChild(t, srv, childOpts{scenario: "timed", id: id, cgroup: cg, arg: fmt.Sprint(calls)})
+	ev := ch.next("timed", 60*time.Second)
+	ch.mustExitZero()
+	r := statRow(t, srv, id, "sysinfo", "emulate")
+	t.Logf("caller: p50 %v p99 %v; sysvisord: p50 %v p90 %v p99 %v max %v mean %v", time.Duration(ev.P50Ns), time.Duration(ev.P99Ns),
+		time.Duration(r.P50Ns), time.Duration(r.P90Ns), time.Duration(r.P99Ns), time.Duration(r.MaxNs), time.Duration(r.MeanNs))
+	// A signal (Go's preemption SIGURG) may interrupt a call after its
+	// notification was received: that one is gone, and the restarted
+	// call is notified again.
+	if r.Return != calls || r.Count != calls+r.Gone || r.Errno != 0 || r.Continue != 0 || r.Gone > calls/100 {
+		t.Errorf("row %+v: want %d notifications answered with a value (and a few gone)", r, calls)
+	}
+	// Each supervisor interval lies inside its caller's: its quantiles
+	// cannot be above the caller's (beyond the histogram's 6.25%).
+	if r.P50Ns <= 0 || float64(r.P50Ns) > 1.0625*float64(ev.P50Ns) {
+		t.Errorf("sysvisord p50 %v against the caller's %v", time.Duration(r.P50Ns), time.Duration(ev.P50Ns))
+	}
+	if r.P99Ns < r.P50Ns || float64(r.P99Ns) > 1.0625*float64(ev.P99Ns) {
+		t.Errorf("sysvisord p99 %v against the caller's %v (p50 %v)", time.Duration(r.P99Ns), time.Duration(ev.P99Ns), time.Duration(r.P50Ns))
+	}
+	// The other container saw nothing; the totals include this one's
+	// calls after its listener ended.
+	resp, err := srv.call(control.Request{Op: control.OpStats, ID: other})
+	if err != nil || len(resp.Stats) != 0 {
+		t.Errorf("stats of an idle container: %v %+v", err, resp)
+	}
+	srv.waitContainer(id, "listener ended", func(c control.ContainerInfo) bool { return c.Listeners == 0 })
+	if r2 := statRow(t, srv, "", "sysinfo", "emulate"); r2.Count != r.Count {
+		t.Errorf("totals after the listener ended: %+v", r2)
+	}
+	if _, err := srv.call(control.Request{Op: control.OpStats, ID: "nosuch"}); err == nil {
+		t.Error("stats of an unknown container succeeded")
+	}
+}
+
+// tracer is a trace client running in the background.
+type tracer struct {
+	events chan trace.Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startTrace(t *testing.T, srv *server, req control.Request, slow time.Duration) *tracer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &tracer{events: make(chan trace.Event, 100000), cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		tr.done <- control.Trace(ctx, srv.runDir, req, func(ev trace.Event) error {
+			tr.events <- ev
+			time.Sleep(slow)
+			return nil
+		})
+	}()
+	t.Cleanup(func() { tr.stop(t) })
+	return tr
+}
+
+func (tr *tracer) stop(t *testing.T) {
+	tr.cancel()
+	select {
+	case err := <-tr.done:
+		if err != nil {
+			t.Errorf("trace client: %v", err)
+		}
+		tr.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Error("trace client did not end 10s after cancel")
+	}
+}
+
+// waitLog waits until the supervisor's log has what n times.
+func waitLog(t *testing.T, srv *server, what string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(srv.log.String(), what) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("supervisor did not log %q %d times within 10s", what, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A trace shows each notification of the traced container with its caller,
+// decoded arguments and decision; filters hold; a client that disconnects
+// ends its stream on the supervisor's side.
+func TestIntegrationTrace(t *testing.T) {
+	requireRoot(t)
+	srv := startServer(t)
+	cg := newCgroup(t, memLimit, pidsMax)
+	id := newID("trace")
+	srv.create(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := control.Trace(ctx, srv.runDir, control.Request{Syscall: "chown"}, func(trace.Event) error { return nil }); err == nil || !strings.Contains(err.Error(), "chown") {
+		t.Errorf("trace of a syscall that is never trapped: %v", err)
+	}
+	all := startTrace(t, srv, control.Request{ID: id}, 0)
+	mounts := startTrace(t, srv, control.Request{ID: id, Syscall: "mount"}, 0)
+	waitLog(t, srv, "trace started", 2)
+
+	ch := startChild(t, srv, childOpts{scenario: "interactive", id: id, cgroup: cg, interactive: true})
+	ch.send("call")
+	ch.next("call", 10*time.Second)
+	var ev trace.Event
+	select {
+	case ev = <-all.events:
+	case <-time.After(time.Second):
+		t.Fatal("no trace event within a second of the call")
+	}
+	if ev.Container != id || ev.Pid != uint32(ch.pid()) || ev.Syscall != "sysinfo" || ev.Action != "emulate" ||
+		ev.Decision != "return 0" || !strings.HasPrefix(ev.Args, "info=0x") || ev.LatencyNs <= 0 || time.Since(ev.Time) > 10*time.Second {
+		t.Errorf("trace event %+v", ev)
+	}
+	if len(mounts.events) != 0 {
+		t.Errorf("the mount-only trace got %+v", <-mounts.events)
+	}
+	// Disconnecting ends the stream in the supervisor.
+	mounts.stop(t)
+	waitLog(t, srv, "reason=\"client disconnected\"", 1)
+	ch.stdin.Close()
+	ch.mustExitZero()
+}
+
+// A trace client slower than the notifications loses events, counted, and
+// never slows the container: the hammering threads' calls go on.
+func TestIntegrationTraceSlowReader(t *testing.T) {
+	requireRoot(t)
+	srv := startServer(t)
+	cg := newCgroup(t, memLimit, pidsMax)
+	id := newID("trace-slow")
+	srv.create(id)
+	slow := startTrace(t, srv, control.Request{}, 2*time.Millisecond)
+	waitLog(t, srv, "trace started", 1)
+	ch := startChild(t, srv, childOpts{scenario: "hammer", id: id, cgroup: cg, arg: fmt.Sprintf("4 %d", memLimit)})
+	ch.next("hammering", 15*time.Second)
+	time.Sleep(2 * time.Second)
+	ch.cmd.Process.Kill()
+	ch.wait(10 * time.Second)
+	srv.waitContainer(id, "listener ended", func(c control.ContainerInfo) bool { return c.Listeners == 0 })
+	total := statRow(t, srv, id, "sysinfo", "emulate").Count
+	time.Sleep(1500 * time.Millisecond) // the next tick reports the last drops
+	slow.stop(t)
+	var got, dropped uint64
+	for len(slow.events) > 0 {
+		ev := <-slow.events
+		dropped += ev.Dropped
+		if ev.Syscall != "" {
+			got++
+		}
+	}
+	t.Logf("%d notifications in 2s; the slow client got %d, %d dropped", total, got, dropped)
+	if dropped == 0 || got+dropped > total || got+dropped < total-traceBufferSlack {
+		t.Errorf("%d notifications, client got %d and was told of %d drops", total, got, dropped)
+	}
+	// At 2ms per event the client could take ~1000 in 2s: the container
+	// must have made far more calls than the reader's pace.
+	if total < 3*got {
+		t.Errorf("only %d calls with a slow trace client reading %d: the reader slowed the container", total, got)
+	}
+}
+
+// traceBufferSlack: events still in the supervisor's buffer when the client
+// stopped are neither received nor dropped.
+const traceBufferSlack = 4096 + 1

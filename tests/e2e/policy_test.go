@@ -284,3 +284,71 @@ unshare -n sh -c 'mkdir -p /mnt/s; echo "sysfs $(mountcall mount sysfs /mnt/s sy
 	expect(t, r, "sysfs", "ok")
 	expect(t, r, "sysfs-masked", "yes")
 }
+
+// sysvisorctl trace shows a mount made inside a container within a second,
+// with its arguments decoded; sysvisorctl stats then counts it.
+func TestTraceAndStats(t *testing.T) {
+	id := startDetached(t, "sysvisor-runc")
+	logPath := filepath.Join(svDir, "log", "sysvisord.log")
+	started := func() int {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "trace started")
+	}
+	before := started()
+	cmd := exec.Command(filepath.Join(repo, "bin", "sysvisorctl"), "--run-dir", filepath.Join(svDir, "run"), "trace", "-n", "1", "--syscall", "mount", id[:12])
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); started() == before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("trace not started within 10s: %s", out.String())
+		}
+	}
+	mounted := time.Now()
+	sh(t, id, "mkdir -p /mnt/tr && mount -t tmpfs -o size=1m,mode=700 trsrc /mnt/tr && umount /mnt/tr")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sysvisorctl trace: %v\n%s", err, out.String())
+		}
+	case <-time.After(time.Second + time.Since(mounted)):
+		t.Fatalf("no traced mount within a second of it: %s", out.String())
+	}
+	line := out.String()
+	t.Logf("trace: %s", line)
+	for _, want := range []string{id[:12], `mount(source="trsrc", target="/mnt/tr", fstype="tmpfs", flags=`, `data="size=1m,mode=700"`, "emulate -> "} {
+		if !strings.Contains(line, want) {
+			t.Errorf("trace line lacks %q: %s", want, line)
+		}
+	}
+	out2, err := sysvisorctl(t, "stats", "--json", id[:12])
+	if err != nil {
+		t.Fatalf("sysvisorctl stats: %v\n%s", err, out2)
+	}
+	var rows []struct {
+		Syscall, Action string
+		Count           uint64
+		P50Ns           int64
+	}
+	if err := json.Unmarshal([]byte(out2), &rows); err != nil {
+		t.Fatalf("stats output: %v\n%s", err, out2)
+	}
+	counted := map[string]uint64{}
+	for _, r := range rows {
+		counted[r.Syscall] += r.Count
+		if r.Count > 0 && r.P50Ns <= 0 {
+			t.Errorf("stats row without latency: %+v", r)
+		}
+	}
+	if counted["mount"] < 1 || counted["umount2"] < 1 {
+		t.Errorf("stats of %s: %s", id[:12], out2)
+	}
+	if out, err := sysvisorctl(t, "stats"); err != nil || !strings.Contains(out, "P99") || !strings.Contains(out, "umount2") {
+		t.Errorf("sysvisorctl stats: %v\n%s", err, out)
+	}
+}
