@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sysvisor/sysvisor/doctor"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -38,6 +39,12 @@ commands (ask sysvisord; root only):
                           sysvisord's latency (p50, p90, p99, max); of one container with ID
   policy reload           make sysvisord re-read its policy directory (as SIGHUP does); a refused
                           file is reported with file:line:column and its last good version stays
+
+commands (local; as root for every probe):
+  doctor [--runc PATH] [--daemon-json FILE] [--json]
+                          checks the host: kernel, seccomp notify, idmapped mounts, user namespaces,
+                          runc, subuid/subgid pool, /dev/fuse, policies, sysvisord, Docker registration;
+                          one verdict (ok, warn, FAIL) per line, exit status 1 on any FAIL
 
 commands (local, any user):
   policy check FILE...    validate policy files; every error with file:line:column and a hint
@@ -69,6 +76,8 @@ func run(args []string) int {
 		return statsCmd(*runDir, rest)
 	case "trace":
 		return traceCmd(*runDir, rest)
+	case "doctor":
+		return doctorCmd(*runDir, *policyDir, rest)
 	case "log-level":
 		if len(rest) != 1 {
 			fmt.Fprint(os.Stderr, "usage: sysvisorctl log-level trace|debug|info|warn|error\n")
@@ -297,6 +306,38 @@ func traceCmd(runDir string, args []string) int {
 	})
 	if err != nil {
 		return fail(err)
+	}
+	return 0
+}
+
+func doctorCmd(runDir, policyDir string, args []string) int {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	o := doctor.Options{RunDir: runDir, PolicyDir: policyDir}
+	fs.StringVar(&o.Runc, "runc", "", "runc binary (default $SYSVISOR_RUNC, else runc from PATH)")
+	fs.StringVar(&o.DaemonJSON, "daemon-json", "", "Docker's daemon.json (default /etc/docker/daemon.json)")
+	fs.StringVar(&o.SubUID, "subuid", "", "subordinate uid file (default /etc/subuid)")
+	fs.StringVar(&o.SubGID, "subgid", "", "subordinate gid file (default /etc/subgid)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl doctor [--runc PATH] [--daemon-json FILE] [--subuid FILE] [--subgid FILE] [--json]\n")
+		return 2
+	}
+	rs := doctor.Run(o)
+	worst := doctor.OK
+	if *asJSON {
+		for _, r := range rs {
+			worst = max(worst, r.Verdict)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rs); err != nil {
+			return fail(err)
+		}
+	} else {
+		worst = doctor.Print(os.Stdout, rs)
+	}
+	if worst == doctor.Fail {
+		return 1
 	}
 	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -239,6 +240,14 @@ func TestSysvisorctl(t *testing.T) {
 	out, err = sysvisorctl(t, "inspect", "nosuchcontainer")
 	if err == nil || !strings.Contains(out, "no container") {
 		t.Errorf("sysvisorctl inspect nosuchcontainer: %v\n%s", err, out)
+	}
+	// doctor against the private environment: sysvisord reachable, the
+	// runtime registered in its daemon.json, no FAIL.
+	out, err = sysvisorctl(t, "doctor", "--daemon-json", filepath.Join(svDir, "daemon.json"),
+		"--subuid", filepath.Join(svDir, "subuid"), "--subgid", filepath.Join(svDir, "subgid"))
+	if err != nil || !regexp.MustCompile(`(?m)^ok +sysvisord +version`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^ok +docker registration +.*sysvisor-runc`).MatchString(out) || strings.Contains(out, "FAIL") {
+		t.Errorf("sysvisorctl doctor: %v\n%s", err, out)
 	}
 	// Not root: a clear refusal, exit status 1.
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", filepath.Join(repo, "bin", "sysvisorctl"),
