@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -49,6 +50,9 @@ type Config struct {
 	NoViews bool
 	// PolicyDir holds the operators' policy files (default policy.Dir("")).
 	PolicyDir string
+	// MetricsAddr, when set, serves Prometheus metrics there
+	// (host:port, see metrics.Addr).
+	MetricsAddr string
 }
 
 // Server is a running supervisor.
@@ -64,8 +68,9 @@ type Server struct {
 	// only on ReloadPolicies.
 	policies *policy.Store
 	// stats and trace are fed by every listener's observer.
-	stats *stats.Set
-	trace trace.Hub
+	stats       *stats.Set
+	trace       trace.Hub
+	metricsAddr atomic.Pointer[string]
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
@@ -212,6 +217,13 @@ func (s *Server) Run(ctx context.Context) error {
 		ctl.Close()
 		return fmt.Errorf("seccomp socket: %w", err)
 	}
+	stopMetrics, err := s.startMetrics()
+	if err != nil {
+		ctl.Close()
+		sec.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer stopMetrics()
 	if !s.cfg.NoViews {
 		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)

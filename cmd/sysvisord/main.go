@@ -16,6 +16,7 @@ import (
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/metrics"
 )
 
 func main() {
@@ -30,6 +31,7 @@ func main() {
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
 	policyDir := fs.String("policy-dir", policy.Dir(""), "policy files (<name>.hcl), read at start and on SIGHUP or `sysvisorctl policy reload` (env SYSVISOR_POLICY_DIR)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at ADDR (a port or :port listens on 127.0.0.1 only; host:port as given)")
 	version := fs.Bool("version", false, "print version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -51,12 +53,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sysvisord: --log-format %q: want text or json\n", *logFormat)
 		os.Exit(2)
 	}
+	if *metricsAddr != "" {
+		a, err := metrics.Addr(*metricsAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sysvisord: --metrics: %v\n", err)
+			os.Exit(2)
+		}
+		*metricsAddr = a
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: level, JSONFormat: *logFormat == "json", Output: os.Stderr})
 	if os.Geteuid() != 0 {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir})
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir, MetricsAddr: *metricsAddr})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		os.Exit(1)

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -805,6 +806,8 @@ func childTimed() error {
 	}
 	slices.Sort(durs)
 	emit(event{Step: "timed", Calls: n, P50Ns: int64(durs[(n+1)/2-1]), P99Ns: int64(durs[(n*99+99)/100-1])})
+	// An interactive parent keeps the container alive until it closes stdin.
+	io.Copy(io.Discard, stdin)
 	return nil
 }
 

@@ -7,14 +7,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 	"github.com/sysvisor/sysvisor/supervisor/stats"
 	"github.com/sysvisor/sysvisor/supervisor/trace"
@@ -303,3 +308,66 @@ func TestIntegrationTraceSlowReader(t *testing.T) {
 // traceBufferSlack: events still in the supervisor's buffer when the client
 // stopped are neither received nor dropped.
 const traceBufferSlack = 4096 + 1
+
+// Metrics: a scrape over HTTP counts a real listener's notifications and
+// the container, and the server is gone once sysvisord stops.
+func TestIntegrationMetrics(t *testing.T) {
+	requireRoot(t)
+	srv := startServer(t, func(c *supervisor.Config) { c.MetricsAddr = "127.0.0.1:0" })
+	addr := srv.srv.MetricsAddr()
+	if addr == "" {
+		t.Fatal("no metrics address after start")
+	}
+	cg := newCgroup(t, memLimit, pidsMax)
+	id := newID("metrics")
+	srv.create(id)
+	const calls = 300
+	ch := startChild(t, srv, childOpts{scenario: "timed", id: id, cgroup: cg, arg: fmt.Sprint(calls), interactive: true})
+	ch.next("timed", 30*time.Second)
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	out := scrape()
+	value := func(series string) float64 {
+		t.Helper()
+		for _, l := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(l, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("no series %s in:\n%s", series, out)
+		return 0
+	}
+	if v := value(`sysvisord_notifications_total{action="emulate",decision="return",syscall="sysinfo"}`); v != calls {
+		t.Errorf("sysinfo returns: %v, want %d", v, calls)
+	}
+	gone := value(`sysvisord_notifications_total{action="emulate",decision="gone",syscall="sysinfo"}`)
+	if v := value(`sysvisord_notification_latency_seconds_count{action="emulate",syscall="sysinfo"}`); v != calls+gone {
+		t.Errorf("latency count %v, want %v", v, calls+gone)
+	}
+	if v := value(`sysvisord_notification_latency_seconds_bucket{action="emulate",syscall="sysinfo",le="+Inf"}`); v != calls+gone {
+		t.Errorf("+Inf bucket %v", v)
+	}
+	if value(`sysvisord_containers{status="running"}`) != 1 || value(`sysvisord_listeners`) != 1 || value(`sysvisord_leases`) != 1 {
+		t.Errorf("containers, listeners, leases:\n%s", out)
+	}
+	ch.stdin.Close()
+	ch.mustExitZero()
+	if err := srv.stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("metrics still served after sysvisord stopped")
+	}
+}
