@@ -3,7 +3,10 @@ package supervisor
 import (
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/stats"
 	"github.com/sysvisor/sysvisor/supervisor/trace"
@@ -16,6 +19,8 @@ type observer struct {
 	container string
 	shard     *stats.Shard
 	hub       *trace.Hub
+	guard     *guard // nil: the policy sets no limits
+	log       hclog.Logger
 }
 
 // observation is one notification in flight: a value on the listener's
@@ -25,6 +30,8 @@ type observation struct {
 	key   stats.Key
 	// ev is non-nil only when a trace subscriber wants this notification.
 	ev *trace.Event
+	// limited: the rate guard refuses it (EAGAIN, no handler).
+	limited bool
 }
 
 // begin starts timing n. When a trace wants it, the arguments are decoded
@@ -53,7 +60,47 @@ func (o *observer) begin(fd *notify.Fd, n *notify.Notif, acts actions) observati
 		}
 	}
 	ob.start = time.Now()
+	if o.guard != nil && !o.guard.allow(ob.start) {
+		ob.limited = o.guard.action == policy.LimitEAGAIN
+		o.guard.over++
+		// At most one line a second: a flood must not become a flood of
+		// log lines (hclog's lock is shared by every listener).
+		if ob.start.Sub(o.guard.logged) >= time.Second {
+			o.log.Warn("container over its policy's notification rate", "rate", o.guard.rate, "burst", o.guard.burst,
+				"action", string(o.guard.action), "over", o.guard.over)
+			o.guard.over, o.guard.logged = 0, ob.start
+		}
+	}
 	return ob
+}
+
+// guard is the policy's notification rate limit for one listener: a token
+// bucket that only its listener's goroutine touches, so no lock and no
+// atomics.
+type guard struct {
+	rate, burst float64
+	action      policy.LimitAction
+	tokens      float64
+	last        time.Time
+	over        uint64    // over the rate since the last log line
+	logged      time.Time // last log line
+}
+
+func newGuard(l *policy.Limits, now time.Time) *guard {
+	return &guard{rate: float64(l.Rate), burst: float64(l.Burst), action: l.Action, tokens: float64(l.Burst), last: now}
+}
+
+// allow takes a token if one is left, refilling at rate since the last call.
+func (g *guard) allow(now time.Time) bool {
+	if dt := now.Sub(g.last).Seconds(); dt > 0 {
+		g.tokens = min(g.burst, g.tokens+dt*g.rate)
+	}
+	g.last = now
+	if g.tokens >= 1 {
+		g.tokens--
+		return true
+	}
+	return false
 }
 
 // end records how n was answered; sendErr is the response's error.
@@ -61,6 +108,8 @@ func (o *observer) end(ob *observation, resp handlers.Response, sendErr error) {
 	lat := time.Since(ob.start)
 	d := stats.Continue
 	switch {
+	case ob.limited:
+		d = stats.Limited
 	case sendErr != nil:
 		d = stats.Gone
 	case resp.Kind == handlers.Errno:

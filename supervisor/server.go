@@ -356,7 +356,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		}
 		// The record keeps the rules themselves: a reload never changes
 		// the policy of a container that exists.
-		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules,
+		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
 			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
@@ -614,7 +614,10 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	s.mu.Unlock()
 	log.Info("seccomp listener attached", "init", init)
 	c.Listeners.Add(1)
-	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace}
+	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace, log: log}
+	if l := c.Snapshot().Limits; l != nil {
+		obs.guard = newGuard(l, time.Now())
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -654,7 +657,12 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 		}
 		c.Notified.Add(1)
 		ob := obs.begin(fd, &n, acts)
-		resp := dispatch(c, fd, &n, acts, log)
+		var resp handlers.Response
+		if ob.limited {
+			resp = handlers.Fail(unix.EAGAIN)
+		} else {
+			resp = dispatch(c, fd, &n, acts, log)
+		}
 		var serr error
 		switch resp.Kind {
 		case handlers.Continue:

@@ -114,6 +114,8 @@ func runChild(scen string) error {
 		return childQueued()
 	case "timed":
 		return childTimed()
+	case "rate":
+		return childRate()
 	}
 	return fmt.Errorf("unknown scenario %q", scen)
 }
@@ -808,6 +810,32 @@ func childTimed() error {
 	emit(event{Step: "timed", Calls: n, P50Ns: int64(durs[(n+1)/2-1]), P99Ns: int64(durs[(n*99+99)/100-1])})
 	// An interactive parent keeps the container alive until it closes stdin.
 	io.Copy(io.Discard, stdin)
+	return nil
+}
+
+// childRate makes trapped calls back to back for the given number of
+// milliseconds and reports how many succeeded (Calls) and how each failure
+// failed (Msg: errno name -> count).
+func childRate() error {
+	var ms int
+	if _, err := fmt.Sscanf(os.Getenv(envArg), "%d", &ms); err != nil {
+		return fmt.Errorf("arg %q: want milliseconds", os.Getenv(envArg))
+	}
+	if err := setup(); err != nil {
+		return err
+	}
+	errnos := map[string]int{}
+	ok := 0
+	var si unix.Sysinfo_t
+	for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		if e := sysinfo(uintptr(unsafe.Pointer(&si))); e != 0 {
+			errnos[unix.ErrnoName(e)]++
+		} else {
+			ok++
+		}
+	}
+	b, _ := json.Marshal(errnos)
+	emit(event{Step: "rate", Calls: ok, Msg: string(b)})
 	return nil
 }
 

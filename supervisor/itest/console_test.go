@@ -5,6 +5,7 @@ package itest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -369,5 +370,83 @@ func TestIntegrationMetrics(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		t.Error("metrics still served after sysvisord stopped")
+	}
+}
+
+// createWithPolicy writes a policy file into the supervisor's policy
+// directory, reloads, and creates a container under it.
+func createWithPolicy(t *testing.T, srv *server, id, name, src string) {
+	t.Helper()
+	dir := filepath.Join(filepath.Dir(srv.stateDir), "policies")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".hcl"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.call(control.Request{Op: control.OpPolicyReload}); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	resp, err := srv.call(control.Request{Op: control.OpCreate, ID: id, Bundle: "/nonexistent/itest-bundle", Policy: name})
+	if err != nil || resp.Policy == nil || resp.Policy.Name != name {
+		t.Fatalf("create %s under %s: %v %+v", id, name, err, resp)
+	}
+}
+
+// The policy's rate guard: past burst + rate x time, calls fail with
+// EAGAIN without reaching the handler, and stats count them as limited;
+// with action "log" every call is served and the excess is logged.
+func TestIntegrationRateGuard(t *testing.T) {
+	requireRoot(t)
+	srv := startServer(t)
+	cg := newCgroup(t, memLimit, pidsMax)
+	const rate, burst, ms = 200, 50, 1000
+	limited := newID("limited")
+	createWithPolicy(t, srv, limited, "itest-limited", fmt.Sprintf(`version = 1
+syscall "sysinfo" { action = "emulate" }
+limits {
+  notifications_per_second = %d
+  burst = %d
+}
+`, rate, burst))
+	ch := startChild(t, srv, childOpts{scenario: "rate", id: limited, cgroup: cg, arg: fmt.Sprint(ms)})
+	ev := ch.next("rate", 30*time.Second)
+	ch.mustExitZero()
+	var errnos map[string]int
+	json.Unmarshal([]byte(ev.Msg), &errnos)
+	t.Logf("%d calls served, failures %v", ev.Calls, errnos)
+	// The child's loop runs at least ms; allow for the handoff before it
+	// and scheduling: at most burst + rate x (ms + 500ms) get through.
+	if max := burst + rate*(ms+500)/1000; ev.Calls < burst+rate*ms/1000/2 || ev.Calls > max {
+		t.Errorf("%d calls served in %dms under %d/s (burst %d), want about %d", ev.Calls, ms, rate, burst, burst+rate*ms/1000)
+	}
+	if errnos["EAGAIN"] == 0 || len(errnos) != 1 {
+		t.Errorf("failures %v, want only EAGAIN", errnos)
+	}
+	r := statRow(t, srv, limited, "sysinfo", "emulate")
+	if r.Limited != uint64(errnos["EAGAIN"]) || r.Return != uint64(ev.Calls) {
+		t.Errorf("stats %+v: want %d limited, %d returned", r, errnos["EAGAIN"], ev.Calls)
+	}
+	if !strings.Contains(srv.log.String(), "over its policy's notification rate") {
+		t.Error("no log line for the refused calls")
+	}
+
+	logged := newID("logged")
+	createWithPolicy(t, srv, logged, "itest-logged", fmt.Sprintf(`version = 1
+syscall "sysinfo" { action = "emulate" }
+limits {
+  notifications_per_second = %d
+  action = "log"
+}
+`, rate))
+	cg2 := newCgroup(t, memLimit, pidsMax)
+	ch = startChild(t, srv, childOpts{scenario: "rate", id: logged, cgroup: cg2, arg: "300"})
+	ev = ch.next("rate", 30*time.Second)
+	ch.mustExitZero()
+	if ev.Msg != "{}" || ev.Calls <= rate {
+		t.Errorf("under action log: %d calls served, failures %s; want all served, more than %d", ev.Calls, ev.Msg, rate)
+	}
+	if n := strings.Count(srv.log.String(), "over its policy's notification rate"); n < 2 || n > 4 {
+		t.Errorf("%d rate log lines in all: want one a second at most per listener", n)
 	}
 }
