@@ -23,6 +23,9 @@ type observer struct {
 	log       hclog.Logger
 }
 
+// otherKey counts notifications no rule answered.
+var otherKey = stats.KeyOf(stats.Other, "")
+
 // observation is one notification in flight: a value on the listener's
 // stack, so the notify path allocates nothing for it.
 type observation struct {
@@ -39,7 +42,7 @@ type observation struct {
 // is not counted in the latency.
 func (o *observer) begin(fd *notify.Fd, n *notify.Notif, acts actions) observation {
 	a := acts.rule(n)
-	ob := observation{key: stats.KeyOf(stats.Other, "")}
+	ob := observation{key: otherKey}
 	name := ""
 	if a != nil {
 		ob.key, name = a.key, a.entry.Name

@@ -49,7 +49,8 @@ commands (local; as root for every probe):
 commands (local, any user):
   policy check FILE...    validate policy files; every error with file:line:column and a hint
   policy explain NAME     what a container under a policy (name or FILE.hcl) can and cannot do
-  policy list             the policies a container can name
+  policy list             the built-ins and the files of the policy directory (what sysvisord
+                          loads at its next reload; "policy reload" shows what it has active)
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
