@@ -111,10 +111,10 @@ func (o *observer) end(ob *observation, resp handlers.Response, sendErr error) {
 	lat := time.Since(ob.start)
 	d := stats.Continue
 	switch {
+	case sendErr != nil: // whatever it was, the caller never saw it
+		d = stats.Gone
 	case ob.limited:
 		d = stats.Limited
-	case sendErr != nil:
-		d = stats.Gone
 	case resp.Kind == handlers.Errno:
 		d = stats.Errno
 	case resp.Kind == handlers.Value:

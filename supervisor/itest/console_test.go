@@ -424,7 +424,7 @@ limits {
 		t.Errorf("failures %v, want only EAGAIN", errnos)
 	}
 	r := statRow(t, srv, limited, "sysinfo", "emulate")
-	if r.Limited != uint64(errnos["EAGAIN"]) || r.Return != uint64(ev.Calls) {
+	if r.Limited != uint64(errnos["EAGAIN"]) || r.Return != uint64(ev.Calls) || r.Count != r.Limited+r.Return+r.Gone {
 		t.Errorf("stats %+v: want %d limited, %d returned", r, errnos["EAGAIN"], ev.Calls)
 	}
 	if !strings.Contains(srv.log.String(), "over its policy's notification rate") {
