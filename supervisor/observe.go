@@ -23,13 +23,18 @@ type observer struct {
 	log       hclog.Logger
 }
 
+// epoch is the origin of the notify path's timestamps: time.Since reads
+// only the monotonic clock (one vDSO call, ~50 ns here) where time.Now
+// reads the wall clock too.
+var epoch = time.Now()
+
 // otherKey counts notifications no rule answered.
 var otherKey = stats.KeyOf(stats.Other, "")
 
 // observation is one notification in flight: a value on the listener's
 // stack, so the notify path allocates nothing for it.
 type observation struct {
-	start time.Time
+	start time.Duration // since epoch
 	key   stats.Key
 	// ev is non-nil only when a trace subscriber wants this notification.
 	ev *trace.Event
@@ -62,13 +67,13 @@ func (o *observer) begin(fd *notify.Fd, n *notify.Notif, acts actions) observati
 			ob.ev = ev
 		}
 	}
-	ob.start = time.Now()
+	ob.start = time.Since(epoch)
 	if o.guard != nil && !o.guard.allow(ob.start) {
 		ob.limited = o.guard.action == policy.LimitEAGAIN
 		o.guard.over++
 		// At most one line a second: a flood must not become a flood of
 		// log lines (hclog's lock is shared by every listener).
-		if ob.start.Sub(o.guard.logged) >= time.Second {
+		if ob.start-o.guard.logged >= time.Second {
 			o.log.Warn("container over its policy's notification rate", "rate", o.guard.rate, "burst", o.guard.burst,
 				"action", string(o.guard.action), "over", o.guard.over)
 			o.guard.over, o.guard.logged = 0, ob.start
@@ -84,18 +89,19 @@ type guard struct {
 	rate, burst float64
 	action      policy.LimitAction
 	tokens      float64
-	last        time.Time
-	over        uint64    // over the rate since the last log line
-	logged      time.Time // last log line
+	last        time.Duration // since epoch
+	over        uint64        // over the rate since the last log line
+	logged      time.Duration // last log line, since epoch
 }
 
-func newGuard(l *policy.Limits, now time.Time) *guard {
-	return &guard{rate: float64(l.Rate), burst: float64(l.Burst), action: l.Action, tokens: float64(l.Burst), last: now}
+func newGuard(l *policy.Limits, now time.Duration) *guard {
+	return &guard{rate: float64(l.Rate), burst: float64(l.Burst), action: l.Action, tokens: float64(l.Burst), last: now, logged: -time.Hour}
 }
 
-// allow takes a token if one is left, refilling at rate since the last call.
-func (g *guard) allow(now time.Time) bool {
-	if dt := now.Sub(g.last).Seconds(); dt > 0 {
+// allow takes a token if one is left, refilling at rate since the last
+// call; now is on epoch's monotonic clock.
+func (g *guard) allow(now time.Duration) bool {
+	if dt := (now - g.last).Seconds(); dt > 0 {
 		g.tokens = min(g.burst, g.tokens+dt*g.rate)
 	}
 	g.last = now
@@ -108,7 +114,7 @@ func (g *guard) allow(now time.Time) bool {
 
 // end records how n was answered; sendErr is the response's error.
 func (o *observer) end(ob *observation, resp handlers.Response, sendErr error) {
-	lat := time.Since(ob.start)
+	lat := time.Since(epoch) - ob.start
 	d := stats.Continue
 	switch {
 	case sendErr != nil: // whatever it was, the caller never saw it

@@ -1,14 +1,20 @@
 package supervisor
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/handlers"
 	"github.com/sysvisor/sysvisor/policy"
+	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
 )
 
 func TestGuardTokenBucket(t *testing.T) {
-	t0 := time.Unix(1000, 0)
+	t0 := 1000 * time.Second
 	g := newGuard(&policy.Limits{Rate: 10, Burst: 5, Action: policy.LimitEAGAIN}, t0)
 	n := 0
 	for i := 0; i < 20; i++ {
@@ -20,13 +26,13 @@ func TestGuardTokenBucket(t *testing.T) {
 		t.Errorf("a burst at once: %d allowed, want 5", n)
 	}
 	// 10/s: one more token every 100 ms.
-	if !g.allow(t0.Add(100*time.Millisecond)) || g.allow(t0.Add(100*time.Millisecond)) {
+	if !g.allow(t0+100*time.Millisecond) || g.allow(t0+100*time.Millisecond) {
 		t.Error("refill after 100ms is not exactly one token")
 	}
 	// A long pause refills to the burst, no further.
 	n = 0
 	for i := 0; i < 20; i++ {
-		if g.allow(t0.Add(time.Hour)) {
+		if g.allow(t0 + time.Hour) {
 			n++
 		}
 	}
@@ -41,11 +47,37 @@ func TestGuardTokenBucket(t *testing.T) {
 	g = newGuard(&policy.Limits{Rate: 10, Burst: 1}, t0)
 	n = 0
 	for ms := 0; ms < 10000; ms++ {
-		if g.allow(t0.Add(time.Duration(ms) * time.Millisecond)) {
+		if g.allow(t0 + time.Duration(ms)*time.Millisecond) {
 			n++
 		}
 	}
 	if n < 99 || n > 101 {
 		t.Errorf("10 s at 1000 calls/s under 10/s: %d allowed", n)
+	}
+}
+
+// The observer's cost per notification when nobody traces: what every
+// notification pays for stats and trace.
+func BenchmarkObserverNoTrace(b *testing.B) {
+	tab, err := handlers.NewTable(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	acts, err := newActions(tab, []policy.Rule{{Syscall: "sysinfo", Action: policy.Emulate}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nr, _ := tab.Nr("sysinfo")
+	if runtime.GOARCH != "amd64" {
+		b.Skip("amd64 audit arch")
+	}
+	n := notify.Notif{Data: notify.Data{Nr: nr, Arch: unix.AUDIT_ARCH_X86_64}}
+	s := &Server{stats: stats.NewSet()}
+	o := &observer{container: "c", shard: s.stats.NewShard("c"), hub: &s.trace}
+	resp := handlers.Return(0)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		ob := o.begin(nil, &n, acts)
+		o.end(&ob, resp, nil)
 	}
 }

@@ -616,7 +616,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	c.Listeners.Add(1)
 	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace, log: log}
 	if l := c.Snapshot().Limits; l != nil {
-		obs.guard = newGuard(l, time.Now())
+		obs.guard = newGuard(l, time.Since(epoch))
 	}
 	s.wg.Add(1)
 	go func() {
