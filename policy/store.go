@@ -152,16 +152,12 @@ func (s *Store) Reload() (*Report, error) {
 	for _, name := range sortedKeys(names) {
 		path, isFile := files[name]
 		if !isFile {
-			if b, ok := Builtin(name); ok {
-				p, err := Parse(name, "built-in:"+name+".hcl", b)
-				if err == nil && s.check != nil {
-					err = s.check(p)
-				}
+			if _, ok := Builtin(name); ok {
+				p, err := s.parseBuiltin(name)
 				if err != nil {
 					// Built-ins are tested; this build cannot serve it.
-					return rep, fmt.Errorf("built-in policy %q: %w", name, err)
+					return rep, err
 				}
-				p.Source = "built-in"
 				next.active[name] = p
 				l := Loaded{Name: name, Status: StatusBuiltin, Source: p.Source}
 				if _, had := old.src[name]; had {
@@ -191,12 +187,21 @@ func (s *Store) Reload() (*Report, error) {
 		if errors.As(err, &pe) {
 			l.Problems = pe.Problems
 		}
-		if prev, ok := old.active[name]; ok && old.src[name] != nil {
-			next.active[name], next.src[name] = prev, old.src[name]
+		// The last good version: the active one (a file's, or the
+		// built-in a broken override would replace), else the copy kept
+		// on disk by an earlier sysvisord, else the built-in.
+		if prev, ok := old.active[name]; ok {
+			next.active[name] = prev
+			if old.src[name] != nil {
+				next.src[name] = old.src[name]
+			}
 			l.Status, l.Source = StatusKept, prev.Source
 		} else if prev, prevSrc, ok := s.loadKept(name, path); ok {
 			next.active[name], next.src[name] = prev, prevSrc
 			l.Status, l.Source = StatusKept, prev.Source
+		} else if p, ok := s.builtin(name); ok {
+			next.active[name] = p
+			l.Status, l.Source = StatusKept, p.Source
 		} else {
 			next.failed[name] = err
 			l.Status = StatusFailed
@@ -208,6 +213,29 @@ func (s *Store) Reload() (*Report, error) {
 		return rep, fmt.Errorf("%d policy file(s) refused, last good versions kept: %s", len(refused), strings.Join(refused, "; "))
 	}
 	return rep, nil
+}
+
+func (s *Store) parseBuiltin(name string) (*Policy, error) {
+	b, _ := Builtin(name)
+	p, err := Parse(name, "built-in:"+name+".hcl", b)
+	if err == nil && s.check != nil {
+		err = s.check(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("built-in policy %q: %w", name, err)
+	}
+	p.Source = "built-in"
+	return p, nil
+}
+
+// builtin returns the built-in of that name, if there is one this
+// supervisor can serve.
+func (s *Store) builtin(name string) (*Policy, bool) {
+	if _, ok := Builtin(name); !ok {
+		return nil, false
+	}
+	p, err := s.parseBuiltin(name)
+	return p, err == nil
 }
 
 // files lists <dir>/<name>.hcl for valid names.

@@ -108,8 +108,9 @@ func TestStoreReloadKeepsLastGood(t *testing.T) {
 	}
 }
 
-// A file overrides the built-in of its name; removing it brings the
-// built-in back. The caller's check refuses like a parse error.
+// A file overrides the built-in of its name; a refused override keeps the
+// built-in, and so does removing it. The caller's check refuses like a
+// parse error.
 func TestStoreOverrideAndCheck(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "strict.hcl")
@@ -122,11 +123,32 @@ func TestStoreOverrideAndCheck(t *testing.T) {
 		return nil
 	})
 	rep, err := s.Reload()
-	if !errors.Is(err, refuse) && (err == nil || !strings.Contains(err.Error(), "no handler for that")) {
+	if err == nil || !strings.Contains(err.Error(), "no handler for that") {
 		t.Fatalf("check not applied: %v", err)
 	}
-	if l := status(rep, "strict"); l.Status != StatusFailed {
-		t.Errorf("strict overridden by a refused file: %+v", l)
+	if l := status(rep, "strict"); l.Status != StatusKept || l.Source != "built-in" {
+		t.Errorf("strict overridden by a refused file at start: %+v", l)
+	}
+	// A good override, then a broken one: the good override stays.
+	os.WriteFile(path, []byte(strings.Replace(goodCI, "ci v1", "mine", 1)), 0o644)
+	if _, err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nbroken"), 0o644)
+	if rep, err := s.Reload(); err == nil || status(rep, "strict").Status != StatusKept {
+		t.Fatalf("broken override: %v %+v", err, status(rep, "strict"))
+	}
+	if p, _ := s.Get("strict"); p.Description != "mine" {
+		t.Errorf("after a broken override: %+v", p)
+	}
+	// A refused built-in override while nothing was active (a first
+	// load): the built-in serves.
+	s2 := NewStore(dir, "", nil)
+	if rep, _ := s2.Reload(); status(rep, "strict").Status != StatusKept {
+		t.Errorf("first load of a broken override: %+v", status(rep, "strict"))
+	}
+	if p, err := s2.Get("strict"); err != nil || p.Source != "built-in" {
+		t.Errorf("first load of a broken override serves %+v, %v", p, err)
 	}
 	os.Remove(path)
 	if _, err := s.Reload(); err != nil {
