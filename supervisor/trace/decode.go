@@ -25,6 +25,9 @@ const (
 	mountFlags
 	umountFlags
 	dec
+	mode
+	dev
+	seccompOp
 )
 
 // layouts: the arguments of each interceptable syscall (x86-64 and arm64
@@ -41,6 +44,9 @@ var layouts = map[string][]struct {
 	"open_tree":     {{"dfd", dfd}, {"path", str}, {"flags", hex}},
 	"move_mount":    {{"from_dfd", dfd}, {"from_path", str}, {"to_dfd", dfd}, {"to_path", str}, {"flags", hex}},
 	"mount_setattr": {{"dfd", dfd}, {"path", str}, {"flags", hex}, {"attr", hex}, {"size", dec}},
+	"mknod":         {{"path", str}, {"mode", mode}, {"dev", dev}},
+	"mknodat":       {{"dfd", dfd}, {"path", str}, {"mode", mode}, {"dev", dev}},
+	"seccomp":       {{"op", seccompOp}, {"flags", hex}, {"args", hex}},
 }
 
 // Decode renders a syscall's arguments: strings copied from mem (at most
@@ -75,6 +81,15 @@ func Decode(syscall string, args [6]uint64, mem Memory) string {
 			s = flagNames(v, umountFlagNames)
 		case dec:
 			s = strconv.FormatUint(v, 10)
+		case mode:
+			s = fileMode(uint32(v))
+		case dev:
+			s = fmt.Sprintf("%d:%d", unix.Major(v), unix.Minor(v))
+		case seccompOp:
+			s = seccompOps[v]
+			if s == "" {
+				s = strconv.FormatUint(v, 10)
+			}
 		default:
 			s = fmt.Sprintf("%#x", v)
 		}
@@ -98,6 +113,28 @@ func readString(addr uint64, mem Memory) string {
 		return fmt.Sprintf("%#x (%v)", addr, err)
 	}
 	return strconv.Quote(s)
+}
+
+var fileTypes = map[uint32]string{
+	unix.S_IFREG: "S_IFREG", unix.S_IFCHR: "S_IFCHR", unix.S_IFBLK: "S_IFBLK",
+	unix.S_IFIFO: "S_IFIFO", unix.S_IFSOCK: "S_IFSOCK", unix.S_IFDIR: "S_IFDIR", unix.S_IFLNK: "S_IFLNK",
+}
+
+// fileMode renders a mknod mode: its file type, then the permission bits.
+func fileMode(m uint32) string {
+	perm := fmt.Sprintf("%#o", m&0o7777)
+	if t, ok := fileTypes[m&unix.S_IFMT]; ok {
+		return t + "|" + perm
+	}
+	if m&unix.S_IFMT == 0 {
+		return perm
+	}
+	return fmt.Sprintf("%#o", m)
+}
+
+var seccompOps = map[uint64]string{
+	unix.SECCOMP_SET_MODE_STRICT: "SECCOMP_SET_MODE_STRICT", unix.SECCOMP_SET_MODE_FILTER: "SECCOMP_SET_MODE_FILTER",
+	unix.SECCOMP_GET_ACTION_AVAIL: "SECCOMP_GET_ACTION_AVAIL", unix.SECCOMP_GET_NOTIF_SIZES: "SECCOMP_GET_NOTIF_SIZES",
 }
 
 type flagName struct {

@@ -37,6 +37,9 @@ func TestDecode(t *testing.T) {
 		{"umount2", [6]uint64{0x4000, 0}, `target=0x4000 (longer than 256 bytes), flags=0`},
 		{"move_mount", [6]uint64{uint64(0xffffff9c), 0x2000, 3, 0x2000, 4}, `from_dfd=AT_FDCWD, from_path="/mnt/t", to_dfd=3, to_path="/mnt/t", flags=0x4`},
 		{"sysinfo", [6]uint64{0x7ffd1234}, `info=0x7ffd1234`},
+		{"mknod", [6]uint64{0x2000, unix.S_IFCHR | 0o666, unix.Mkdev(1, 3)}, `path="/mnt/t", mode=S_IFCHR|0666, dev=1:3`},
+		{"mknodat", [6]uint64{uint64(0xffffff9c), 0x2000, unix.S_IFIFO | 0o600, 0}, `dfd=AT_FDCWD, path="/mnt/t", mode=S_IFIFO|0600, dev=0:0`},
+		{"seccomp", [6]uint64{unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, 0x5000}, `op=SECCOMP_SET_MODE_FILTER, flags=0x8, args=0x5000`},
 		{"chown", [6]uint64{1, 2, 3, 4, 5, 6}, `0x1, 0x2, 0x3, 0x4, 0x5, 0x6`},
 	} {
 		if got := Decode(tc.syscall, tc.args, mem); got != tc.want {
