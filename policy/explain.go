@@ -55,6 +55,14 @@ func Explain(p *Policy) string {
 	} else {
 		cannot = append(cannot, "see its own figures in /proc/meminfo, /proc/uptime and the other view files: it reads the host's (views = false)")
 	}
+	if l := p.Limits; l != nil {
+		what := fmt.Sprintf("make more than %d trapped calls a second (bursts of %d) per process tree (init's, and each exec's): ", l.Rate, l.Burst)
+		if l.Action == LimitEAGAIN {
+			cannot = append(cannot, what+"the excess fails with EAGAIN, without reaching a handler")
+		} else {
+			can = append(can, what+"sysvisord only logs the excess (limits action \"log\")")
+		}
+	}
 	b.WriteString("\nA container under this policy can:\n")
 	for _, s := range can {
 		fmt.Fprintf(&b, "  - %s\n", s)

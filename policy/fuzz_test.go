@@ -32,6 +32,9 @@ func FuzzParse(f *testing.F) {
 		if p.Version != Version || len(p.Rules) == 0 {
 			t.Fatalf("accepted version %d with %d rules", p.Version, len(p.Rules))
 		}
+		if l := p.Limits; l != nil && (l.Rate < 1 || l.Rate > maxRate || l.Burst < 1 || l.Burst > maxRate || (l.Action != LimitEAGAIN && l.Action != LimitLog)) {
+			t.Fatalf("accepted limits %+v", *l)
+		}
 		last := -1
 		for _, r := range p.Rules {
 			i := -1

@@ -59,7 +59,6 @@ var (
 	reservedBlocks = map[string]string{
 		"sysctl":  "per-container sysctls are not implemented yet",
 		"devices": "the mknod/device allowlist is not implemented yet",
-		"limits":  "resource guards (notification rate limits) are not implemented yet",
 	}
 	reservedMountOptions = map[string]string{
 		"fstypes":    "an allowlist of filesystem types is not implemented yet",
@@ -108,7 +107,7 @@ func Parse(name, file string, src []byte) (*Policy, error) {
 func decode(p *Policy, body hcl.Body) hcl.Diagnostics {
 	schema := &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}, {Name: "description"}, {Name: "views"}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "syscall", LabelNames: []string{"name"}}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "syscall", LabelNames: []string{"name"}}, {Type: "limits"}},
 	}
 	for b := range reservedBlocks {
 		schema.Blocks = append(schema.Blocks, hcl.BlockHeaderSchema{Type: b})
@@ -141,6 +140,16 @@ func decode(p *Policy, body hcl.Body) hcl.Diagnostics {
 	for _, b := range content.Blocks {
 		if why, ok := reservedBlocks[b.Type]; ok {
 			diags = append(diags, errAt(b.DefRange, fmt.Sprintf("block %q is reserved", b.Type), why+"; see docs/policy.md"))
+			continue
+		}
+		if b.Type == "limits" {
+			if p.Limits != nil {
+				diags = append(diags, errAt(b.DefRange, "duplicate limits block", "merge the two blocks"))
+				continue
+			}
+			l, d := decodeLimits(b.Body)
+			diags = append(diags, d...)
+			p.Limits = l
 			continue
 		}
 		sc := b.Labels[0]
@@ -201,6 +210,47 @@ func decode(p *Policy, body hcl.Body) hcl.Diagnostics {
 			`sysvisord learns of a container through its seccomp listener, which exists only when a syscall is trapped; add at least syscall "sysinfo" { action = "emulate" }`))
 	}
 	return diags
+}
+
+// maxRate bounds notifications_per_second: far above what one listener can
+// answer (~100k/s), so any larger value would be a typo.
+const maxRate = 1_000_000
+
+func decodeLimits(body hcl.Body) (*Limits, hcl.Diagnostics) {
+	schema := &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "notifications_per_second", Required: true}, {Name: "burst"}, {Name: "action"}}}
+	content, diags := body.Content(schema)
+	l := &Limits{Action: LimitEAGAIN}
+	if a := content.Attributes["notifications_per_second"]; a != nil {
+		v, d := number(a)
+		diags = append(diags, d...)
+		if !d.HasErrors() && (v < 1 || v > maxRate) {
+			diags = append(diags, errAt(a.Expr.Range(), fmt.Sprintf("notifications_per_second %d is out of range", v), fmt.Sprintf("1 to %d", maxRate)))
+		}
+		l.Rate = v
+	}
+	l.Burst = l.Rate
+	if a := content.Attributes["burst"]; a != nil {
+		v, d := number(a)
+		diags = append(diags, d...)
+		if !d.HasErrors() && (v < 1 || v > maxRate) {
+			diags = append(diags, errAt(a.Expr.Range(), fmt.Sprintf("burst %d is out of range", v), fmt.Sprintf("1 to %d notifications", maxRate)))
+		}
+		l.Burst = v
+	}
+	if a := content.Attributes["action"]; a != nil {
+		s, d := str(a)
+		diags = append(diags, d...)
+		switch LimitAction(s) {
+		case LimitEAGAIN, LimitLog:
+			l.Action = LimitAction(s)
+		default:
+			if !d.HasErrors() {
+				diags = append(diags, errAt(a.Expr.Range(), fmt.Sprintf("unknown limits action %q", s), `"eagain" (refuse the call) or "log" (log, then answer as usual)`+suggest(s, []string{"eagain", "log"})))
+			}
+		}
+	}
+	return l, diags
 }
 
 func decodeRule(entry *catalog.Syscall, body hcl.Body) (Rule, hcl.Diagnostics) {

@@ -63,6 +63,27 @@ type Policy struct {
 	Views bool `json:"views"`
 	// Rules, in catalog order. A syscall without a rule is not trapped.
 	Rules []Rule `json:"rules"`
+	// Limits is the resource guard; nil: none.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// LimitAction is what the guard does past the rate.
+type LimitAction string
+
+// Limit actions.
+const (
+	LimitEAGAIN LimitAction = "eagain" // the call fails with EAGAIN, no handler runs
+	LimitLog    LimitAction = "log"    // counted and logged (once a second), answered as usual
+)
+
+// Limits guard sysvisord against a container that floods it: a token
+// bucket per seccomp listener (init's tree, and each exec).
+type Limits struct {
+	// Rate is the sustained notifications per second; Burst how many may
+	// come at once (default Rate).
+	Rate   int         `json:"notificationsPerSecond"`
+	Burst  int         `json:"burst"`
+	Action LimitAction `json:"action"`
 }
 
 // Notify lists the syscalls trapped to sysvisord.

@@ -159,6 +159,26 @@ func TestParse(t *testing.T) {
 			}
 		}},
 
+		{name: "limits", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 500\n}\n", check: func(t *testing.T, p *Policy) {
+			if p.Limits == nil || *p.Limits != (Limits{Rate: 500, Burst: 500, Action: LimitEAGAIN}) {
+				t.Errorf("limits %+v", p.Limits)
+			}
+		}},
+		{name: "limits log", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 10\n  burst = 100\n  action = \"log\"\n}\n", check: func(t *testing.T, p *Policy) {
+			if p.Limits == nil || *p.Limits != (Limits{Rate: 10, Burst: 100, Action: LimitLog}) {
+				t.Errorf("limits %+v", p.Limits)
+			}
+		}},
+		{name: "no limits", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\n", check: func(t *testing.T, p *Policy) {
+			if p.Limits != nil {
+				t.Errorf("limits %+v", p.Limits)
+			}
+		}},
+		{name: "limits bad action", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 10\n  action = \"eagian\"\n}\n", want: []string{`5:12 unknown limits action "eagian"`}},
+		{name: "limits zero rate", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 0\n}\n", want: []string{`4:30 notifications_per_second 0 is out of range`}},
+		{name: "limits without rate", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  burst = 5\n}\n", want: []string{`3:8 Missing required argument`}},
+		{name: "limits twice", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 1\n}\nlimits {\n  notifications_per_second = 2\n}\n", want: []string{`6:1 duplicate limits block`}},
+
 		{name: "typo in key", src: "version = 1\nsyscall \"sysinfo\" {\n  actoin = \"emulate\"\n}\n",
 			want: []string{"2:19 Missing required argument", `3:3 Unsupported argument`}},
 		{name: "typo in top-level key", src: "verison = 1\n", want: []string{"1:1 Missing required argument", "1:1 Unsupported argument"}},
@@ -309,12 +329,13 @@ func TestExplain(t *testing.T) {
 			}
 		}
 	}
-	p, err := Parse("x", "x.hcl", []byte("version = 1\nviews = false\nsyscall \"mount\" { action = \"log\" }\n"))
+	p, err := Parse("x", "x.hcl", []byte("version = 1\nviews = false\nsyscall \"mount\" { action = \"log\" }\nlimits {\n  notifications_per_second = 50\n}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := Explain(p)
-	for _, w := range []string{"logged by sysvisord", "mount procfs and sysfs as far as the kernel allows, without the container's masks", "unmount the runtime's mounts", "reads the host's (views = false)", "sysinfo        not trapped"} {
+	for _, w := range []string{"logged by sysvisord", "mount procfs and sysfs as far as the kernel allows, without the container's masks", "unmount the runtime's mounts", "reads the host's (views = false)", "sysinfo        not trapped",
+		"make more than 50 trapped calls a second (bursts of 50) per process tree (init's, and each exec's): the excess fails with EAGAIN"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("Explain lacks %q:\n%s", w, out)
 		}

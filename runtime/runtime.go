@@ -193,13 +193,6 @@ func (r *runner) create() int {
 		return 1
 	}
 	name, source := policy.Select(spec.Annotations, processEnv(spec), inv.Global.Policy)
-	// Loaded before anything is leased or mounted: an unknown or invalid
-	// policy leaves nothing behind.
-	pol, err := policy.Load(name, policy.Dir(inv.Global.PolicyDir))
-	if err != nil {
-		r.log.Errorf("container %s: policy from %s: %v", inv.ID, source, err)
-		return 1
-	}
 	if err := Validate(spec, inv.Global.AllowUnsafe); err != nil {
 		r.log.Errorf("%s: %v", cfgPath, err)
 		return 1
@@ -213,17 +206,28 @@ func (r *runner) create() int {
 		r.log.Errorf("%s does not support seccomp SCMP_ACT_NOTIFY (runc >= 1.1 with libseccomp >= 2.5 is required)", r.runc)
 		return 1
 	}
-	r.phases.mark("policy+features")
-	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root, Policy: pol.Name,
-		Rules: pol.Rules, NoViews: !pol.Views}
+	r.phases.mark("features")
+	// sysvisord resolves the policy among the ones it has loaded (it
+	// keeps the last good version of a file that stopped parsing) before
+	// it leases anything: an unknown or invalid policy leaves nothing
+	// behind.
+	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root,
+		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir}
 	if spec.Linux != nil {
 		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
 	}
 	resp, err := control.Call(r.runDir, req, controlTimeout)
+	if err == nil && resp.Policy == nil {
+		err = fmt.Errorf("sysvisord answered without a policy (an older sysvisord?)")
+	}
 	if err != nil {
-		r.log.Errorf("container %s: ID lease from sysvisord: %v", inv.ID, err)
+		r.log.Errorf("container %s: create with sysvisord: %v", inv.ID, err)
+		if resp != nil && resp.Lease != nil {
+			r.release()
+		}
 		return 1
 	}
+	pol := resp.Policy
 	r.phases.mark("lease")
 	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, resp, feat)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/sysvisor/sysvisor/handlers"
 	"github.com/sysvisor/sysvisor/policy"
+	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
 )
 
 // action is what sysvisord answers one trapped syscall of one container.
@@ -15,12 +17,22 @@ type action struct {
 	errno   unix.Errno
 	entry   *handlers.Entry
 	options map[string]bool
+	key     stats.Key // its statistics series
 }
 
 // actions maps a native syscall number to the container's action. Built
 // once per listener at registration and only read afterwards, so the notify
 // loop takes no lock for it.
 type actions map[int32]*action
+
+// rule returns the action for n, nil for a compat-ABI caller or a syscall
+// without a rule (dispatch answers those ENOSYS).
+func (acts actions) rule(n *notify.Notif) *action {
+	if !handlers.IsNative(n.Data.Arch) {
+		return nil
+	}
+	return acts[n.Data.Nr]
+}
 
 // newActions resolves a policy's rules against the handler table.
 func newActions(t *handlers.Table, rules []policy.Rule) (actions, error) {
@@ -34,7 +46,7 @@ func newActions(t *handlers.Table, rules []policy.Rule) (actions, error) {
 		if _, dup := out[nr]; dup {
 			return nil, fmt.Errorf("syscall %q has two rules", r.Syscall)
 		}
-		a := &action{kind: r.Action, entry: e, options: r.Options}
+		a := &action{kind: r.Action, entry: e, options: r.Options, key: stats.KeyOf(r.Syscall, string(r.Action))}
 		switch r.Action {
 		case policy.Emulate, policy.Allow, policy.Log:
 		case policy.Deny:

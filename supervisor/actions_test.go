@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -100,38 +103,70 @@ func TestDispatchActions(t *testing.T) {
 
 func TestControlPolicy(t *testing.T) {
 	e := newEnv(t)
+	os.MkdirAll(e.cfg.PolicyDir, 0o755)
+	ci := filepath.Join(e.cfg.PolicyDir, "ci.hcl")
+	writeCI := func(src string) {
+		t.Helper()
+		if err := os.WriteFile(ci, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCI("version = 1\ndescription = \"v1\"\nsyscall \"sysinfo\" {\n  action = \"deny\"\n}\n")
 	s := e.start(t)
-	strict, err := policy.Load("strict", "")
-	if err != nil {
-		t.Fatal(err)
+	strict, _ := s.policies.Get("strict")
+	r := s.handleControl(control.Request{Op: control.OpCreate, ID: "s", RuncRoot: e.runcRoot, Policy: "strict", PolicySource: "env SYSVISOR_POLICY"})
+	if r.Error != "" || r.Policy == nil || r.Policy.Name != "strict" || len(r.Policy.Rules) != len(strict.Rules) {
+		t.Fatalf("create under strict: %+v", r)
 	}
-	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "s", RuncRoot: e.runcRoot, Policy: "strict", Rules: strict.Rules}); r.Error != "" {
-		t.Fatal(r.Error)
+	// No name: default.
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "d", RuncRoot: e.runcRoot}); r.Error != "" || r.Policy.Name != "default" {
+		t.Fatalf("create without a policy name: %+v", r)
 	}
-	// An older runtime sends the name only: the built-in's rules.
-	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "old", RuncRoot: e.runcRoot, Policy: "dind"}); r.Error != "" {
-		t.Fatal(r.Error)
-	}
-	r := s.handleControl(control.Request{Op: control.OpInspect, ID: "s"})
+	r = s.handleControl(control.Request{Op: control.OpInspect, ID: "s"})
 	if r.Error != "" || len(r.Containers) != 1 || r.Containers[0].Policy != "strict" || len(r.Containers[0].Rules) != len(strict.Rules) {
 		t.Errorf("inspect s: %+v", r)
-	}
-	r = s.handleControl(control.Request{Op: control.OpInspect, ID: "old"})
-	if r.Error != "" || len(r.Containers) != 1 || len(r.Containers[0].Rules) != 8 || r.Containers[0].Rules[1].Action != policy.Emulate {
-		t.Errorf("inspect old: %+v", r)
 	}
 	if r := s.handleControl(control.Request{Op: control.OpInspect, ID: "nope"}); !strings.Contains(r.Error, `no container "nope"`) {
 		t.Errorf("inspect nope: %+v", r)
 	}
-	// Rules sysvisord cannot honour, or an unknown built-in, fail before
-	// anything is leased.
+
+	// The file loaded at start is served; a container made under v1
+	// keeps v1's rules across a reload that changes the file.
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "ci1", RuncRoot: e.runcRoot, Policy: "ci"}); r.Error != "" || r.Policy.Description != "v1" {
+		t.Fatalf("create under ci v1: %+v", r)
+	}
+	writeCI("version = 1\ndescription = \"v2\"\nsyscall \"sysinfo\" {\n  action = \"allow\"\n}\n")
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "ci-before-reload", RuncRoot: e.runcRoot, Policy: "ci"}); r.Error != "" || r.Policy.Description != "v1" {
+		t.Errorf("an edited file counts before a reload: %+v", r.Policy)
+	}
+	if r := s.handleControl(control.Request{Op: control.OpPolicyReload}); r.Error != "" || r.Reload == nil {
+		t.Fatalf("reload: %+v", r)
+	}
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "ci2", RuncRoot: e.runcRoot, Policy: "ci"}); r.Error != "" || r.Policy.Description != "v2" {
+		t.Errorf("create after reload: %+v", r.Policy)
+	}
+	if c, _ := s.reg.Get("ci1"); c.Snapshot().Rules[0].Action != policy.Deny {
+		t.Errorf("running container's rules changed by a reload: %+v", c.Snapshot().Rules)
+	}
+	// A typo: the reload reports it with its position, v2 stays.
+	writeCI("version = 1\nsyscall \"sysinfo\" {\n  action = \"alow\"\n}\n")
+	r = s.handleControl(control.Request{Op: control.OpPolicyReload})
+	if !strings.Contains(r.Error, ci+":3:12") || r.Reload == nil || len(r.Reload.Refused()) != 1 {
+		t.Errorf("reload with a typo: %+v", r)
+	}
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "ci3", RuncRoot: e.runcRoot, Policy: "ci"}); r.Error != "" || r.Policy.Description != "v2" {
+		t.Errorf("create after a refused reload: %+v", r.Policy)
+	}
+
+	// Unknown names, a foreign policy dir: refused before anything is leased.
 	for _, req := range []control.Request{
-		{Op: control.OpCreate, ID: "bad1", RuncRoot: e.runcRoot, Policy: "x", Rules: []policy.Rule{{Syscall: "chown", Action: policy.Allow}}},
-		{Op: control.OpCreate, ID: "bad2", RuncRoot: e.runcRoot, Policy: "nosuch"},
+		{Op: control.OpCreate, ID: "bad1", RuncRoot: e.runcRoot, Policy: "nosuch", PolicySource: "annotation io.sysvisor.policy"},
+		{Op: control.OpCreate, ID: "bad2", RuncRoot: e.runcRoot, Policy: "ci", PolicyDir: "/elsewhere"},
+		{Op: control.OpCreate, ID: "bad3", RuncRoot: e.runcRoot, Policy: "../x"},
 	} {
 		r := s.handleControl(req)
-		if r.Error == "" || !strings.Contains(r.Error, req.Policy) {
-			t.Errorf("create %s: %+v, want an error naming policy %q", req.ID, r, req.Policy)
+		if r.Error == "" || !strings.Contains(r.Error, strconv.Quote(req.Policy)) || !strings.Contains(r.Error, req.PolicySource) {
+			t.Errorf("create %s: %+v, want an error naming policy %q and %q", req.ID, r, req.Policy, req.PolicySource)
 		}
 		if _, ok := s.reg.Get(req.ID); ok {
 			t.Errorf("record left for %s", req.ID)

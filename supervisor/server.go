@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,6 +29,8 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 	"github.com/sysvisor/sysvisor/supervisor/viewfs"
 )
 
@@ -45,6 +48,11 @@ type Config struct {
 	NoSyncWakeUp bool
 	// NoViews disables the FUSE /proc and /sys views.
 	NoViews bool
+	// PolicyDir holds the operators' policy files (default policy.Dir("")).
+	PolicyDir string
+	// MetricsAddr, when set, serves Prometheus metrics there
+	// (host:port, see metrics.Addr).
+	MetricsAddr string
 }
 
 // Server is a running supervisor.
@@ -56,6 +64,13 @@ type Server struct {
 	table  *handlers.Table
 	mounts cgroup.Mounts
 	views  *viewfs.Manager // nil: no views served
+	// policies are the active policies a create can name; they change
+	// only on ReloadPolicies.
+	policies *policy.Store
+	// stats and trace are fed by every listener's observer.
+	stats       *stats.Set
+	trace       trace.Hub
+	metricsAddr atomic.Pointer[string]
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
@@ -122,7 +137,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("cgroup mounts: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
-		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock}
+		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock, stats: stats.NewSet()}
+	// Last good copies live in the state directory: a restart that finds
+	// a broken file serves the version that was active before.
+	s.policies = policy.NewStore(policy.Dir(cfg.PolicyDir), filepath.Join(cfg.StateDir, "policies"), func(p *policy.Policy) error {
+		_, err := newActions(table, p.Rules)
+		return err
+	})
+	if _, err := s.ReloadPolicies(); err != nil && len(s.policies.Names()) == 0 {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
 	ok = true
 	s.reconcile()
 	return s, nil
@@ -193,6 +217,13 @@ func (s *Server) Run(ctx context.Context) error {
 		ctl.Close()
 		return fmt.Errorf("seccomp socket: %w", err)
 	}
+	stopMetrics, err := s.startMetrics()
+	if err != nil {
+		ctl.Close()
+		sec.Close()
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer stopMetrics()
 	if !s.cfg.NoViews {
 		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)
@@ -272,15 +303,27 @@ func (s *Server) acceptLoop(l *net.UnixListener, serve func(*net.UnixConn)) {
 }
 
 func (s *Server) serveControl(conn *net.UnixConn) {
+	// The socket's mode already keeps other users out; the peer's
+	// credentials are checked too, so that a wrong mode (or a connection
+	// passed on by a root process) still gets nothing.
 	uid, err := handoff.PeerUID(conn)
 	if err != nil || uid != 0 {
-		json.NewEncoder(conn).Encode(control.Response{Error: fmt.Sprintf("permission denied: the control socket serves root only (peer uid %d)", uid)})
+		why := fmt.Sprintf("peer uid %d", uid)
+		if err != nil {
+			why = "peer credentials unreadable: " + err.Error()
+		}
+		s.log.Warn("control connection refused: not root", "reason", why)
+		json.NewEncoder(conn).Encode(control.Response{Error: "permission denied: sysvisord's control socket serves root only (" + why + ")"})
 		return
 	}
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
 	var req control.Request
 	if err := json.NewDecoder(conn).Decode(&req); err != nil {
 		json.NewEncoder(conn).Encode(control.Response{Error: "malformed request: " + err.Error()})
+		return
+	}
+	if req.Op == control.OpTrace {
+		s.serveTrace(conn, req)
 		return
 	}
 	resp := s.handleControl(req)
@@ -301,38 +344,28 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err := registry.ValidID(req.ID); err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		if req.Policy == "" {
-			req.Policy = policy.DefaultName
-		}
-		rules := req.Rules
-		if rules == nil {
-			// An older runtime sends only the name: the built-in of
-			// that name, or an error.
-			p, err := policy.Load(req.Policy, "")
-			if err != nil {
-				return control.Response{Error: err.Error()}
-			}
-			rules = p.Rules
-		}
-		// Checked before anything is leased: rules sysvisord cannot
-		// honour fail the create.
-		if _, err := newActions(s.table, rules); err != nil {
-			return control.Response{Error: fmt.Sprintf("policy %q: %v", req.Policy, err)}
+		// Resolved before anything is leased: an unknown or refused
+		// policy fails the create and leaves nothing behind.
+		pol, err := s.createPolicy(req)
+		if err != nil {
+			return control.Response{Error: err.Error()}
 		}
 		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: req.Policy, Rules: rules,
+		// The record keeps the rules themselves: a reload never changes
+		// the policy of a container that exists.
+		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
 			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
 		if err != nil {
 			s.leases.Release(req.ID)
 			return control.Response{Error: err.Error()}
 		}
-		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", req.Policy)
-		resp := control.Response{Lease: &l.Range}
-		if s.views != nil && !req.NoViews {
+		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", pol.Name, "policy_source", pol.Source)
+		resp := control.Response{Lease: &l.Range, Policy: pol}
+		if s.views != nil && pol.Views {
 			// Views are optional: the container is created without them.
 			dir, err := s.views.Mount(req.ID, c)
 			if err == nil {
@@ -376,8 +409,64 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		s.log.SetLevel(level)
 		s.log.Info("log level changed", "from", prev.String(), "to", level.String())
 		return control.Response{Level: prev.String()}
+	case control.OpStats:
+		if req.ID != "" {
+			if _, ok := s.reg.Get(req.ID); !ok {
+				return control.Response{Error: fmt.Sprintf("no container %q", req.ID)}
+			}
+		}
+		return control.Response{Stats: s.stats.Rows(req.ID)}
+	case control.OpPolicyReload:
+		rep, err := s.ReloadPolicies()
+		resp := control.Response{Reload: rep}
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		return resp
 	}
 	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// createPolicy resolves a create's policy among the active ones.
+func (s *Server) createPolicy(req control.Request) (*policy.Policy, error) {
+	name, from := req.Policy, req.PolicySource
+	if name == "" {
+		name, from = policy.DefaultName, "default"
+	}
+	if from == "" {
+		from = "the create request"
+	}
+	// A runtime pointed at another directory would believe the container
+	// runs under a file sysvisord never read.
+	if req.PolicyDir != "" && filepath.Clean(req.PolicyDir) != filepath.Clean(s.policies.Dir()) {
+		return nil, fmt.Errorf("policy %q: the runtime's --policy-dir %s is not sysvisord's policy directory %s (policies are read by sysvisord: drop the runtime's flag or give sysvisord --policy-dir %s)",
+			name, req.PolicyDir, s.policies.Dir(), req.PolicyDir)
+	}
+	p, err := s.policies.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("policy from %s: %w", from, err)
+	}
+	return p, nil
+}
+
+// ReloadPolicies re-reads the policy directory (SIGHUP, `sysvisorctl policy
+// reload`): valid files become active for containers created from now on,
+// a refused file keeps its last good version, and running containers keep
+// the rules in their records.
+func (s *Server) ReloadPolicies() (*policy.Report, error) {
+	rep, err := s.policies.Reload()
+	for _, l := range rep.Policies {
+		switch l.Status {
+		case policy.StatusLoaded, policy.StatusRemoved:
+			s.log.Info("policy "+l.Status, "policy", l.Name, "source", l.Source)
+		case policy.StatusKept, policy.StatusFailed:
+			s.log.Error("policy file refused", "policy", l.Name, "status", l.Status, "active", l.Source, "error", l.Error)
+		}
+	}
+	if err != nil && len(rep.Policies) == 0 {
+		s.log.Error("policy reload failed; active policies unchanged", "dir", s.policies.Dir(), "error", err)
+	}
+	return rep, err
 }
 
 // forget stops serving id and releases everything it held.
@@ -392,6 +481,7 @@ func (s *Server) forget(id string) error {
 	for fd := range fds {
 		fd.Close()
 	}
+	s.stats.Forget(id)
 	if s.views != nil {
 		s.views.Unmount(id)
 	}
@@ -524,10 +614,15 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	s.mu.Unlock()
 	log.Info("seccomp listener attached", "init", init)
 	c.Listeners.Add(1)
+	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace, log: log}
+	if l := c.Snapshot().Limits; l != nil {
+		obs.guard = newGuard(l, time.Since(epoch))
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveListener(c, fd, acts, log)
+		s.serveListener(c, fd, acts, obs, log)
+		s.stats.Retire(obs.shard)
 		c.Listeners.Add(-1)
 		s.mu.Lock()
 		if fds := s.listeners[id]; fds != nil {
@@ -547,7 +642,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 // serveListener is the notify loop of one listener fd. It owns the fd's
 // notifications and never blocks other containers: waiting is done in the
 // poller, not on a thread.
-func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, log hclog.Logger) {
+func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, obs *observer, log hclog.Logger) {
 	var n notify.Notif
 	for {
 		err := fd.Receive(&n)
@@ -561,7 +656,13 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 			return
 		}
 		c.Notified.Add(1)
-		resp := dispatch(c, fd, &n, acts, log)
+		ob := obs.begin(fd, &n, acts)
+		var resp handlers.Response
+		if ob.limited {
+			resp = handlers.Fail(unix.EAGAIN)
+		} else {
+			resp = dispatch(c, fd, &n, acts, log)
+		}
 		var serr error
 		switch resp.Kind {
 		case handlers.Continue:
@@ -574,6 +675,7 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 		if serr != nil && !errors.Is(serr, notify.ErrGone) {
 			log.Warn("seccomp respond", "error", serr)
 		}
+		obs.end(&ob, resp, serr)
 	}
 }
 

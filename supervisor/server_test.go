@@ -96,6 +96,8 @@ func newEnv(t *testing.T) env {
 			StateDir: filepath.Join(dir, "state"),
 			SubUID:   filepath.Join(dir, "subuid"),
 			SubGID:   filepath.Join(dir, "subgid"),
+			// Never the host's /etc/sysvisor/policies.
+			PolicyDir: filepath.Join(dir, "policies"),
 		},
 		runcRoot: filepath.Join(dir, "runc"),
 	}

@@ -47,7 +47,7 @@ up() {
 	if ! alive "$SV_DIR/sysvisord.pid"; then
 		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
 		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \
-			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --log-level "${SV_LOG_LEVEL:-info}" \
+			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --policy-dir "$SV_DIR/policies" --log-level "${SV_LOG_LEVEL:-info}" \
 			${SV_SYSVISORD_ARGS:-} \
 			>>"$SV_DIR/log/sysvisord.log" 2>&1 </dev/null &
 		echo $! >"$SV_DIR/sysvisord.pid"

@@ -3,19 +3,26 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/sysvisor/sysvisor/doctor"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
 const usage = `usage: sysvisorctl [--run-dir DIR] [--policy-dir DIR] COMMAND
@@ -25,11 +32,25 @@ commands (ask sysvisord; root only):
   inspect ID              one container's full record as JSON (ID or a unique prefix)
   log-level LEVEL         change sysvisord's log level (trace, debug, info, warn, error) until it restarts
   version                 versions of sysvisorctl and sysvisord
+  trace [--syscall NAME] [-n N] [--json] [ID]
+                          live notifications: time, container, pid, syscall, decoded arguments,
+                          action, decision, latency; until interrupted (or N events)
+  stats [--json] [ID]     per syscall and policy action: notifications, how they were answered,
+                          sysvisord's latency (p50, p90, p99, max); of one container with ID
+  policy reload           make sysvisord re-read its policy directory (as SIGHUP does); a refused
+                          file is reported with file:line:column and its last good version stays
+
+commands (local; as root for every probe):
+  doctor [--runc PATH] [--daemon-json FILE] [--json]
+                          checks the host: kernel, seccomp notify, idmapped mounts, user namespaces,
+                          runc, subuid/subgid pool, /dev/fuse, policies, sysvisord, Docker registration;
+                          one verdict (ok, warn, FAIL) per line, exit status 1 on any FAIL
 
 commands (local, any user):
   policy check FILE...    validate policy files; every error with file:line:column and a hint
   policy explain NAME     what a container under a policy (name or FILE.hcl) can and cannot do
-  policy list             the policies a container can name
+  policy list             the built-ins and the files of the policy directory (what sysvisord
+                          loads at its next reload; "policy reload" shows what it has active)
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -52,6 +73,12 @@ func run(args []string) int {
 		return ps(*runDir, rest)
 	case "inspect":
 		return inspect(*runDir, rest)
+	case "stats":
+		return statsCmd(*runDir, rest)
+	case "trace":
+		return traceCmd(*runDir, rest)
+	case "doctor":
+		return doctorCmd(*runDir, *policyDir, rest)
 	case "log-level":
 		if len(rest) != 1 {
 			fmt.Fprint(os.Stderr, "usage: sysvisorctl log-level trace|debug|info|warn|error\n")
@@ -64,6 +91,9 @@ func run(args []string) int {
 		fmt.Printf("sysvisord log level: %s -> %s\n", resp.Level, rest[0])
 		return 0
 	case "policy":
+		if len(rest) > 0 && rest[0] == "reload" {
+			return policyReload(*runDir, rest[1:])
+		}
 		return policyCmd(policy.Dir(*policyDir), rest)
 	case "version":
 		fmt.Println("sysvisorctl", supervisor.Version)
@@ -137,6 +167,194 @@ func ps(runDir string, args []string) int {
 	}
 	tw.Flush()
 	return 0
+}
+
+// resolveID turns a container id or a unique prefix of one (as ps shows
+// them) into the id.
+func resolveID(runDir, id string) (string, error) {
+	all, err := call(runDir, control.Request{Op: control.OpPs})
+	if err != nil {
+		return "", err
+	}
+	var match []string
+	for _, c := range all.Containers {
+		if c.ID == id {
+			return id, nil
+		}
+		if strings.HasPrefix(c.ID, id) {
+			match = append(match, c.ID)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("no container %q", id)
+	case 1:
+		return match[0], nil
+	}
+	return "", fmt.Errorf("%q names %d containers; give more of the id", id, len(match))
+}
+
+func statsCmd(runDir string, args []string) int {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 1 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl stats [--json] [ID]\n")
+		return 2
+	}
+	req := control.Request{Op: control.OpStats}
+	if fs.NArg() == 1 {
+		id, err := resolveID(runDir, fs.Arg(0))
+		if err != nil {
+			return fail(err)
+		}
+		req.ID = id
+	}
+	resp, err := call(runDir, req)
+	if err != nil {
+		return fail(err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		rows := resp.Stats
+		if rows == nil {
+			rows = []stats.Row{}
+		}
+		if err := enc.Encode(rows); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SYSCALL\tACTION\tCOUNT\tCONTINUE\tRETURN\tERRNO\tGONE\tLIMITED\tP50\tP90\tP99\tMAX\t")
+	for _, r := range resp.Stats {
+		action := r.Action
+		if action == "" {
+			action = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", r.Syscall, action, r.Count, r.Continue, r.Return, r.Errno, r.Gone, r.Limited,
+			dur(r.P50Ns), dur(r.P90Ns), dur(r.P99Ns), dur(r.MaxNs))
+	}
+	tw.Flush()
+	return 0
+}
+
+func traceCmd(runDir string, args []string) int {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	sc := fs.String("syscall", "", "only this syscall (mount, umount2, sysinfo, ...)")
+	count := fs.Int("n", 0, "stop after this many events (0: until interrupted)")
+	asJSON := fs.Bool("json", false, "one JSON object per event")
+	// Flags may follow the id (trace ID --syscall mount).
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) > 1 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl trace [--syscall NAME] [-n N] [--json] [ID]\n")
+		return 2
+	}
+	req := control.Request{Syscall: *sc}
+	if len(pos) == 1 {
+		id, err := resolveID(runDir, pos[0])
+		if err != nil {
+			return fail(err)
+		}
+		req.ID = id
+	}
+	if os.Geteuid() != 0 {
+		_, err := call(runDir, req) // says why, without connecting
+		return fail(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	enc := json.NewEncoder(os.Stdout)
+	seen := 0
+	err := control.Trace(ctx, runDir, req, func(ev trace.Event) error {
+		if *asJSON {
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+		} else {
+			if ev.Dropped > 0 {
+				fmt.Printf("-- %d events dropped (this terminal is slower than the notifications)\n", ev.Dropped)
+			}
+			if ev.Syscall != "" {
+				id := ev.Container
+				if len(id) > 12 {
+					id = id[:12]
+				}
+				action := ev.Action
+				if action == "" {
+					action = "no rule"
+				}
+				fmt.Printf("%s %s pid %d %s(%s) %s -> %s %s\n", ev.Time.Local().Format("15:04:05.000000"), id, ev.Pid,
+					ev.Syscall, ev.Args, action, ev.Decision, dur(ev.LatencyNs))
+			}
+		}
+		if ev.Syscall != "" {
+			seen++
+		}
+		if *count > 0 && seen >= *count {
+			return io.EOF
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+func doctorCmd(runDir, policyDir string, args []string) int {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	o := doctor.Options{RunDir: runDir, PolicyDir: policyDir}
+	fs.StringVar(&o.Runc, "runc", "", "runc binary (default $SYSVISOR_RUNC, else runc from PATH)")
+	fs.StringVar(&o.DaemonJSON, "daemon-json", "", "Docker's daemon.json (default /etc/docker/daemon.json)")
+	fs.StringVar(&o.SubUID, "subuid", "", "subordinate uid file (default /etc/subuid)")
+	fs.StringVar(&o.SubGID, "subgid", "", "subordinate gid file (default /etc/subgid)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl doctor [--runc PATH] [--daemon-json FILE] [--subuid FILE] [--subgid FILE] [--json]\n")
+		return 2
+	}
+	rs := doctor.Run(o)
+	worst := doctor.OK
+	if *asJSON {
+		for _, r := range rs {
+			worst = max(worst, r.Verdict)
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rs); err != nil {
+			return fail(err)
+		}
+	} else {
+		worst = doctor.Print(os.Stdout, rs)
+	}
+	if worst == doctor.Fail {
+		return 1
+	}
+	return 0
+}
+
+// dur prints a latency with three significant digits.
+func dur(ns int64) string {
+	d := time.Duration(ns)
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d >= 10*time.Microsecond:
+		return d.Round(100 * time.Nanosecond).String()
+	}
+	return d.String()
 }
 
 func inspect(runDir string, args []string) int {
@@ -231,6 +449,40 @@ func policyCmd(dir string, args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "sysvisorctl policy: unknown command %q\n", args[0])
 	return 2
+}
+
+func policyReload(runDir string, args []string) int {
+	if len(args) != 0 {
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl policy reload\n")
+		return 2
+	}
+	resp, err := call(runDir, control.Request{Op: control.OpPolicyReload})
+	if resp == nil || resp.Reload == nil {
+		if err == nil {
+			err = errors.New("sysvisord answered without a report")
+		}
+		return fail(err)
+	}
+	fmt.Printf("policy directory %s\n", resp.Reload.Dir)
+	for _, l := range resp.Reload.Policies {
+		fmt.Printf("%-12s %-10s %s\n", l.Name, l.Status, l.Source)
+	}
+	refused := resp.Reload.Refused()
+	for _, l := range refused {
+		if len(l.Problems) == 0 {
+			fmt.Fprintf(os.Stderr, "%s\n", l.Error)
+		}
+		printPolicyError(&policy.ParseError{Policy: l.Name, Problems: l.Problems})
+		if l.Status == policy.StatusKept {
+			fmt.Fprintf(os.Stderr, "policy %q: file refused; sysvisord keeps its last good version (%s)\n", l.Name, l.Source)
+		} else {
+			fmt.Fprintf(os.Stderr, "policy %q: file refused and no earlier version: containers cannot use it until it is fixed and reloaded\n", l.Name)
+		}
+	}
+	if err != nil || len(refused) > 0 {
+		return 1
+	}
+	return 0
 }
 
 func loadFile(path string) (*policy.Policy, error) {

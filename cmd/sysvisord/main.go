@@ -13,8 +13,10 @@ import (
 	"github.com/google/gops/agent"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/metrics"
 )
 
 func main() {
@@ -28,6 +30,8 @@ func main() {
 	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
+	policyDir := fs.String("policy-dir", policy.Dir(""), "policy files (<name>.hcl), read at start and on SIGHUP or `sysvisorctl policy reload` (env SYSVISOR_POLICY_DIR)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at ADDR (a port or :port listens on 127.0.0.1 only; host:port as given)")
 	version := fs.Bool("version", false, "print version and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
@@ -49,12 +53,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sysvisord: --log-format %q: want text or json\n", *logFormat)
 		os.Exit(2)
 	}
+	if *metricsAddr != "" {
+		a, err := metrics.Addr(*metricsAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sysvisord: --metrics: %v\n", err)
+			os.Exit(2)
+		}
+		*metricsAddr = a
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: level, JSONFormat: *logFormat == "json", Output: os.Stderr})
 	if os.Geteuid() != 0 {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews})
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir, MetricsAddr: *metricsAddr})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		os.Exit(1)
@@ -68,6 +80,23 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads the policy directory; the loop ends with ctx.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading policies")
+				srv.ReloadPolicies() // logs every outcome
+			}
+		}
+	}()
+	defer func() { signal.Stop(hup); stop(); <-hupDone }()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("serve", "error", err)
 		os.Exit(1)

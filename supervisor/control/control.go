@@ -4,9 +4,11 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +17,8 @@ import (
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
+	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
 // Socket names under the run directory.
@@ -33,6 +37,15 @@ const (
 	OpVersion  = "version"
 	OpInspect  = "inspect"   // one container's full record
 	OpLogLevel = "log-level" // change sysvisord's log level at runtime
+	// OpPolicyReload re-reads the policy directory (as SIGHUP does).
+	OpPolicyReload = "policy-reload"
+	// OpStats: per syscall and action, counts and latency quantiles (of
+	// one container when ID is set).
+	OpStats = "stats"
+	// OpTrace streams notifications (of container ID, of Syscall, when
+	// set): one Response, then one trace.Event per line until the client
+	// closes the connection. See Trace.
+	OpTrace = "trace"
 )
 
 // Request is one control call.
@@ -41,20 +54,21 @@ type Request struct {
 	ID       string `json:"id,omitempty"`
 	Bundle   string `json:"bundle,omitempty"`
 	RuncRoot string `json:"runcRoot,omitempty"`
-	Policy   string `json:"policy,omitempty"`
+	// Policy (create) names the container's policy; sysvisord resolves it
+	// among its active policies and answers it. PolicySource says where
+	// the name came from (for the error message); PolicyDir, when the
+	// runtime was given one, must be sysvisord's own policy directory.
+	Policy       string `json:"policy,omitempty"`
+	PolicySource string `json:"policySource,omitempty"`
+	PolicyDir    string `json:"policyDir,omitempty"`
 	// The spec's masked and read-only paths, for the mounts sysvisord
 	// makes on the container's behalf.
 	MaskedPaths   []string `json:"maskedPaths,omitempty"`
 	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
-	// Rules (create): the container's policy, resolved by the runtime from
-	// its file; sysvisord answers the trapped syscalls by them. Without
-	// rules (an older runtime) sysvisord uses the built-in policy named
-	// by Policy.
-	Rules []policy.Rule `json:"rules,omitempty"`
-	// NoViews (create): the policy asks for no /proc and /sys views.
-	NoViews bool `json:"noViews,omitempty"`
 	// Level (log-level): trace, debug, info, warn or error.
 	Level string `json:"level,omitempty"`
+	// Syscall (trace): only this syscall's notifications.
+	Syscall string `json:"syscall,omitempty"`
 }
 
 // ContainerInfo is one row of ps.
@@ -79,6 +93,13 @@ type Response struct {
 	ViewFiles []string `json:"viewFiles,omitempty"`
 	// Level (log-level): the level before the change.
 	Level string `json:"level,omitempty"`
+	// Policy (create): the container's policy as sysvisord resolved it;
+	// the runtime traps the syscalls it names.
+	Policy *policy.Policy `json:"policy,omitempty"`
+	// Reload (policy-reload): what happened to each policy.
+	Reload *policy.Report `json:"reload,omitempty"`
+	// Stats (stats): one row per syscall and action seen.
+	Stats []stats.Row `json:"stats,omitempty"`
 }
 
 // ErrUnavailable wraps failures to reach sysvisord, so callers can say so.
@@ -96,10 +117,16 @@ func Call(runDir string, req Request, timeout time.Duration) (*Response, error) 
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
+	var resp Response
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		// sysvisord answers some connections without reading them (a
+		// client that is not root) and closes: its reason is still
+		// readable.
+		if json.NewDecoder(conn).Decode(&resp) == nil && resp.Error != "" {
+			return &resp, fmt.Errorf("sysvisord: %s", resp.Error)
+		}
 		return nil, fmt.Errorf("%w at %s: send: %v", ErrUnavailable, path, err)
 	}
-	var resp Response
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("%w at %s: no answer to %s: %v", ErrUnavailable, path, req.Op, err)
 	}
@@ -107,6 +134,50 @@ func Call(runDir string, req Request, timeout time.Duration) (*Response, error) 
 		return &resp, fmt.Errorf("sysvisord: %s", resp.Error)
 	}
 	return &resp, nil
+}
+
+// Trace asks for a live stream of notifications and calls fn with each
+// event until ctx is done, fn returns an error (returned, unless it is
+// io.EOF) or sysvisord ends the stream.
+func Trace(ctx context.Context, runDir string, req Request, fn func(trace.Event) error) error {
+	req.Op = OpTrace
+	path := filepath.Join(runDir, ControlSocket)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v (is sysvisord running?)", ErrUnavailable, path, err)
+	}
+	defer conn.Close()
+	// Closing the connection is how the trace ends, on either side.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	dec := json.NewDecoder(conn)
+	var resp Response
+	err = json.NewEncoder(conn).Encode(req)
+	if derr := dec.Decode(&resp); derr != nil {
+		if err == nil {
+			err = derr
+		}
+		return fmt.Errorf("%w at %s: no answer to trace: %v", ErrUnavailable, path, err)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("sysvisord: %s", resp.Error)
+	}
+	for {
+		var ev trace.Event
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("trace stream from sysvisord ended: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // Listen creates a root-only unix socket at path, replacing a stale one.

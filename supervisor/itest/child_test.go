@@ -12,9 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,7 +59,10 @@ type event struct {
 	Calls    int      `json:"calls,omitempty"`
 	Failures []string `json:"failures,omitempty"`
 	Tids     int      `json:"tids,omitempty"`
-	Msg      string   `json:"msg,omitempty"`
+	// Round trips of the caller's trapped calls (scenario timed).
+	P50Ns int64  `json:"p50Ns,omitempty"`
+	P99Ns int64  `json:"p99Ns,omitempty"`
+	Msg   string `json:"msg,omitempty"`
 }
 
 func emit(ev event) {
@@ -107,6 +112,10 @@ func runChild(scen string) error {
 		return childHammer()
 	case "queued":
 		return childQueued()
+	case "timed":
+		return childTimed()
+	case "rate":
+		return childRate()
 	}
 	return fmt.Errorf("unknown scenario %q", scen)
 }
@@ -773,6 +782,60 @@ func childQueued() error {
 		}
 	}
 	emit(event{Step: "answered", Calls: n, Failures: failures})
+	return nil
+}
+
+// childTimed makes N trapped calls one after another and reports how long
+// they took as the caller sees them: the supervisor's own latency for each
+// lies inside the caller's.
+func childTimed() error {
+	var n int
+	if _, err := fmt.Sscanf(os.Getenv(envArg), "%d", &n); err != nil || n < 1 {
+		return fmt.Errorf("arg %q: want a call count", os.Getenv(envArg))
+	}
+	if err := setup(); err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	durs := make([]time.Duration, n)
+	var si unix.Sysinfo_t
+	for i := range durs {
+		t0 := time.Now()
+		if e := sysinfo(uintptr(unsafe.Pointer(&si))); e != 0 {
+			return fmt.Errorf("call %d: %w", i, e)
+		}
+		durs[i] = time.Since(t0)
+	}
+	slices.Sort(durs)
+	emit(event{Step: "timed", Calls: n, P50Ns: int64(durs[(n+1)/2-1]), P99Ns: int64(durs[(n*99+99)/100-1])})
+	// An interactive parent keeps the container alive until it closes stdin.
+	io.Copy(io.Discard, stdin)
+	return nil
+}
+
+// childRate makes trapped calls back to back for the given number of
+// milliseconds and reports how many succeeded (Calls) and how each failure
+// failed (Msg: errno name -> count).
+func childRate() error {
+	var ms int
+	if _, err := fmt.Sscanf(os.Getenv(envArg), "%d", &ms); err != nil {
+		return fmt.Errorf("arg %q: want milliseconds", os.Getenv(envArg))
+	}
+	if err := setup(); err != nil {
+		return err
+	}
+	errnos := map[string]int{}
+	ok := 0
+	var si unix.Sysinfo_t
+	for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+		if e := sysinfo(uintptr(unsafe.Pointer(&si))); e != 0 {
+			errnos[unix.ErrnoName(e)]++
+		} else {
+			ok++
+		}
+	}
+	b, _ := json.Marshal(errnos)
+	emit(event{Step: "rate", Calls: ok, Msg: string(b)})
 	return nil
 }
 

@@ -84,9 +84,11 @@ type server struct {
 	cancel   context.CancelFunc
 	done     chan error
 	stopped  bool
+	srv      *supervisor.Server
 }
 
-func startServer(t *testing.T) *server {
+// startServer starts an in-process sysvisord; opts adjust its config.
+func startServer(t *testing.T, opts ...func(*supervisor.Config)) *server {
 	t.Helper()
 	// Short run dir: unix socket paths are limited to 108 bytes.
 	runDir, err := os.MkdirTemp("", "svit")
@@ -109,13 +111,18 @@ func startServer(t *testing.T) *server {
 	}
 	logs := &syncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: hclog.Debug, Output: logs})
-	srv, err := supervisor.New(supervisor.Config{RunDir: runDir, StateDir: stateDir,
-		SubUID: filepath.Join(tmp, "subuid"), SubGID: filepath.Join(tmp, "subgid"), Log: log})
+	cfg := supervisor.Config{RunDir: runDir, StateDir: stateDir,
+		SubUID: filepath.Join(tmp, "subuid"), SubGID: filepath.Join(tmp, "subgid"), Log: log,
+		PolicyDir: filepath.Join(tmp, "policies")}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := supervisor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{t: t, runDir: runDir, stateDir: stateDir, log: logs, cancel: cancel, done: make(chan error, 1)}
+	s := &server{t: t, runDir: runDir, stateDir: stateDir, log: logs, cancel: cancel, done: make(chan error, 1), srv: srv}
 	go func() { s.done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		if !s.stopped {

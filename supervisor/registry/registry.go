@@ -38,10 +38,12 @@ type Record struct {
 	Policy   string `json:"policy"`
 	// Rules are the policy's, as the runtime resolved them at create:
 	// a container keeps the policy it started with.
-	Rules   []policy.Rule `json:"rules,omitempty"`
-	Lease   lease.Range   `json:"lease"`
-	Status  string        `json:"status"`
-	InitPid int           `json:"initPid,omitempty"`
+	Rules []policy.Rule `json:"rules,omitempty"`
+	// Limits is the policy's resource guard, nil for none.
+	Limits  *policy.Limits `json:"limits,omitempty"`
+	Lease   lease.Range    `json:"lease"`
+	Status  string         `json:"status"`
+	InitPid int            `json:"initPid,omitempty"`
 	// InitStartNs is init's start on CLOCK_BOOTTIME, from /proc/<pid>/stat,
 	// so uptime survives supervisor restarts.
 	InitStartNs int64        `json:"initStartNs,omitempty"`

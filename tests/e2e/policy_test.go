@@ -5,9 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sysvisorctl(t *testing.T, args ...string) (string, error) {
@@ -15,6 +17,28 @@ func sysvisorctl(t *testing.T, args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(repo, "bin", "sysvisorctl"), append([]string{"--run-dir", filepath.Join(svDir, "run"), "--policy-dir", filepath.Join(svDir, "policies")}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// addPolicy writes a policy file into sysvisord's policy directory and
+// reloads; the file is removed (and reloaded away) when the test ends.
+func addPolicy(t *testing.T, name, src string) (string, error) {
+	t.Helper()
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(path)
+		sysvisorctl(t, "policy", "reload")
+	})
+	return sysvisorctl(t, "policy", "reload")
+}
+
+func mustAddPolicy(t *testing.T, name, src string) {
+	t.Helper()
+	if out, err := addPolicy(t, name, src); err != nil {
+		t.Fatalf("sysvisorctl policy reload: %v\n%s", err, out)
+	}
 }
 
 // mountScript makes the issue's check with busybox's mount and the same
@@ -87,11 +111,7 @@ syscall "umount2" {
   errno  = "EACCES"
 }
 `
-	path := filepath.Join(svDir, "policies", name+".hcl")
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
+	mustAddPolicy(t, name, src)
 	id := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
 	r := results(t, sh(t, id, mountScript))
 	expect(t, r, "tmpfs", "ok")
@@ -108,10 +128,10 @@ syscall "umount2" {
 func TestBadPolicyFailsCreateLeavingNothing(t *testing.T) {
 	typo := "e2etypo" + strconv.Itoa(os.Getpid())
 	path := filepath.Join(svDir, "policies", typo+".hcl")
-	if err := os.WriteFile(path, []byte("version = 1\nsyscall \"mount\" {\n  actoin = \"deny\"\n}\n"), 0o644); err != nil {
-		t.Fatal(err)
+	out, err := addPolicy(t, typo, "version = 1\nsyscall \"mount\" {\n  actoin = \"deny\"\n}\n")
+	if err == nil || !strings.Contains(out, path+":3:3") {
+		t.Errorf("policy reload with a typo: %v, want an error at %s:3:3\n%s", err, path, out)
 	}
-	defer os.Remove(path)
 	before := leases(t)
 	for _, c := range []struct{ policy, want string }{
 		{"nosuchpolicy", `unknown policy "nosuchpolicy"`},
@@ -144,6 +164,62 @@ func TestBadPolicyFailsCreateLeavingNothing(t *testing.T) {
 	}
 }
 
+// Reload: a new version counts for containers created after it, a running
+// container keeps the policy it started with, and a file with an error is
+// refused with its position while the last good version stays active.
+func TestPolicyReload(t *testing.T) {
+	name := "e2ereload" + strconv.Itoa(os.Getpid())
+	v1 := `version = 1
+syscall "mount" {
+  action = "deny"
+  errno  = "EACCES"
+}
+syscall "umount2" { action = "deny" }
+`
+	mustAddPolicy(t, name, v1)
+	a := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, a, mountScript)), "tmpfs", "EACCES")
+
+	path := filepath.Join(svDir, "policies", name+".hcl")
+	if err := os.WriteFile(path, []byte(strings.Replace(v1, `"EACCES"`, `"EACCESS"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sysvisorctl(t, "policy", "reload")
+	if err == nil || !strings.Contains(out, path+":4:12") || !strings.Contains(out, "last good version") {
+		t.Errorf("reload of a broken file: %v\n%s", err, out)
+	}
+	b := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, b, mountScript)), "tmpfs", "EACCES")
+
+	v2 := strings.Replace(v1, `"EACCES"`, `"EROFS"`, 1)
+	if err := os.WriteFile(path, []byte(v2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// SIGHUP reloads too.
+	logPath := filepath.Join(svDir, "log", "sysvisord.log")
+	loaded := func() int {
+		log, _ := os.ReadFile(logPath)
+		return strings.Count(string(log), "policy loaded: policy="+name+" ")
+	}
+	before := loaded()
+	pid, err := os.ReadFile(filepath.Join(svDir, "sysvisord.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("kill", "-HUP", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("kill -HUP sysvisord: %v %s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); loaded() == before; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload of %s logged 10s after SIGHUP", name)
+		}
+	}
+	c := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
+	expect(t, results(t, sh(t, c, mountScript)), "tmpfs", "EROFS")
+	// a started under v1 and keeps it.
+	expect(t, results(t, sh(t, a, mountScript)), "tmpfs", "EACCES")
+}
+
 func TestSysvisorctl(t *testing.T) {
 	id := startDetached(t, "sysvisor-runc")
 	out, err := sysvisorctl(t, "ps")
@@ -164,6 +240,21 @@ func TestSysvisorctl(t *testing.T) {
 	out, err = sysvisorctl(t, "inspect", "nosuchcontainer")
 	if err == nil || !strings.Contains(out, "no container") {
 		t.Errorf("sysvisorctl inspect nosuchcontainer: %v\n%s", err, out)
+	}
+	// doctor against the private environment: sysvisord reachable, the
+	// runtime registered in its daemon.json, no FAIL.
+	out, err = sysvisorctl(t, "doctor", "--daemon-json", filepath.Join(svDir, "daemon.json"),
+		"--subuid", filepath.Join(svDir, "subuid"), "--subgid", filepath.Join(svDir, "subgid"))
+	if err != nil || !regexp.MustCompile(`(?m)^ok +sysvisord +version`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^ok +docker registration +.*sysvisor-runc`).MatchString(out) || strings.Contains(out, "FAIL") {
+		t.Errorf("sysvisorctl doctor: %v\n%s", err, out)
+	}
+	// Not root: a clear refusal, exit status 1.
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", filepath.Join(repo, "bin", "sysvisorctl"),
+		"--run-dir", filepath.Join(svDir, "run"), "ps")
+	b, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(b), "root-only") || !strings.Contains(string(b), "uid 65534") {
+		t.Errorf("sysvisorctl ps as uid 65534: exit %d (%v)\n%s", code, err, b)
 	}
 }
 
@@ -186,11 +277,7 @@ syscall "open_tree" { action = "emulate" }
 syscall "move_mount" { action = "emulate" }
 syscall "mount_setattr" { action = "emulate" }
 `
-	path := filepath.Join(svDir, "policies", name+".hcl")
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(path)
+	mustAddPolicy(t, name, src)
 	script := `unshare -p -f sh -c 'mkdir -p /mnt/p; echo "proc $(mountcall mount proc /mnt/p proc 0 -)"; echo "proc-masked $(grep -q " /mnt/p/" /proc/self/mountinfo && echo yes || echo no)"'
 unshare -n sh -c 'mkdir -p /mnt/s; echo "sysfs $(mountcall mount sysfs /mnt/s sysfs 0 -)"; echo "sysfs-masked $(grep -q " /mnt/s/" /proc/self/mountinfo && echo yes || echo no)"'`
 	off := startDetached(t, "sysvisor-runc", "-e", "SYSVISOR_POLICY="+name)
@@ -205,4 +292,72 @@ unshare -n sh -c 'mkdir -p /mnt/s; echo "sysfs $(mountcall mount sysfs /mnt/s sy
 	expect(t, r, "proc-masked", "yes")
 	expect(t, r, "sysfs", "ok")
 	expect(t, r, "sysfs-masked", "yes")
+}
+
+// sysvisorctl trace shows a mount made inside a container within a second,
+// with its arguments decoded; sysvisorctl stats then counts it.
+func TestTraceAndStats(t *testing.T) {
+	id := startDetached(t, "sysvisor-runc")
+	logPath := filepath.Join(svDir, "log", "sysvisord.log")
+	started := func() int {
+		b, _ := os.ReadFile(logPath)
+		return strings.Count(string(b), "trace started")
+	}
+	before := started()
+	cmd := exec.Command(filepath.Join(repo, "bin", "sysvisorctl"), "--run-dir", filepath.Join(svDir, "run"), "trace", "-n", "1", "--syscall", "mount", id[:12])
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	for deadline := time.Now().Add(10 * time.Second); started() == before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("trace not started within 10s: %s", out.String())
+		}
+	}
+	mounted := time.Now()
+	sh(t, id, "mkdir -p /mnt/tr && mount -t tmpfs -o size=1m,mode=700 trsrc /mnt/tr && umount /mnt/tr")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sysvisorctl trace: %v\n%s", err, out.String())
+		}
+	case <-time.After(time.Second + time.Since(mounted)):
+		t.Fatalf("no traced mount within a second of it: %s", out.String())
+	}
+	line := out.String()
+	t.Logf("trace: %s", line)
+	for _, want := range []string{id[:12], `mount(source="trsrc", target="/mnt/tr", fstype="tmpfs", flags=`, `data="size=1m,mode=700"`, "emulate -> "} {
+		if !strings.Contains(line, want) {
+			t.Errorf("trace line lacks %q: %s", want, line)
+		}
+	}
+	out2, err := sysvisorctl(t, "stats", "--json", id[:12])
+	if err != nil {
+		t.Fatalf("sysvisorctl stats: %v\n%s", err, out2)
+	}
+	var rows []struct {
+		Syscall, Action string
+		Count           uint64
+		P50Ns           int64
+	}
+	if err := json.Unmarshal([]byte(out2), &rows); err != nil {
+		t.Fatalf("stats output: %v\n%s", err, out2)
+	}
+	counted := map[string]uint64{}
+	for _, r := range rows {
+		counted[r.Syscall] += r.Count
+		if r.Count > 0 && r.P50Ns <= 0 {
+			t.Errorf("stats row without latency: %+v", r)
+		}
+	}
+	if counted["mount"] < 1 || counted["umount2"] < 1 {
+		t.Errorf("stats of %s: %s", id[:12], out2)
+	}
+	if out, err := sysvisorctl(t, "stats"); err != nil || !strings.Contains(out, "P99") || !strings.Contains(out, "umount2") {
+		t.Errorf("sysvisorctl stats: %v\n%s", err, out)
+	}
 }
