@@ -72,7 +72,30 @@ type Container struct {
 	reg       *Registry
 	files     cgroup.Files // open cgroup files, for the notify path
 	load      atomic.Pointer[procview.Load]
+	// registered is closed once the record leaves StatusCreated: init's
+	// listener was handed over and its setup done. The persisted status is
+	// the truth; this only wakes waiters (see Registered).
+	registered     chan struct{}
+	registeredOnce sync.Once
 }
+
+func newContainer(r *Registry, rec *Record) *Container {
+	c := &Container{reg: r, registered: make(chan struct{})}
+	c.rec.Store(rec)
+	c.noteStatus()
+	return c
+}
+
+// noteStatus wakes Registered's waiters once the status says so.
+func (c *Container) noteStatus() {
+	if c.rec.Load().Status != StatusCreated {
+		c.registeredOnce.Do(func() { close(c.registered) })
+	}
+}
+
+// Registered is closed once the container's init has registered (its
+// status left "created").
+func (c *Container) Registered() <-chan struct{} { return c.registered }
 
 // Load is the container's load average and task counts as last sampled
 // (zero before the first sample).
@@ -185,9 +208,7 @@ func Open(dir string) (*Registry, error) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return nil, fmt.Errorf("parse %s: %w", p, err)
 		}
-		c := &Container{reg: r}
-		c.rec.Store(&rec)
-		r.m[rec.ID] = c
+		r.m[rec.ID] = newContainer(r, &rec)
 	}
 	return r, nil
 }
@@ -213,8 +234,7 @@ func (r *Registry) Add(rec Record) (*Container, error) {
 	if c, ok := r.m[rec.ID]; ok {
 		return c, nil
 	}
-	c := &Container{reg: r}
-	c.rec.Store(&rec)
+	c := newContainer(r, &rec)
 	if err := r.save(&rec); err != nil {
 		return nil, err
 	}
@@ -236,6 +256,7 @@ func (r *Registry) Update(id string, fn func(*Record)) (*Container, error) {
 		return nil, err
 	}
 	c.rec.Store(&rec)
+	c.noteStatus()
 	return c, nil
 }
 
