@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,6 +61,10 @@ type Record struct {
 	// Views is the directory of the container's /proc and /sys views
 	// (sysvisord's FUSE mount); empty when it has none.
 	Views string `json:"views,omitempty"`
+	// Sysctls are the values the container wrote to emulated sysctls
+	// (path under /proc/sys → value as the file shows it); a sysctl it
+	// never wrote reads as the host's.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
@@ -138,6 +143,41 @@ func (c *Container) SysfsReadOnly() bool { return c.rec.Load().SysfsReadOnly }
 
 // Views implements handlers.Container.
 func (c *Container) Views() string { return c.rec.Load().Views }
+
+// Sysctl returns the container's own value of an emulated sysctl.
+func (c *Container) Sysctl(name string) (string, bool) {
+	v, ok := c.rec.Load().Sysctls[name]
+	return v, ok
+}
+
+// SetSysctl records the container's value of an emulated sysctl, on disk
+// before it is visible: a restarted sysvisord serves the same values.
+func (c *Container) SetSysctl(name, value string) error {
+	if c.reg == nil {
+		return fmt.Errorf("container %s is not registered", c.ID())
+	}
+	_, err := c.reg.Update(c.ID(), func(r *Record) {
+		// A copy: readers of the previous record may hold its map.
+		m := maps.Clone(r.Sysctls)
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[name] = value
+		r.Sysctls = m
+	})
+	return err
+}
+
+// InitPid is the container's init in sysvisord's pid namespace, 0 before
+// it registered.
+func (c *Container) InitPid() int { return c.rec.Load().InitPid }
+
+// RootIDs returns the host uid and gid of the container's root: the start
+// of its lease, the same block for both.
+func (c *Container) RootIDs() (uint32, uint32) {
+	l := c.rec.Load().Lease
+	return l.Start, l.Start
+}
 
 // Protected implements handlers.Container. A linear scan: mount calls are
 // rare and the set holds a few dozen entries.

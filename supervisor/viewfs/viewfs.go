@@ -49,6 +49,16 @@ type Container interface {
 	CgroupFiles() cgroup.Source
 	// Load is the last load sample (sysvisord samples every 5 s).
 	Load() procview.Load
+	// Sysctl is the container's own value of an emulated sysctl (a path
+	// under /proc/sys), if it wrote one; SetSysctl records one.
+	Sysctl(name string) (string, bool)
+	SetSysctl(name, value string) error
+	// RootIDs are the host uid and gid of the container's root, which
+	// owns its sysctl files.
+	RootIDs() (uint32, uint32)
+	// InitPid is the container's init (0 before it registered): its user
+	// namespace is the one a sysctl writer's capabilities must be in.
+	InitPid() int
 }
 
 // Dir is where the views of id are mounted.
@@ -112,8 +122,9 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 		return "", err
 	}
 	root := &dirNode{}
+	sysctls := Sysctls()
 	root.build = func(ctx context.Context) {
-		for _, name := range Files {
+		add := func(name string, node fs.InodeEmbedder) {
 			parent := &root.Inode
 			parts := strings.Split(name, "/")
 			for _, p := range parts[:len(parts)-1] {
@@ -124,8 +135,16 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 				}
 				parent = ch
 			}
-			f := &fileNode{id: id, name: name, c: c, log: m.log}
-			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+		}
+		for _, name := range Files {
+			add(name, &fileNode{id: id, name: name, c: c, log: m.log})
+		}
+		if c == nil {
+			return // no record to keep values in: host files only
+		}
+		for _, s := range sysctls {
+			add(SysctlDir+"/"+s.Name, &sysctlNode{id: id, s: s, c: c, log: m.log})
 		}
 	}
 	// The tree never changes: the kernel caches names. Attributes are not
