@@ -215,9 +215,10 @@ func maskIn(root int, rel string) error {
 
 // viewsIn binds every view file under base (the container's views for this
 // filesystem, e.g. <views>/proc) over the same path inside the detached tree
-// root, read-only as the runtime binds them over the container's own. In a
-// procfs (proc), the sysctl views under sys/ are bound writable, and only
-// over sysctls the kernel does not namespace, as PrepareProcSys does.
+// root, read-only as the runtime binds them over the container's own. The
+// writable views (sysctls, module parameters) are bound writable, and in a
+// procfs (proc) only over sysctls the kernel does not namespace, as
+// PrepareProcSys does.
 func viewsIn(root int, base string, proc bool) error {
 	return filepath.WalkDir(base, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
@@ -238,13 +239,19 @@ func viewsIn(root int, base string, proc bool) error {
 			return err // nothing there in this kernel: nothing to cover
 		}
 		defer unix.Close(tfd)
-		sysctl := proc && strings.HasPrefix(rel, "sys/")
-		if sysctl {
+		// Writable views are the per-container sysctls and module
+		// parameters; the FUSE server's mode says which.
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		writable := info.Mode().Perm()&0o200 != 0
+		if writable && proc && strings.HasPrefix(rel, "sys/") {
 			if ns, err := kernelNamespaced(tfd); err != nil || ns {
 				return err
 			}
 		}
-		src, err := cloneView(p, !sysctl)
+		src, err := cloneView(p, !writable)
 		if err != nil {
 			return err
 		}

@@ -6,9 +6,11 @@ import (
 	iofs "io/fs"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
@@ -82,19 +84,21 @@ func (p *Process) Close() {
 type ProcSysReport struct {
 	// NetWritable: /proc/sys/net was made read-write.
 	NetWritable bool
-	// Emulated are the sysctls (paths under /proc/sys) now served by the
-	// views; Kernel those left to the kernel because it namespaces them.
+	// Emulated are the files (paths from /, without the slash) now served
+	// by the views; Kernel the sysctls left to the kernel because it
+	// namespaces them.
 	Emulated, Kernel []string
 }
 
 // PrepareProcSys makes the container's /proc/sys/net read-write and binds
-// the per-container sysctl files of views (<views>/proc/sys/...) over the
-// kernel's, in the mount namespace of the container's init p. views may be
+// the writable view files (per-container sysctls under <views>/proc/sys,
+// module parameters under <views>/sys) over the kernel's, in the mount
+// namespace of the container's init p. views may be
 // empty (no views). Every mount is made before the caller reads init's
 // mounts for the protected set, so they are protected like the runtime's.
 func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 	var rep ProcSysReport
-	sysctls, err := sysctlFiles(views)
+	sysctls, err := writableViews(views)
 	if err != nil {
 		return rep, err
 	}
@@ -112,7 +116,7 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 	// the container's.
 	detached := func() error {
 		for _, rel := range sysctls {
-			fd, err := cloneView(filepath.Join(views, "proc", "sys", rel), false)
+			fd, err := cloneView(filepath.Join(views, rel), false)
 			if err != nil {
 				return err
 			}
@@ -124,52 +128,66 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 	// lookup: a sysctl under net/ has one dentry per network namespace,
 	// and a mount on another namespace's would never be seen by the
 	// container.
+	// One file that cannot be set up costs that file only: the others
+	// go on, and every failure is reported.
+	var errs []error
 	err = inCallerFS(p, true, detached, func(fs *callerFS) error {
 		if !hostNet {
 			ok, err := writableNet(fs, p)
+			if errors.Is(err, notify.ErrGone) {
+				return err
+			}
 			if err != nil {
-				return fmt.Errorf("/proc/sys/net read-write: %w", err)
+				errs = append(errs, fmt.Errorf("/proc/sys/net read-write: %w", err))
 			}
 			rep.NetWritable = ok
 		}
 		for _, rel := range sysctls {
 			how, err := bindSysctl(fs, p, rel, clones[rel])
-			if err != nil {
-				return fmt.Errorf("/proc/sys/%s: %w", rel, err)
+			if errors.Is(err, notify.ErrGone) {
+				return err
 			}
-			switch how {
-			case sysctlEmulated:
+			switch {
+			case err != nil:
+				errs = append(errs, fmt.Errorf("/%s: %w", rel, err))
+			case how == sysctlEmulated:
 				rep.Emulated = append(rep.Emulated, rel)
-			case sysctlKernel:
+			case how == sysctlKernel:
 				rep.Kernel = append(rep.Kernel, rel)
 			}
 		}
 		return nil
 	})
-	return rep, err
+	return rep, errors.Join(append(errs, err)...)
 }
 
-// sysctlFiles lists the view files under <views>/proc/sys, relative to it.
-func sysctlFiles(views string) ([]string, error) {
+// writableViews lists the view files the FUSE server makes writable (the
+// per-container sysctls and module parameters), relative to views. The
+// read-only ones are bound by the runtime through the spec.
+func writableViews(views string) ([]string, error) {
 	if views == "" {
 		return nil, nil
 	}
-	base := filepath.Join(views, "proc", "sys")
 	var out []string
-	err := filepath.WalkDir(base, func(p string, d iofs.DirEntry, err error) error {
+	err := filepath.WalkDir(views, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
-			if p == base && errors.Is(err, iofs.ErrNotExist) {
-				return filepath.SkipAll
-			}
 			return err
 		}
-		if d.Type().IsRegular() {
-			rel, err := filepath.Rel(base, p)
-			if err != nil {
-				return err
-			}
-			out = append(out, rel)
+		if !d.Type().IsRegular() {
+			return nil
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o200 == 0 {
+			return nil
+		}
+		rel, err := filepath.Rel(views, p)
+		if err != nil {
+			return err
+		}
+		out = append(out, rel)
 		return nil
 	})
 	sort.Strings(out)
@@ -210,13 +228,15 @@ func cloneView(path string, readOnly bool) (int, error) {
 
 // isProcfs checks that fd lies on a procfs: the targets are resolved in the
 // container's root, and nothing but its /proc may receive these mounts.
-func isProcfs(fd int) error {
+func isProcfs(fd int) error { return onFS(fd, unix.PROC_SUPER_MAGIC, "procfs") }
+
+func onFS(fd int, magic int64, name string) error {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return err
 	}
-	if st.Type != unix.PROC_SUPER_MAGIC {
-		return fmt.Errorf("not on a procfs (filesystem type %#x)", st.Type)
+	if st.Type != magic {
+		return fmt.Errorf("not on a %s (filesystem type %#x)", name, st.Type)
 	}
 	return nil
 }
@@ -287,10 +307,11 @@ const (
 	sysctlEmulated        // the view is bound over the kernel's file
 )
 
-// bindSysctl binds the view clone src over the container's /proc/sys/<rel>,
-// unless the kernel namespaces that sysctl or lacks it.
+// bindSysctl binds the view clone src over the container's /<rel> (a
+// sysctl under /proc/sys, or a module parameter under /sys), unless the
+// kernel namespaces that sysctl or lacks the file.
 func bindSysctl(fs *callerFS, p caller, rel string, src int) (int, error) {
-	tfd, err := fs.open("/proc/sys/"+rel, unix.O_PATH|unix.O_NOFOLLOW)
+	tfd, err := fs.open("/"+rel, unix.O_PATH|unix.O_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		return sysctlAbsent, nil
 	}
@@ -298,11 +319,15 @@ func bindSysctl(fs *callerFS, p caller, rel string, src int) (int, error) {
 		return 0, err
 	}
 	defer unix.Close(tfd)
-	if err := isProcfs(tfd); err != nil {
+	if strings.HasPrefix(rel, "proc/") {
+		if err := isProcfs(tfd); err != nil {
+			return 0, err
+		}
+		if ns, err := kernelNamespaced(tfd); err != nil || ns {
+			return sysctlKernel, err
+		}
+	} else if err := onFS(tfd, unix.SYSFS_MAGIC, "sysfs"); err != nil {
 		return 0, err
-	}
-	if ns, err := kernelNamespaced(tfd); err != nil || ns {
-		return sysctlKernel, err
 	}
 	return sysctlEmulated, fs.act(p, func() error {
 		return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)

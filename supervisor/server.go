@@ -379,7 +379,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			if err != nil {
 				s.log.Warn("container gets the host's /proc and /sys views", "container", req.ID, "error", err)
 			} else {
-				resp.Views, resp.ViewFiles = dir, viewfs.Files
+				resp.Views, resp.ViewFiles = dir, viewfs.AvailableFiles()
 			}
 		}
 		return resp

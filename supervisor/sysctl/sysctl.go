@@ -36,6 +36,27 @@ type Sysctl struct {
 	Cap int
 	// StickyMax: once at Max it cannot be lowered (Yama's ptrace_scope 3).
 	StickyMax bool
+	// Param: Name is a module parameter under /sys, not a path under
+	// /proc/sys; one unsigned int written as kstrtouint parses it, the
+	// whole write consumed, ERANGE on overflow.
+	Param bool
+}
+
+// Path is where the file is on a host: /proc/sys/<name>, or /sys/<name>
+// for a module parameter.
+func (s *Sysctl) Path() string {
+	if s.Param {
+		return "/sys/" + s.Name
+	}
+	return "/proc/sys/" + s.Name
+}
+
+// Mode is the file's permission bits as the kernel shows them.
+func (s *Sysctl) Mode() uint32 {
+	if s.Param {
+		return 0o600
+	}
+	return 0o644
 }
 
 // Table lists the emulated sysctls. A name whose file the host's kernel
@@ -63,6 +84,9 @@ var Table = []Sysctl{
 	// Read-only (0444) outside the initial network namespace: the kernel
 	// does not let a container size the host-wide conntrack table.
 	{Name: "net/netfilter/nf_conntrack_max", N: 1, Ranged: true, Min: 0, Max: math.MaxInt32, Cap: -1},
+	// Host root's only (0600, and EOPNOTSUPP outside the initial network
+	// namespace); kube-proxy reads and writes it at start.
+	{Name: "module/nf_conntrack/parameters/hashsize", N: 1, Param: true, Ranged: true, Min: 1, Max: math.MaxUint32, Cap: -1},
 }
 
 // Lookup returns the entry for a name under /proc/sys.
@@ -79,7 +103,8 @@ func Lookup(name string) (*Sysctl, bool) {
 // characters, and a longer run of digits is refused rather than split.
 const tmpBufLen = 22
 
-// ErrInvalid is the kernel's EINVAL for a write.
+// ErrInvalid is the kernel's EINVAL for a write. Parse's errors are
+// unix.Errno values: EINVAL, or ERANGE for an overflowing module parameter.
 var ErrInvalid = unix.EINVAL
 
 // Parse applies a write of data at offset 0 to the current values cur (N of
@@ -88,6 +113,16 @@ var ErrInvalid = unix.EINVAL
 // values than N (the rest keep theirs) and leaves anything after the last
 // value it reads unconsumed. An error is ErrInvalid.
 func (s *Sysctl) Parse(cur []int64, data []byte) ([]int64, int, error) {
+	if s.Param {
+		v, err := kstrtou(data, s.Max)
+		if err != nil {
+			return nil, 0, err
+		}
+		if s.Ranged && v < s.Min {
+			return nil, 0, ErrInvalid
+		}
+		return []int64{v}, len(data), nil
+	}
 	out := append([]int64(nil), cur...)
 	for len(out) < s.N {
 		out = append(out, 0)
@@ -150,6 +185,34 @@ func (s *Sysctl) convert(v uint64, neg, locked bool) (int64, error) {
 		return 0, ErrInvalid
 	}
 	return val, nil
+}
+
+// kstrtou is the kernel's kstrtouint/kstrtoull on a sysfs write: an
+// optional '+', a number in base 0, one optional '\n', nothing else;
+// EINVAL on anything else, ERANGE above max.
+func kstrtou(data []byte, max int64) (int64, error) {
+	p := data
+	if len(p) > 0 && p[0] == '+' {
+		p = p[1:]
+	}
+	if len(p) == 0 || hexDigit(p[0]) < 0 || hexDigit(p[0]) > 9 {
+		return 0, ErrInvalid
+	}
+	v, end, err := strtoul(p, 0)
+	if err != nil {
+		return 0, unix.ERANGE
+	}
+	rest := p[end:]
+	if len(rest) > 0 && rest[0] == '\n' {
+		rest = rest[1:]
+	}
+	if len(rest) > 0 {
+		return 0, ErrInvalid
+	}
+	if v > uint64(max) {
+		return 0, unix.ERANGE
+	}
+	return int64(v), nil
 }
 
 func isSpace(c byte) bool {

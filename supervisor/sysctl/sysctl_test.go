@@ -3,6 +3,8 @@ package sysctl
 import (
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParse(t *testing.T) {
@@ -63,6 +65,29 @@ func TestParse(t *testing.T) {
 		if err != nil || !slices.Equal(got, c.want) || used != c.used {
 			t.Errorf("%s %q: %v used %d (%v), want %v used %d", c.s.Name, c.in, got, used, err, c.want, c.used)
 		}
+	}
+}
+
+func TestParseParam(t *testing.T) {
+	hs, _ := Lookup("module/nf_conntrack/parameters/hashsize")
+	for in, want := range map[string]any{
+		"65536": int64(65536), "65536\n": int64(65536), "+0x10": int64(16), "4294967295": int64(4294967295),
+		"0": unix.EINVAL, "": unix.EINVAL, " 1": unix.EINVAL, "1 ": unix.EINVAL, "1\n\n": unix.EINVAL, "-1": unix.EINVAL,
+		"4294967296": unix.ERANGE, "99999999999999999999999": unix.ERANGE,
+	} {
+		got, used, err := hs.Parse([]int64{16384}, []byte(in))
+		if e, ok := want.(unix.Errno); ok {
+			if err != e {
+				t.Errorf("hashsize %q: %v %v, want %v", in, got, err, e)
+			}
+			continue
+		}
+		if err != nil || len(got) != 1 || got[0] != want.(int64) || used != len(in) {
+			t.Errorf("hashsize %q: %v used %d (%v), want %v", in, got, used, err, want)
+		}
+	}
+	if hs.Path() != "/sys/module/nf_conntrack/parameters/hashsize" || hs.Mode() != 0o600 {
+		t.Errorf("hashsize path %s mode %#o", hs.Path(), hs.Mode())
 	}
 }
 

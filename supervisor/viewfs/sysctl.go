@@ -2,6 +2,7 @@ package viewfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -23,15 +24,26 @@ import (
 // itself (runc refuses mounts there); they are not in Files.
 const SysctlDir = "proc/sys"
 
-// hostSysctl is the host's /proc/sys, read for a sysctl the container never
-// wrote. A variable for tests.
-var hostSysctl = "/proc/sys/"
+// hostRoot prefixes the host paths of sysctls, read for a sysctl the
+// container never wrote. A variable for tests.
+var hostRoot = ""
+
+func hostPath(s *sysctl.Sysctl) string { return hostRoot + s.Path() }
+
+// sysctlView is where s is under a container's view root: proc/sys/<name>,
+// or sys/<name> for a module parameter.
+func sysctlView(s *sysctl.Sysctl) string {
+	if s.Param {
+		return "sys/" + s.Name
+	}
+	return SysctlDir + "/" + s.Name
+}
 
 // Sysctls lists the emulated sysctls the host's kernel has.
 func Sysctls() []*sysctl.Sysctl {
 	var out []*sysctl.Sysctl
 	for i := range sysctl.Table {
-		if _, err := os.Stat(hostSysctl + sysctl.Table[i].Name); err == nil {
+		if _, err := os.Stat(hostPath(&sysctl.Table[i])); err == nil {
 			out = append(out, &sysctl.Table[i])
 		}
 	}
@@ -64,7 +76,7 @@ func (n *sysctlNode) values() ([]int64, error) {
 		}
 		n.log.Warn("views: stored sysctl value unreadable; showing the host's", "container", n.id, "sysctl", n.s.Name, "value", v)
 	}
-	b, err := host.ReadFile(hostSysctl + n.s.Name)
+	b, err := host.ReadFile(hostPath(n.s))
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +92,7 @@ func (n *sysctlNode) render() ([]byte, error) {
 }
 
 func (n *sysctlNode) fill(out *fuse.AttrOut, size int) {
-	out.Mode = syscall.S_IFREG | 0o644
+	out.Mode = syscall.S_IFREG | n.s.Mode()
 	out.Nlink = 1
 	out.Uid, out.Gid = n.c.RootIDs()
 	// procfs shows the time the inode was made, which for a sysctl is
@@ -157,7 +169,11 @@ func (h *sysctlHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 	}
 	vals, used, err := n.s.Parse(cur, data)
 	if err != nil {
-		return 0, syscall.EINVAL
+		var e syscall.Errno
+		if !errors.As(err, &e) {
+			e = syscall.EINVAL
+		}
+		return 0, e
 	}
 	v := strings.TrimSuffix(string(sysctl.Format(vals)), "\n")
 	if err := n.c.SetSysctl(n.s.Name, v); err != nil {

@@ -18,15 +18,16 @@ func TestSysctlFiles(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("no setpriv")
 	}
-	fakeHost := t.TempDir() + "/"
-	for name, v := range map[string]string{"kernel/panic": "1\n", "kernel/kptr_restrict": "0\n", "kernel/printk": "4\t4\t1\t7\n"} {
+	fakeHost := t.TempDir()
+	for name, v := range map[string]string{"/proc/sys/kernel/panic": "1\n", "/proc/sys/kernel/kptr_restrict": "0\n",
+		"/proc/sys/kernel/printk": "4\t4\t1\t7\n", "/sys/module/nf_conntrack/parameters/hashsize": "16384\n"} {
 		os.MkdirAll(filepath.Dir(fakeHost+name), 0o755)
 		if err := os.WriteFile(fakeHost+name, []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	defer func(old string) { hostSysctl = old }(hostSysctl)
-	hostSysctl = fakeHost
+	defer func(old string) { hostRoot = old }(hostRoot)
+	hostRoot = fakeHost
 	c := fakeContainer{sysctls: &fakeSysctls{m: map[string]string{}}}
 	runDir := t.TempDir()
 	// Searchable by the fake container's root (uid 100000), as a real run
@@ -45,7 +46,12 @@ func TestSysctlFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := func(name string) string { return filepath.Join(dir, SysctlDir, name) }
+	file := func(name string) string {
+		if strings.HasPrefix(name, "module/") {
+			return filepath.Join(dir, "sys", name)
+		}
+		return filepath.Join(dir, SysctlDir, name)
+	}
 	read := func(name string) string {
 		b, err := os.ReadFile(file(name))
 		if err != nil {
@@ -89,7 +95,7 @@ func TestSysctlFiles(t *testing.T) {
 	if v, _ := c.Sysctl("kernel/panic"); v != "7" {
 		t.Errorf("recorded %q", v)
 	}
-	if b, _ := os.ReadFile(fakeHost + "kernel/panic"); string(b) != "1\n" {
+	if b, _ := os.ReadFile(fakeHost + "/proc/sys/kernel/panic"); string(b) != "1\n" {
 		t.Errorf("host file changed: %q", b)
 	}
 	for _, bad := range []string{"abc", "7x", "99999999999", " \n", "000000000000000000000001"} {
@@ -138,5 +144,19 @@ func TestSysctlFiles(t *testing.T) {
 	write("kernel/kptr_restrict", "1")
 	if got := read("kernel/panic") + read("kernel/kptr_restrict"); got != "7\n1\n" {
 		t.Errorf("values %q", got)
+	}
+	// A module parameter: root's only (0600), kstrtouint's syntax.
+	hs := "module/nf_conntrack/parameters/hashsize"
+	if err := unix.Stat(file(hs), &st); err != nil || st.Mode != unix.S_IFREG|0o600 {
+		t.Errorf("hashsize mode %#o (%v), want 0600", st.Mode, err)
+	}
+	if e := write(hs, "65536\n"); e != "" {
+		t.Errorf("hashsize: %s", e)
+	}
+	if e := write(hs, "4294967296"); !strings.Contains(e, "Numerical result out of range") {
+		t.Errorf("hashsize overflow: %q, want ERANGE", e)
+	}
+	if got := read(hs); got != "65536\n" {
+		t.Errorf("hashsize %q", got)
 	}
 }

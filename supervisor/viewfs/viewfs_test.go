@@ -53,6 +53,8 @@ func (f fakeContainer) RootIDs() (uint32, uint32) { return 100000, 100000 }
 
 func (f fakeContainer) InitPid() int { return os.Getpid() }
 
+func (f fakeContainer) ID() string { return "fake" }
+
 func (f fakeContainer) InitStart() time.Duration   { return f.start }
 func (f fakeContainer) Cgroups() cgroup.Paths      { return f.paths }
 func (f fakeContainer) CgroupFiles() cgroup.Source { return &fakeFiles }
