@@ -78,12 +78,16 @@ func (r *Request) StatusField(name string) (string, error) {
 		}
 		r.status = b
 	}
-	for _, l := range strings.Split(string(r.status), "\n") {
+	return statusField(r.status, name, r.Pid())
+}
+
+func statusField(status []byte, name string, pid int) (string, error) {
+	for _, l := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(l, name+":"); ok {
 			return strings.TrimSpace(v), nil
 		}
 	}
-	return "", fmt.Errorf("no %s in /proc/%d/status", name, r.Notif.Pid)
+	return "", fmt.Errorf("no %s in /proc/%d/status", name, pid)
 }
 
 // Option returns an emulation option from the container's policy, or the

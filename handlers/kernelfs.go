@@ -43,6 +43,10 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 		// The container's own /sys is read-only; a new one is too.
 		flags |= unix.MS_RDONLY
 	}
+	hostNet, err := sameNetNS(req.Pid())
+	if err != nil {
+		return err
+	}
 	mfd := -1
 	defer func() {
 		if mfd >= 0 {
@@ -86,17 +90,27 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 				}
 			}
 		}
+		if fstype == "proc" && !hostNet {
+			// LXC's model, as for the container's own /proc: net
+			// sysctls are left to the kernel's permission checks.
+			if err := writableNetIn(mfd); err != nil {
+				return fmt.Errorf("read-write sys/net: %w", err)
+			}
+		}
 		if dir := c.Views(); dir != "" {
 			// Views are not a security boundary: without them the new
 			// mount shows the host's figures, which is no reason to fail it.
-			if err := viewsIn(mfd, filepath.Join(dir, strings.Trim(prefix, "/"))); err != nil {
+			if err := viewsIn(mfd, filepath.Join(dir, strings.Trim(prefix, "/")), fstype == "proc"); err != nil {
 				req.Log.Warn("new "+fstype+" mount gets no /proc and /sys views", "error", err)
 			}
 		}
 		return nil
 	}
 	var sigs []string
-	err = inCallerFS(req, fstype == "sysfs", build, func(fs *callerFS) error {
+	// The network namespace is joined for procfs too: the sysctls under
+	// sys/net have one dentry per network namespace, and the views bound
+	// over them must be on the caller's.
+	err = inCallerFS(req, true, build, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err
@@ -116,12 +130,18 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 		if err != nil {
 			return err
 		}
-		kids, err := fs.childrenOf(m)
-		if err != nil {
-			return err
-		}
-		for i := range kids {
-			sigs = append(sigs, sigOf(&kids[i], m))
+		// Every mount of the tree, not only the top's children: the
+		// sysctl views sit on the read-only sys bind, /proc/sys/net's
+		// read-write bind too.
+		for queue := []*mountinfo.Entry{m}; len(queue) > 0; queue = queue[1:] {
+			kids, err := fs.childrenOf(queue[0])
+			if err != nil {
+				return err
+			}
+			for i := range kids {
+				sigs = append(sigs, sigOf(&kids[i], queue[0]))
+				queue = append(queue, &kids[i])
+			}
 		}
 		return nil
 	})
@@ -195,8 +215,11 @@ func maskIn(root int, rel string) error {
 
 // viewsIn binds every view file under base (the container's views for this
 // filesystem, e.g. <views>/proc) over the same path inside the detached tree
-// root, read-only as the runtime binds them over the container's own.
-func viewsIn(root int, base string) error {
+// root, read-only as the runtime binds them over the container's own. The
+// writable views (sysctls, module parameters) are bound writable, and in a
+// procfs (proc) only over sysctls the kernel does not namespace, as
+// PrepareProcSys does.
+func viewsIn(root int, base string, proc bool) error {
 	return filepath.WalkDir(base, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			if p == base && os.IsNotExist(err) {
@@ -216,17 +239,43 @@ func viewsIn(root int, base string) error {
 			return err // nothing there in this kernel: nothing to cover
 		}
 		defer unix.Close(tfd)
-		src, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		// Writable views are the per-container sysctls and module
+		// parameters; the FUSE server's mode says which.
+		info, err := d.Info()
 		if err != nil {
-			return fmt.Errorf("clone %s: %w", p, err)
+			return err
+		}
+		writable := info.Mode().Perm()&0o200 != 0
+		if writable && proc && strings.HasPrefix(rel, "sys/") {
+			if ns, err := kernelNamespaced(tfd); err != nil || ns {
+				return err
+			}
+		}
+		src, err := cloneView(p, !writable)
+		if err != nil {
+			return err
 		}
 		defer unix.Close(src)
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}
-		if err := unix.MountSetattr(src, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-			return fmt.Errorf("read-only %s: %w", p, err)
-		}
 		return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	})
+}
+
+// writableNetIn makes sys/net of a detached procfs tree a read-write bind
+// of itself when the read-only paths made it read-only.
+func writableNetIn(root int) error {
+	tfd, err := openIn(root, "sys/net")
+	if tfd < 0 {
+		return err
+	}
+	defer unix.Close(tfd)
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(tfd, &st); err != nil {
+		return err
+	}
+	if st.Flags&unix.ST_RDONLY == 0 {
+		return nil
+	}
+	return rwBindOver(tfd)
 }
 
 // openIn opens rel inside a detached tree without following a final

@@ -386,7 +386,7 @@ func readMountData(req *Request, addr uint64) (string, error) {
 
 // act runs op from the host's /proc (so self/fd paths resolve) once the
 // caller is known to be still waiting.
-func (fs *callerFS) act(req *Request, op func() error) error {
+func (fs *callerFS) act(req caller, op func() error) error {
 	if !req.Valid() {
 		return notify.ErrGone
 	}

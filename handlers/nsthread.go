@@ -15,6 +15,19 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 )
 
+// caller is the process whose filesystem view inCallerFS enters: the
+// trapped task of a notification (*Request), or a container's init at
+// registration (*Process).
+type caller interface {
+	// Pid is the process in sysvisord's pid namespace.
+	Pid() int
+	// StatusField reads a field of its /proc/<pid>/status.
+	StatusField(name string) (string, error)
+	// Valid reports that fds opened through /proc/<pid> since the call
+	// began still name this process (no pid reuse).
+	Valid() bool
+}
+
 // callerFS is what a mount handler works with on a thread that has joined
 // the caller's mount namespace with the caller's root and cwd: paths
 // resolve exactly as they would for the caller, symlinks and ".." included,
@@ -196,7 +209,7 @@ func fdPath(fd int) string { return fmt.Sprintf("self/fd/%d", fd) }
 //
 // The work runs on the caller's own goroutine, locked to its thread, which
 // goHome restores (namespaces, root, cwd, capabilities) before unlocking.
-func inCallerFS(req *Request, net bool, detached func() error, fn func(*callerFS) error) error {
+func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) error) error {
 	pid := req.Pid()
 	open := func(p string) (int, error) {
 		// Namespace files open read-only; root and cwd are only walked.

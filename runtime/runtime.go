@@ -289,6 +289,12 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	r.log.Debugf("container %s: IDs %d+%d, policy %s, delegating to %s", r.inv.ID, l.Start, l.Size, pol.Name, r.runc)
 	code, err := r.runRunc()
 	r.phases.mark("runc")
+	if code == 0 && err == nil && r.inv.Command == "create" {
+		if err := r.awaitReady(); err != nil {
+			return 1, err
+		}
+		r.phases.mark("ready")
+	}
 	return code, err
 }
 

@@ -379,7 +379,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			if err != nil {
 				s.log.Warn("container gets the host's /proc and /sys views", "container", req.ID, "error", err)
 			} else {
-				resp.Views, resp.ViewFiles = dir, viewfs.Files
+				resp.Views, resp.ViewFiles = dir, viewfs.AvailableFiles()
 			}
 		}
 		return resp
@@ -399,6 +399,8 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			return control.Response{Error: fmt.Sprintf("no container %q", req.ID)}
 		}
 		return control.Response{Containers: cs}
+	case control.OpReady:
+		return s.ready(req.ID)
 	case control.OpLogLevel:
 		level := hclog.LevelFromString(req.Level)
 		if level == hclog.NoLevel || level == hclog.Off {
@@ -557,6 +559,8 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		if err != nil {
 			log.Warn("cannot resolve init's cgroups; resource views fall back to the host", "error", err)
 		}
+		// Before the mounts are read: what it mounts is protected too.
+		s.prepareProcSys(c, pid, log)
 		// The mounts the runtime set up, as they are before the
 		// container's own code has run: the ones it may not undo.
 		protected, sysRO, err := handlers.RuntimeMounts(pid)

@@ -46,6 +46,10 @@ const (
 	// set): one Response, then one trace.Event per line until the client
 	// closes the connection. See Trace.
 	OpTrace = "trace"
+	// OpReady (runtime, after runc create): wait until sysvisord has
+	// registered the container's init and finished the setup it does in
+	// the container (/proc/sys), so runc start runs a finished container.
+	OpReady = "ready"
 )
 
 // Request is one control call.

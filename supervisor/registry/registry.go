@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,6 +61,10 @@ type Record struct {
 	// Views is the directory of the container's /proc and /sys views
 	// (sysvisord's FUSE mount); empty when it has none.
 	Views string `json:"views,omitempty"`
+	// Sysctls are the values the container wrote to emulated sysctls
+	// (path under /proc/sys → value as the file shows it); a sysctl it
+	// never wrote reads as the host's.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
@@ -72,7 +77,30 @@ type Container struct {
 	reg       *Registry
 	files     cgroup.Files // open cgroup files, for the notify path
 	load      atomic.Pointer[procview.Load]
+	// registered is closed once the record leaves StatusCreated: init's
+	// listener was handed over and its setup done. The persisted status is
+	// the truth; this only wakes waiters (see Registered).
+	registered     chan struct{}
+	registeredOnce sync.Once
 }
+
+func newContainer(r *Registry, rec *Record) *Container {
+	c := &Container{reg: r, registered: make(chan struct{})}
+	c.rec.Store(rec)
+	c.noteStatus()
+	return c
+}
+
+// noteStatus wakes Registered's waiters once the status says so.
+func (c *Container) noteStatus() {
+	if c.rec.Load().Status != StatusCreated {
+		c.registeredOnce.Do(func() { close(c.registered) })
+	}
+}
+
+// Registered is closed once the container's init has registered (its
+// status left "created").
+func (c *Container) Registered() <-chan struct{} { return c.registered }
 
 // Load is the container's load average and task counts as last sampled
 // (zero before the first sample).
@@ -115,6 +143,41 @@ func (c *Container) SysfsReadOnly() bool { return c.rec.Load().SysfsReadOnly }
 
 // Views implements handlers.Container.
 func (c *Container) Views() string { return c.rec.Load().Views }
+
+// Sysctl returns the container's own value of an emulated sysctl.
+func (c *Container) Sysctl(name string) (string, bool) {
+	v, ok := c.rec.Load().Sysctls[name]
+	return v, ok
+}
+
+// SetSysctl records the container's value of an emulated sysctl, on disk
+// before it is visible: a restarted sysvisord serves the same values.
+func (c *Container) SetSysctl(name, value string) error {
+	if c.reg == nil {
+		return fmt.Errorf("container %s is not registered", c.ID())
+	}
+	_, err := c.reg.Update(c.ID(), func(r *Record) {
+		// A copy: readers of the previous record may hold its map.
+		m := maps.Clone(r.Sysctls)
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[name] = value
+		r.Sysctls = m
+	})
+	return err
+}
+
+// InitPid is the container's init in sysvisord's pid namespace, 0 before
+// it registered.
+func (c *Container) InitPid() int { return c.rec.Load().InitPid }
+
+// RootIDs returns the host uid and gid of the container's root: the start
+// of its lease, the same block for both.
+func (c *Container) RootIDs() (uint32, uint32) {
+	l := c.rec.Load().Lease
+	return l.Start, l.Start
+}
 
 // Protected implements handlers.Container. A linear scan: mount calls are
 // rare and the set holds a few dozen entries.
@@ -185,9 +248,7 @@ func Open(dir string) (*Registry, error) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return nil, fmt.Errorf("parse %s: %w", p, err)
 		}
-		c := &Container{reg: r}
-		c.rec.Store(&rec)
-		r.m[rec.ID] = c
+		r.m[rec.ID] = newContainer(r, &rec)
 	}
 	return r, nil
 }
@@ -213,8 +274,7 @@ func (r *Registry) Add(rec Record) (*Container, error) {
 	if c, ok := r.m[rec.ID]; ok {
 		return c, nil
 	}
-	c := &Container{reg: r}
-	c.rec.Store(&rec)
+	c := newContainer(r, &rec)
 	if err := r.save(&rec); err != nil {
 		return nil, err
 	}
@@ -236,6 +296,7 @@ func (r *Registry) Update(id string, fn func(*Record)) (*Container, error) {
 		return nil, err
 	}
 	c.rec.Store(&rec)
+	c.noteStatus()
 	return c, nil
 }
 

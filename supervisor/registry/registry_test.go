@@ -214,3 +214,61 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("Open with only a temp file: %v", err)
 	}
 }
+
+// Registered wakes a runtime's ready request once init registered, and a
+// record read back from disk (a restarted sysvisord) answers from its status.
+func TestRegisteredAndSysctls(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Add(Record{ID: "a", Status: StatusCreated, Lease: lease.Range{Start: 65536, Size: 65536}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := func(c *Container) bool {
+		select {
+		case <-c.Registered():
+			return true
+		default:
+			return false
+		}
+	}
+	if closed(c) {
+		t.Fatal("registered before init did")
+	}
+	if err := c.SetSysctl("kernel/panic", "7"); err != nil {
+		t.Fatal(err)
+	}
+	old := c.Snapshot()
+	if err := c.SetSysctl("kernel/panic", "9"); err != nil {
+		t.Fatal(err)
+	}
+	if old.Sysctls["kernel/panic"] != "7" {
+		t.Errorf("an earlier snapshot's sysctls changed under it: %v", old.Sysctls)
+	}
+	if closed(c) {
+		t.Fatal("registered by an update that kept the status")
+	}
+	if _, err := r.Update("a", func(rec *Record) { rec.Status = StatusRunning }); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(c) {
+		t.Fatal("not registered once running")
+	}
+	r2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := r2.Get("a")
+	if !closed(c2) {
+		t.Error("a running record read from disk is not registered")
+	}
+	if v, _ := c2.Sysctl("kernel/panic"); v != "9" {
+		t.Errorf("sysctl read back %q, want 9", v)
+	}
+	if u, g := c2.RootIDs(); u != 65536 || g != 65536 {
+		t.Errorf("root ids %d %d", u, g)
+	}
+}

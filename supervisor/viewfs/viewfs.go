@@ -29,26 +29,59 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 )
 
-// Files are the views, relative to a container's view root; each is
-// bind-mounted at "/" + name in the container.
+// Files are the read-only views, relative to a container's view root; each
+// is bind-mounted at "/" + name in the container by the runtime (runc
+// accepts these destinations). Only those whose host file exists are
+// served (AvailableFiles): a bind needs its target in the container's
+// procfs or sysfs, which has the host kernel's files.
 var Files = []string{
 	"proc/uptime",
 	"proc/meminfo",
 	"proc/cpuinfo",
 	"proc/stat",
 	"proc/loadavg",
+	"proc/swaps",
+	"proc/diskstats",
 	"sys/devices/system/cpu/online",
+	productUUID,
+}
+
+// productUUID exists only where the host has DMI (not on VMs without
+// firmware tables); sysfs cannot grow a file, so elsewhere there is none.
+const productUUID = "sys/devices/virtual/dmi/id/product_uuid"
+
+// AvailableFiles lists the Files this host has.
+func AvailableFiles() []string {
+	var out []string
+	for _, f := range Files {
+		if _, err := os.Stat(hostFile(f)); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Container is what rendering needs of a container; *registry.Container
 // implements it. Its methods are read at every open, so the views follow
 // the record (init's start and cgroups arrive after the mount).
 type Container interface {
+	// ID names the container (its product_uuid derives from it).
+	ID() string
 	InitStart() time.Duration
 	Cgroups() cgroup.Paths
 	CgroupFiles() cgroup.Source
 	// Load is the last load sample (sysvisord samples every 5 s).
 	Load() procview.Load
+	// Sysctl is the container's own value of an emulated sysctl (a path
+	// under /proc/sys), if it wrote one; SetSysctl records one.
+	Sysctl(name string) (string, bool)
+	SetSysctl(name, value string) error
+	// RootIDs are the host uid and gid of the container's root, which
+	// owns its sysctl files.
+	RootIDs() (uint32, uint32)
+	// InitPid is the container's init (0 before it registered): its user
+	// namespace is the one a sysctl writer's capabilities must be in.
+	InitPid() int
 }
 
 // Dir is where the views of id are mounted.
@@ -112,8 +145,9 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 		return "", err
 	}
 	root := &dirNode{}
+	sysctls, files := Sysctls(), AvailableFiles()
 	root.build = func(ctx context.Context) {
-		for _, name := range Files {
+		add := func(name string, node fs.InodeEmbedder) {
 			parent := &root.Inode
 			parts := strings.Split(name, "/")
 			for _, p := range parts[:len(parts)-1] {
@@ -124,8 +158,16 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 				}
 				parent = ch
 			}
-			f := &fileNode{id: id, name: name, c: c, log: m.log}
-			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG}), false)
+		}
+		for _, name := range files {
+			add(name, &fileNode{id: id, name: name, c: c, log: m.log})
+		}
+		if c == nil {
+			return // no record to keep values in: host files only
+		}
+		for _, s := range sysctls {
+			add(sysctlView(s), &sysctlNode{id: id, s: s, c: c, log: m.log})
 		}
 	}
 	// The tree never changes: the kernel caches names. Attributes are not
@@ -283,7 +325,18 @@ const sizeSlack = 256
 // the first open: an open would otherwise render twice.
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
+	if n.name == productUUID {
+		out.Mode = syscall.S_IFREG | 0o400 // the kernel's: root only
+	}
 	out.Nlink = 1
+	if n.c != nil {
+		// The kernel's files are root's; inside, that is the
+		// container's root (host root would show as nobody).
+		out.Uid, out.Gid = n.c.RootIDs()
+	}
+	// procfs and sysfs show about the time of the look; 1970 stands out.
+	now := time.Now()
+	out.SetTimes(&now, &now, &now)
 	var size int64
 	if h, ok := f.(*handle); ok {
 		size = int64(len(h.data))

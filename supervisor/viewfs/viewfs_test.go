@@ -1,10 +1,12 @@
 package viewfs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,9 +19,41 @@ import (
 )
 
 type fakeContainer struct {
-	start time.Duration
-	paths cgroup.Paths
+	start   time.Duration
+	paths   cgroup.Paths
+	sysctls *fakeSysctls
 }
+
+type fakeSysctls struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (f fakeContainer) Sysctl(name string) (string, bool) {
+	if f.sysctls == nil {
+		return "", false
+	}
+	f.sysctls.mu.Lock()
+	defer f.sysctls.mu.Unlock()
+	v, ok := f.sysctls.m[name]
+	return v, ok
+}
+
+func (f fakeContainer) SetSysctl(name, value string) error {
+	if f.sysctls == nil {
+		return errors.New("no store")
+	}
+	f.sysctls.mu.Lock()
+	defer f.sysctls.mu.Unlock()
+	f.sysctls.m[name] = value
+	return nil
+}
+
+func (f fakeContainer) RootIDs() (uint32, uint32) { return 100000, 100000 }
+
+func (f fakeContainer) InitPid() int { return os.Getpid() }
+
+func (f fakeContainer) ID() string { return "fake" }
 
 func (f fakeContainer) InitStart() time.Duration   { return f.start }
 func (f fakeContainer) Cgroups() cgroup.Paths      { return f.paths }

@@ -5,6 +5,7 @@ package e2e
 // a removed container leaves no FUSE mount behind.
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +84,7 @@ func checkStatLines(t *testing.T, stat string, cpus ...string) {
 }
 
 func TestViewsMemoryCpusetUptime(t *testing.T) {
-	out := mustDocker(t, "run", "--rm", "--runtime=sysvisor-runc", "--memory", "512m", "--cpuset-cpus", "0", image, "sh", "-c", viewScript)
+	out := mustDocker(t, "run", "--rm", "--runtime=sysvisor-runc", "--memory", "512m", "--cpus", "1.5", "--cpuset-cpus", "0", image, "sh", "-c", viewScript)
 	host := hostUptime(t)
 	s := sections(out)
 	var total int
@@ -144,18 +145,31 @@ func TestViewsGoneAfterRemove(t *testing.T) {
 	if got := sh(t, id, "head -1 /proc/meminfo"); got != "MemTotal:         262144 kB" {
 		t.Errorf("meminfo %q", got)
 	}
-	// Every view is a bind of the container's own FUSE files.
-	n := 0
+	// Every view is a bind of the container's own FUSE files: read-only
+	// except the per-container sysctls and module parameters.
+	ro, rw := 0, 0
 	for _, m := range containerMounts(t, id) {
-		if m.fstype == "fuse.sysvisor" {
-			n++
-			if !m.ro() {
-				t.Errorf("view %s is not read-only", m.point)
-			}
+		if m.fstype != "fuse.sysvisor" {
+			continue
+		}
+		writable := strings.HasPrefix(m.point, "/proc/sys/") || strings.HasPrefix(m.point, "/sys/module/")
+		if m.ro() == writable {
+			t.Errorf("view %s: read-only %v", m.point, m.ro())
+		}
+		if writable {
+			rw++
+		} else {
+			ro++
 		}
 	}
-	if n != 6 {
-		t.Errorf("%d view mounts in the container, want 6", n)
+	// uptime meminfo cpuinfo stat loadavg swaps diskstats cpu/online,
+	// and product_uuid where the host has DMI.
+	wantRO := 8
+	if _, err := os.Stat("/sys/devices/virtual/dmi/id/product_uuid"); err == nil {
+		wantRO++
+	}
+	if ro != wantRO || rw == 0 {
+		t.Errorf("%d read-only and %d writable view mounts in the container, want %d and some", ro, rw, wantRO)
 	}
 	// A procfs the container mounts itself (emulated) gets the views too.
 	if got := sh(t, id, "mkdir -p /mnt/p && mount -t proc proc /mnt/p && head -1 /mnt/p/meminfo"); got != "MemTotal:         262144 kB" {
@@ -173,6 +187,89 @@ func TestViewsGoneAfterRemove(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("views directory left after remove: %v", err)
 	}
+}
+
+// /proc/swaps agrees with meminfo, /proc/diskstats shows the container's own
+// block I/O, /sys/kernel's filesystem mount points are empty directories,
+// product_uuid (where the host has DMI) is per container, and the conntrack
+// hash size is the container's to set.
+func TestViewsSwapsDisksSys(t *testing.T) {
+	vol := t.TempDir()
+	disk := diskOf(t, vol)
+	out := mustDocker(t, "run", "--rm", "--runtime=sysvisor-runc", "--memory", "256m", "--memory-swap", "512m",
+		"--device-read-bps", "/dev/"+disk+":500mb", "--device-write-bps", "/dev/"+disk+":500mb", "-v", vol+":/vol", image, "sh", "-c", `
+		dd if=/dev/zero of=/vol/f bs=4096 count=300 oflag=direct 2>/dev/null
+		echo "== swaps"; cat /proc/swaps
+		echo "== meminfo"; grep ^Swap /proc/meminfo
+		echo "== diskstats"; cat /proc/diskstats
+		echo "== sys-kernel"; for d in security debug tracing config; do [ -d /sys/kernel/$d ] && echo "$d $(ls -A /sys/kernel/$d | wc -l)"; done
+		echo "== debugfs"; mount -t debugfs none /sys/kernel/debug && ls -A /sys/kernel/debug | wc -l
+		echo "== hashsize"; echo 4096 > /sys/module/nf_conntrack/parameters/hashsize && cat /sys/module/nf_conntrack/parameters/hashsize
+	`)
+	s := sections(out)
+	// This host may have no swap: then neither file shows any.
+	var swapTotal string
+	for _, l := range strings.Split(s["meminfo"], "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "SwapTotal:" {
+			swapTotal = f[1]
+		}
+	}
+	lines := strings.Split(s["swaps"], "\n")
+	if swapTotal == "0" && len(lines) != 1 || swapTotal != "0" && (len(lines) != 2 || strings.Fields(lines[1])[2] != swapTotal) {
+		t.Errorf("/proc/swaps:\n%s\nmeminfo:\n%s", s["swaps"], s["meminfo"])
+	}
+	// 300 direct writes of 4 KiB: 2400 sectors, on the volume's disk
+	// only (the throttle limits make cgroup v1 count them).
+	d := strings.Fields(s["diskstats"])
+	if len(d) < 14 || d[2] != disk || d[7] != "300" || d[9] != "2400" || strings.Count(s["diskstats"], "\n") != 0 {
+		t.Errorf("/proc/diskstats:\n%s\nwant one %s line with 300 writes, 2400 sectors", s["diskstats"], disk)
+	}
+	// The container's own sysfs shows kernel filesystems' mount points
+	// empty; a debugfs mount (systemd's sys-kernel-debug.mount) gets the
+	// mount emulation's empty stub.
+	for _, l := range strings.Split(s["sys-kernel"], "\n") {
+		if f := strings.Fields(l); len(f) != 2 || f[1] != "0" {
+			t.Errorf("/sys/kernel: %q, want empty", l)
+		}
+	}
+	if !strings.Contains(s["sys-kernel"], "debug") || s["debugfs"] != "0" {
+		t.Errorf("/sys/kernel: %q, debugfs mount: %q; want debug present and a mount there empty", s["sys-kernel"], s["debugfs"])
+	}
+	if s["hashsize"] != "4096" {
+		t.Errorf("hashsize %q, want the container's 4096", s["hashsize"])
+	}
+	if b, _ := os.ReadFile("/sys/module/nf_conntrack/parameters/hashsize"); strings.TrimSpace(string(b)) == "4096" {
+		t.Errorf("host's hashsize is 4096")
+	}
+	if _, err := os.Stat("/sys/devices/virtual/dmi/id/product_uuid"); err != nil {
+		t.Log("host has no DMI: product_uuid not checked")
+		return
+	}
+	uuid := func() string {
+		return mustDocker(t, "run", "--rm", "--runtime=sysvisor-runc", image, "cat", "/sys/devices/virtual/dmi/id/product_uuid")
+	}
+	host, _ := os.ReadFile("/sys/devices/virtual/dmi/id/product_uuid")
+	if a, b := uuid(), uuid(); a == b || a == strings.TrimSpace(string(host)) {
+		t.Errorf("product_uuid of two containers %q %q (host %q): want different", a, b, host)
+	}
+}
+
+// diskOf names the whole disk (for blkio throttling) dir's filesystem is on.
+func diskOf(t *testing.T, dir string) string {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	sys := fmt.Sprintf("/sys/dev/block/%d:%d", st.Dev>>8&0xfff, st.Dev&0xff|st.Dev>>12&0xfff00)
+	if _, err := os.Stat(sys + "/partition"); err == nil {
+		sys += "/.."
+	}
+	p, err := filepath.EvalSymlinks(sys)
+	if err != nil {
+		t.Skipf("%s is not on a block device: %v", dir, err)
+	}
+	return filepath.Base(p)
 }
 
 // restartSysvisord stops the environment's sysvisord and starts it again
