@@ -170,6 +170,7 @@ type Results struct {
 	Runtime *RuntimeFigure    `json:"runtimeOnly"`
 	Notify  *NotifyFigure     `json:"notifyRoundTrip"`
 	Mount   *MountFigure      `json:"mount"`
+	Syscall *SyscallFigure    `json:"untrappedSyscalls"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -249,6 +250,9 @@ func report(args []string) error {
 		return err
 	}
 	if res.Mount, err = mountFigure(*raw); err != nil {
+		return err
+	}
+	if res.Syscall, err = syscallFigure(*raw); err != nil {
 		return err
 	}
 	printTable(os.Stdout, &res)
@@ -488,6 +492,7 @@ func printTable(w io.Writer, r *Results) {
 	printRuntime(w, r.Runtime)
 	printNotify(w, r.Notify)
 	printMount(w, r.Mount)
+	printSyscall(w, r.Syscall)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {
