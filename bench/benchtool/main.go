@@ -171,6 +171,7 @@ type Results struct {
 	Notify  *NotifyFigure     `json:"notifyRoundTrip"`
 	Mount   *MountFigure      `json:"mount"`
 	Syscall *SyscallFigure    `json:"untrappedSyscalls"`
+	Proc    *ProcFigure       `json:"procViews"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -255,6 +256,9 @@ func report(args []string) error {
 	if res.Syscall, err = syscallFigure(*raw); err != nil {
 		return err
 	}
+	if res.Proc, err = procFigure(*raw); err != nil {
+		return err
+	}
 	printTable(os.Stdout, &res)
 	b, err := json.MarshalIndent(&res, "", "  ")
 	if err != nil {
@@ -287,7 +291,7 @@ func machine() map[string]string {
 	for _, kv := range []struct{ key, env string }{
 		{"runcVersion", "BENCH_RUNC_VERSION"}, {"dockerVersion", "BENCH_DOCKER_VERSION"},
 		{"sysvisordVersion", "BENCH_SYSVISORD_VERSION"}, {"ccVersion", "BENCH_CC_VERSION"},
-		{"cgroups", "BENCH_CGROUPS"}, {"loadavgStart", "BENCH_LOADAVG_START"},
+		{"cgroups", "BENCH_CGROUPS"}, {"lxcfsVersion", "BENCH_LXCFS_VERSION"}, {"loadavgStart", "BENCH_LOADAVG_START"},
 	} {
 		if v := os.Getenv(kv.env); v != "" {
 			m[kv.key] = v
@@ -493,6 +497,7 @@ func printTable(w io.Writer, r *Results) {
 	printNotify(w, r.Notify)
 	printMount(w, r.Mount)
 	printSyscall(w, r.Syscall)
+	printProc(w, r.Proc)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {
