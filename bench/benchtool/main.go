@@ -7,6 +7,7 @@
 //	benchtool unregister -run-dir DIR -id ID   prints notifications=N, then deletes
 //	benchtool bundle-config -in FILE -out FILE -root PATH -cgroups-path PATH -args ARG...
 //	                                         runc's default spec made to run ARGS without a terminal
+//	benchtool gops-stats -run-dir DIR -pid PID   goroutines and threads from sysvisord's gops agent
 //	benchtool report     -raw DIR -out FILE
 package main
 
@@ -34,7 +35,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|gops-stats|report [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +46,8 @@ func main() {
 		err = bundleConfig(args)
 	case "report":
 		err = report(args)
+	case "gops-stats":
+		err = gopsStats(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -172,6 +175,7 @@ type Results struct {
 	Mount   *MountFigure      `json:"mount"`
 	Syscall *SyscallFigure    `json:"untrappedSyscalls"`
 	Proc    *ProcFigure       `json:"procViews"`
+	Scale   *ScaleFigure      `json:"scale"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -257,6 +261,9 @@ func report(args []string) error {
 		return err
 	}
 	if res.Proc, err = procFigure(*raw); err != nil {
+		return err
+	}
+	if res.Scale, err = scaleFigure(*raw); err != nil {
 		return err
 	}
 	printTable(os.Stdout, &res)
@@ -498,6 +505,7 @@ func printTable(w io.Writer, r *Results) {
 	printMount(w, r.Mount)
 	printSyscall(w, r.Syscall)
 	printProc(w, r.Proc)
+	printScale(w, r.Scale)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {
