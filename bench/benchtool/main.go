@@ -175,7 +175,9 @@ type Results struct {
 	Mount   *MountFigure      `json:"mount"`
 	Syscall *SyscallFigure    `json:"untrappedSyscalls"`
 	Proc    *ProcFigure       `json:"procViews"`
+	Dind    *DindFigure       `json:"dindWorkloads"`
 	Scale   *ScaleFigure      `json:"scale"`
+	Build   *BuildFigure      `json:"realJob"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -263,7 +265,11 @@ func report(args []string) error {
 	if res.Proc, err = procFigure(*raw); err != nil {
 		return err
 	}
+	res.Dind = dindFigure(*raw)
 	if res.Scale, err = scaleFigure(*raw); err != nil {
+		return err
+	}
+	if res.Build, err = buildFigure(*raw); err != nil {
 		return err
 	}
 	printTable(os.Stdout, &res)
@@ -505,7 +511,9 @@ func printTable(w io.Writer, r *Results) {
 	printMount(w, r.Mount)
 	printSyscall(w, r.Syscall)
 	printProc(w, r.Proc)
+	printDind(w, r.Dind)
 	printScale(w, r.Scale)
+	printBuild(w, r.Build)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {
