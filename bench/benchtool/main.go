@@ -71,7 +71,9 @@ func registration(cmd string, args []string) error {
 	if cmd == "register" {
 		// What sysvisor-runc sends at create, minus the runc root: the
 		// supervisor's reconcile then never mistakes it for a dead container.
-		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "bench"}, timeout)
+		// The built-in default policy (it emulates sysinfo); no views, as
+		// there is no container to bind them into.
+		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "default", NoViews: true}, timeout)
 		return err
 	}
 	resp, err := control.Call(*runDir, control.Request{Op: control.OpPs}, timeout)
