@@ -8,7 +8,7 @@
 //	benchtool bundle-config -in FILE -out FILE -root PATH -cgroups-path PATH -args ARG...
 //	                                         runc's default spec made to run ARGS without a terminal
 //	benchtool gops-stats -run-dir DIR -pid PID   goroutines and threads from sysvisord's gops agent
-//	benchtool report     -raw DIR -out FILE
+//	benchtool report     -raw DIR -out FILE [-png FILE] [-table FILE]
 package main
 
 import (
@@ -244,6 +244,8 @@ func report(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	raw := fs.String("raw", "bench/out/raw", "directory of raw samples written by bench/run")
 	out := fs.String("out", "bench/out/results.json", "results file")
+	chart := fs.String("png", "", "also draw the ratios as a PNG chart here")
+	table := fs.String("table", "", "also write the table here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -274,7 +276,26 @@ func report(args []string) error {
 	if res.Build, err = buildFigure(*raw); err != nil {
 		return err
 	}
-	printTable(os.Stdout, &res)
+	var w io.Writer = os.Stdout
+	var tf *os.File
+	if *table != "" {
+		if tf, err = os.Create(*table); err != nil {
+			return err
+		}
+		defer tf.Close()
+		w = io.MultiWriter(os.Stdout, tf)
+	}
+	printTable(w, &res)
+	if tf != nil {
+		if err := tf.Close(); err != nil {
+			return err
+		}
+	}
+	if *chart != "" {
+		if err := writeChart(*chart, &res); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+	}
 	b, err := json.MarshalIndent(&res, "", "  ")
 	if err != nil {
 		return err
