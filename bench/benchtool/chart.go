@@ -70,6 +70,8 @@ func chartRows(r *Results) []chartRow {
 		add(fmt.Sprintf("7  RSS at %d ctrs / budget", last.N), float64(last.RSSKiB)/float64(last.BudgetKiB), 1)
 		if p := s.pointAt(100); p != nil && p.P99Us > 0 {
 			add(fmt.Sprintf("7  p99 at %d busy ctrs / 50 us", p.N), p.P99Us/s.TargetP99Us, 1)
+			add("7  paced p50 at 1 ctr / C floor", s.floorRatio(1, false), 0)
+			add(fmt.Sprintf("7  paced p99 at %d ctrs / C floor", p.N), s.floorRatio(p.N, true), 0)
 		}
 	}
 	if b := r.Build; b != nil && b.Skipped == "" {

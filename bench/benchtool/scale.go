@@ -102,8 +102,12 @@ type ScaleFigure struct {
 	RSSPerContainerKiB  float64 `json:"rssKiBPerContainer,omitempty"`
 	GoPerContainer      float64 `json:"goroutinesPerContainer,omitempty"`
 	ThreadsPerContainer float64 `json:"threadsPerContainer,omitempty"`
-	TargetP99Us         float64 `json:"targetP99UsAt100"`
-	TargetRSS           string  `json:"targetRss"`
+	// The C floor at the same pace: csup answering one client on the host.
+	FloorP50Us  float64 `json:"cFloorP50Us,omitempty"`
+	FloorP99Us  float64 `json:"cFloorP99Us,omitempty"`
+	FloorCalls  int     `json:"cFloorCalls,omitempty"`
+	TargetP99Us float64 `json:"targetP99UsAt100"`
+	TargetRSS   string  `json:"targetRss"`
 }
 
 type scaleLine struct {
@@ -116,6 +120,9 @@ type scaleLine struct {
 	LateNs     float64 `json:"late_ns"`
 	Hist       string  `json:"hist"`
 	Ticks      float64 `json:"supervisor_cpu_ticks"`
+	Iters      int     `json:"iters"`
+	P50        float64 `json:"p50_ns"`
+	P99        float64 `json:"p99_ns"`
 	ClkTck     float64 `json:"clk_tck"`
 }
 
@@ -148,6 +155,10 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 			break
 		} else if err != nil {
 			return nil, fmt.Errorf("scale.jsonl: %w", err)
+		}
+		if l.Phase == "floor" {
+			f.FloorP50Us, f.FloorP99Us, f.FloorCalls = math.Round(l.P50/100)/10, math.Round(l.P99/100)/10, l.Iters
+			continue
 		}
 		if l.N == 0 {
 			f.BaseRSSKiB, f.BaseGo, baseThreads = l.RSS, l.Goroutines, l.Threads
@@ -250,7 +261,7 @@ func printScale(w io.Writer, f *ScaleFigure) {
 		fmt.Fprintf(w, "  skipped: %s\n\n", f.Skipped)
 		return
 	}
-	fmt.Fprintf(w, "  containers: %s; busy phase: every container one sysinfo every %d µs for %d ms, common start; latencies pooled (1 µs buckets)\n",
+	fmt.Fprintf(w, "  containers: %s; busy phase: every container one sysinfo every %d µs for %d ms, one start once all are ready; latencies pooled\n",
 		f.Counts, f.PeriodUs, f.DurationMs)
 	if f.Note != "" {
 		fmt.Fprintf(w, "  note: %s\n", f.Note)
@@ -262,6 +273,10 @@ func printScale(w io.Writer, f *ScaleFigure) {
 		return strconv.Itoa(*g)
 	}
 	fmt.Fprintf(w, "  sysvisord before any container of this figure: RSS %.1f MiB, goroutines %s\n", float64(f.BaseRSSKiB)/1024, gor(f.BaseGo))
+	if f.FloorCalls > 0 {
+		fmt.Fprintf(w, "  C floor at the same pace (bench/csup --work full without cgroup files, one client on the host, no container): %d calls, p50 %.0f µs, p99 %.0f µs\n",
+			f.FloorCalls, f.FloorP50Us, f.FloorP99Us)
+	}
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t, "  containers\tRSS MiB (idle)\tbudget MiB\tgoroutines\tthreads\tcalls\tp50 µs\tp99 µs\tmax µs\tsysvisord CPU µs/call\tRSS MiB after busy\tlate starts")
 	for _, p := range f.Points {
@@ -287,6 +302,22 @@ func printScale(w io.Writer, f *ScaleFigure) {
 		if one := f.pointAt(1); one != nil && one.P99Us > 0 && p != one {
 			fmt.Fprintf(w, "  p99 at %d over p99 at 1 busy container: %.2f\n", p.N, p.P99Us/one.P99Us)
 		}
+		if f.FloorP99Us > 0 {
+			fmt.Fprintf(w, "  over the C floor at the same pace: p50 at 1 container %.2f, p99 at %d containers %.2f\n",
+				f.floorRatio(1, false), p.N, p.P99Us/f.FloorP99Us)
+		}
 	}
 	fmt.Fprintln(w)
+}
+
+// floorRatio is the p50 (or p99) at n containers over the C floor's.
+func (f *ScaleFigure) floorRatio(n int, p99 bool) float64 {
+	p := f.pointAt(n)
+	if p == nil || f.FloorP50Us <= 0 || f.FloorP99Us <= 0 {
+		return 0
+	}
+	if p99 {
+		return p.P99Us / f.FloorP99Us
+	}
+	return p.P50Us / f.FloorP50Us
 }

@@ -4,10 +4,14 @@
  * CLOCK_MONOTONIC (vDSO, never trapped), so that many containers run it at
  * once and the latencies can be pooled.
  *
- *   notifyloop --start-at NS --duration-ms N [--period-us N] [--warmup N] [--out FILE]
+ *   notifyloop (--start-at NS | --ready FILE --go FILE) --duration-ms N
+ *              [--period-us N] [--warmup N] [--out FILE]
  *
  * It waits until CLOCK_REALTIME reaches NS (ns since the epoch: every copy
- * starts together), makes WARMUP untimed calls, then one call every PERIOD
+ * starts together). With --ready and --go it first creates the ready file,
+ * then polls every 10 ms for the go file, which holds NS: whoever launches
+ * many copies writes it once all are ready, however long launching took.
+ * It then makes WARMUP untimed calls, then one call every PERIOD
  * µs (0: back to back) until DURATION has passed since NS. It prints one JSON
  * line: the number of calls, how late it started, and a histogram of the
  * latencies as "lower bound in ns:count" pairs (1 µs buckets below 1 ms,
@@ -75,7 +79,7 @@ static uint64_t hist[NBUCKETS];
 int main(int argc, char **argv)
 {
 	uint64_t start_at = 0, duration_ms = 0, period_us = 10000, warmup = 10;
-	const char *out = NULL;
+	const char *out = NULL, *ready = NULL, *go = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (v && !strcmp(a, "--start-at"))
@@ -88,14 +92,39 @@ int main(int argc, char **argv)
 			warmup = strtoull(v, NULL, 10), i++;
 		else if (v && !strcmp(a, "--out"))
 			out = v, i++;
+		else if (v && !strcmp(a, "--ready"))
+			ready = v, i++;
+		else if (v && !strcmp(a, "--go"))
+			go = v, i++;
 		else {
-			fprintf(stderr, "usage: notifyloop --start-at NS --duration-ms N [--period-us N] [--warmup N] [--out FILE]\n");
+			fprintf(stderr, "usage: notifyloop (--start-at NS | --ready FILE --go FILE) --duration-ms N [--period-us N] [--warmup N] [--out FILE]\n");
 			return 2;
 		}
 	}
 	if (duration_ms == 0) {
 		fprintf(stderr, "notifyloop: --duration-ms is required\n");
 		return 2;
+	}
+	if (ready && go) {
+		FILE *r = fopen(ready, "w");
+		if (!r || fclose(r) != 0) {
+			fprintf(stderr, "notifyloop: %s: %s\n", ready, strerror(errno));
+			return 1;
+		}
+		struct timespec tick = {.tv_sec = 0, .tv_nsec = 10000000};
+		for (;;) {
+			FILE *g = fopen(go, "r");
+			if (g) {
+				unsigned long long ns = 0;
+				int ok = fscanf(g, "%llu", &ns) == 1;
+				fclose(g);
+				if (ok && ns) {
+					start_at = ns;
+					break;
+				}
+			}
+			nanosleep(&tick, NULL);
+		}
 	}
 	struct sysinfo si;
 	/* Wait for the common start on the wall clock, then run on the monotonic one. */
