@@ -37,12 +37,14 @@ type ProcFile struct {
 
 // ProcFigure is figure 5.
 type ProcFigure struct {
-	Skipped string      `json:"skipped,omitempty"`
-	Warmup  int         `json:"warmupReads,omitempty"`
-	Iters   int         `json:"timedReads,omitempty"`
-	Rounds  int         `json:"rounds,omitempty"`
-	LXCFS   string      `json:"lxcfsVersion,omitempty"`
-	Files   []*ProcFile `json:"files,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
+	Warmup  int    `json:"warmupReads,omitempty"`
+	Iters   int    `json:"timedReads,omitempty"`
+	Rounds  int    `json:"rounds,omitempty"`
+	LXCFS   string `json:"lxcfsVersion,omitempty"`
+	// PinnedCPU is BENCH_PIN_CPU (the containers get --cpuset-cpus).
+	PinnedCPU string      `json:"pinnedCpu,omitempty"`
+	Files     []*ProcFile `json:"files,omitempty"`
 	// Target: sysvisor at least this many times faster than LXCFS.
 	TargetSpeedUp float64 `json:"targetSpeedUpOverLxcfs"`
 	// What the issue quotes for a peer runtime (Sysbox) on this kind of
@@ -76,6 +78,7 @@ func procFigure(dir string) (*ProcFigure, error) {
 	defer file.Close()
 	f.Warmup, f.Iters, f.Rounds = envInt("BENCH_PROC_WARMUP"), envInt("BENCH_PROC_ITERS"), envInt("BENCH_PROC_ROUNDS")
 	f.LXCFS = os.Getenv("BENCH_LXCFS_VERSION")
+	f.PinnedCPU = os.Getenv("BENCH_PIN_CPU")
 	// by[file][env][round]
 	by := map[string]map[string]map[int]procSample{}
 	var files []string
@@ -139,6 +142,9 @@ func printProc(w io.Writer, f *ProcFigure) {
 	fmt.Fprintf(w, "  %d rounds x (%d warm-up + %d timed reads) per file and place, places interleaved; containers with -m 256m; %s\n",
 		f.Rounds, f.Warmup, f.Iters, or(f.LXCFS))
 	fmt.Fprintln(w, "  host: no container; runc: the kernel's files; lxcfs: runc + LXCFS bind-mounted over them; sysvisor: its views")
+	if f.PinnedCPU != "" {
+		fmt.Fprintf(w, "  pinned to CPU %s (containers with --cpuset-cpus)\n", f.PinnedCPU)
+	}
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t, "  file\thost\trunc\tlxcfs\tsysvisor\tlxcfs p99\tsysvisor p99\tLXCFS/sysvisor (p50)\tsysvisor/host")
 	for _, pf := range f.Files {

@@ -35,7 +35,10 @@ type SyscallFigure struct {
 	Batches int            `json:"batches,omitempty"`
 	Rounds  int            `json:"rounds,omitempty"`
 	Kinds   []*SyscallKind `json:"kinds,omitempty"`
-	Target  float64        `json:"targetRatio"`
+	// PinnedCPU is BENCH_PIN_CPU: the host run under taskset, the
+	// containers with --cpuset-cpus.
+	PinnedCPU string  `json:"pinnedCpu,omitempty"`
+	Target    float64 `json:"targetRatio"`
 }
 
 type syscallSample struct {
@@ -60,6 +63,7 @@ func syscallFigure(dir string) (*SyscallFigure, error) {
 	defer file.Close()
 	f.Warmup, f.Iters = envInt("BENCH_SYSCALL_WARMUP"), envInt("BENCH_SYSCALL_ITERS")
 	f.Batches, f.Rounds = envInt("BENCH_SYSCALL_BATCHES"), envInt("BENCH_SYSCALL_ROUNDS")
+	f.PinnedCPU = os.Getenv("BENCH_PIN_CPU")
 	// by[kind][env][round] = ns per call
 	by := map[string]map[string]map[int]float64{}
 	var kinds []string
@@ -118,6 +122,9 @@ func printSyscall(w io.Writer, f *SyscallFigure) {
 	}
 	fmt.Fprintf(w, "  %d rounds x (%d warm-up calls + %d batches of %d calls) per kind and place, places interleaved; engine's default seccomp profile in both containers\n",
 		f.Rounds, f.Warmup, f.Batches, f.Iters)
+	if f.PinnedCPU != "" {
+		fmt.Fprintf(w, "  pinned to CPU %s\n", f.PinnedCPU)
+	}
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t, "  call\thost (context)\trunc\tsysvisor\tadded ns (median of rounds)\tratio of medians\tmedian of round ratios")
 	for _, k := range f.Kinds {
