@@ -71,9 +71,9 @@ func registration(cmd string, args []string) error {
 	if cmd == "register" {
 		// What sysvisor-runc sends at create, minus the runc root: the
 		// supervisor's reconcile then never mistakes it for a dead container.
-		// The built-in default policy (it emulates sysinfo); no views, as
-		// there is no container to bind them into.
-		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "default", NoViews: true}, timeout)
+		// The built-in default policy (it emulates sysinfo). Its views are
+		// mounted for nothing: there is no container to bind them into.
+		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "default"}, timeout)
 		return err
 	}
 	resp, err := control.Call(*runDir, control.Request{Op: control.OpPs}, timeout)
