@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -100,22 +101,80 @@ func printBuild(w io.Writer, f *BuildFigure) {
 	fmt.Fprintf(w, "  ratio sysvisor/runc: %.3f (medians), %.3f (median of round ratios); no target in the issue\n\n", f.Ratio, f.PairRatio)
 }
 
-// --- figure 6: Docker-in-Docker workloads (placeholder) -------------------------------
+// --- figure 6: Docker-in-Docker workloads ------------------------------------------
 
-// DindFigure is figure 6; until the DinD image lands it only says why not.
-type DindFigure struct {
-	Skipped string `json:"skipped,omitempty"`
+// DindMetric is one line of bench/dind.sh's dind.json.
+type DindMetric struct {
+	Name     string  `json:"name"`
+	Baseline *Stat   `json:"baseline"`
+	Sysvisor *Stat   `json:"sysvisor"`
+	Ratio    float64 `json:"ratio"`
 }
 
-func dindFigure(dir string) *DindFigure {
-	f := &DindFigure{Skipped: skipped(dir, "dind")}
-	if f.Skipped == "" {
-		f.Skipped = "needs the DinD image (issue 6)"
+// DindFigure is figure 6, as bench/dind.sh measured it.
+type DindFigure struct {
+	Skipped string        `json:"skipped,omitempty"`
+	Runs    int           `json:"innerRunsPerRuntime,omitempty"`
+	Boots   int           `json:"bootsPerKindAndRuntime,omitempty"`
+	Metrics []*DindMetric `json:"metrics,omitempty"`
+}
+
+func dindFigure(dir string) (*DindFigure, error) {
+	f := &DindFigure{}
+	if f.Skipped = skipped(dir, "dind"); f.Skipped != "" {
+		return f, nil
 	}
-	return f
+	b, err := os.ReadFile(filepath.Join(dir, "dind.json"))
+	if err != nil {
+		f.Skipped = "no samples: " + err.Error()
+		return f, nil
+	}
+	if err := json.Unmarshal(b, f); err != nil {
+		return nil, fmt.Errorf("dind.json: %w", err)
+	}
+	if len(f.Metrics) == 0 {
+		f.Skipped = "no metrics in dind.json"
+	}
+	return f, nil
+}
+
+// UnmarshalJSON reads dind.sh's field names.
+func (f *DindFigure) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Runs    int           `json:"runs"`
+		Boots   int           `json:"boots"`
+		Metrics []*DindMetric `json:"metrics"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	f.Runs, f.Boots, f.Metrics = raw.Runs, raw.Boots, raw.Metrics
+	return nil
+}
+
+var dindLabels = map[string]string{
+	"inner_run_us":    "inner docker run --rm busybox true (µs)",
+	"dockerd_boot_ms": "docker run -d IMG dockerd, until docker info answers (ms)",
+	"systemd_boot_ms": "docker run -d IMG /sbin/init, until running or degraded (ms)",
 }
 
 func printDind(w io.Writer, f *DindFigure) {
-	fmt.Fprintln(w, "Figure 6: Docker-in-Docker workloads (inner docker run, boot to ready, vs privileged DinD)")
-	fmt.Fprintf(w, "  skipped: %s\n\n", f.Skipped)
+	fmt.Fprintln(w, "Figure 6: Docker-in-Docker workloads (bench/dind.sh; median [min–max])")
+	if f.Skipped != "" {
+		fmt.Fprintf(w, "  skipped: %s\n\n", f.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "  %d inner runs per runtime, interleaved; %d boots per kind and runtime; baseline: runc with CAP_SYS_ADMIN+NET_ADMIN, seccomp and masked paths off, private cgroupns, a host dir for /var/lib/docker\n", f.Runs, f.Boots)
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t, "  metric\tbaseline\tsysvisor\tratio")
+	for _, m := range f.Metrics {
+		label := dindLabels[m.Name]
+		if label == "" {
+			label = m.Name
+		}
+		fmt.Fprintf(t, "  %s\t%s\t%s\t%.2f\n", label, fmtStat(m.Baseline, 0), fmtStat(m.Sysvisor, 0), m.Ratio)
+	}
+	t.Flush()
+	fmt.Fprintln(w, "  no target in the issue")
+	fmt.Fprintln(w)
 }

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -63,6 +64,11 @@ func chartRows(r *Results) []chartRow {
 			if f.View {
 				add(fmt.Sprintf("5  %s / LXCFS", f.File), f.RatioLXCFS, 1/p.TargetSpeedUp)
 			}
+		}
+	}
+	if d := r.Dind; d != nil && d.Skipped == "" {
+		for _, m := range d.Metrics {
+			add(fmt.Sprintf("6  DinD %s / privileged runc", strings.TrimSuffix(strings.TrimSuffix(m.Name, "_us"), "_ms")), m.Ratio, 0)
 		}
 	}
 	if s := r.Scale; s != nil && s.Skipped == "" && len(s.Points) > 0 {

@@ -269,7 +269,9 @@ func report(args []string) error {
 	if res.Proc, err = procFigure(*raw); err != nil {
 		return err
 	}
-	res.Dind = dindFigure(*raw)
+	if res.Dind, err = dindFigure(*raw); err != nil {
+		return err
+	}
 	if res.Scale, err = scaleFigure(*raw); err != nil {
 		return err
 	}
