@@ -61,8 +61,11 @@ func chartRows(r *Results) []chartRow {
 	}
 	if p := r.Proc; p != nil && p.Skipped == "" {
 		for _, f := range p.Files {
-			if f.View {
+			switch {
+			case f.View && f.LXCFSView:
 				add(fmt.Sprintf("5  %s / LXCFS", f.File), f.RatioLXCFS, 1/p.TargetSpeedUp)
+			case f.View:
+				add(fmt.Sprintf("5  %s view / kernel", f.File), f.RatioLXCFS, 0)
 			}
 		}
 	}
