@@ -11,6 +11,7 @@ PKGS=(
 	fuse3                      # /proc views (FUSE)
 	iptables debootstrap       # Docker-in-Docker demo image
 	procps psmisc kmod         # pgrep/pkill/fuser in tests
+	lxcfs                      # bench/ figure 5 baseline; started by bench/run only, never as a service
 )
 
 if [ "$(id -u)" != 0 ]; then

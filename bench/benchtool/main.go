@@ -7,7 +7,8 @@
 //	benchtool unregister -run-dir DIR -id ID   prints notifications=N, then deletes
 //	benchtool bundle-config -in FILE -out FILE -root PATH -cgroups-path PATH -args ARG...
 //	                                         runc's default spec made to run ARGS without a terminal
-//	benchtool report     -raw DIR -out FILE
+//	benchtool gops-stats -run-dir DIR -pid PID   goroutines and threads from sysvisord's gops agent
+//	benchtool report     -raw DIR -out FILE [-png FILE] [-table FILE]
 package main
 
 import (
@@ -34,7 +35,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|gops-stats|report [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -45,6 +46,8 @@ func main() {
 		err = bundleConfig(args)
 	case "report":
 		err = report(args)
+	case "gops-stats":
+		err = gopsStats(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -68,7 +71,9 @@ func registration(cmd string, args []string) error {
 	if cmd == "register" {
 		// What sysvisor-runc sends at create, minus the runc root: the
 		// supervisor's reconcile then never mistakes it for a dead container.
-		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "bench"}, timeout)
+		// The built-in default policy (it emulates sysinfo). Its views are
+		// mounted for nothing: there is no container to bind them into.
+		_, err := control.Call(*runDir, control.Request{Op: control.OpCreate, ID: *id, Bundle: "/nonexistent", Policy: "default"}, timeout)
 		return err
 	}
 	resp, err := control.Call(*runDir, control.Request{Op: control.OpPs}, timeout)
@@ -170,6 +175,11 @@ type Results struct {
 	Runtime *RuntimeFigure    `json:"runtimeOnly"`
 	Notify  *NotifyFigure     `json:"notifyRoundTrip"`
 	Mount   *MountFigure      `json:"mount"`
+	Syscall *SyscallFigure    `json:"untrappedSyscalls"`
+	Proc    *ProcFigure       `json:"procViews"`
+	Dind    *DindFigure       `json:"dindWorkloads"`
+	Scale   *ScaleFigure      `json:"scale"`
+	Build   *BuildFigure      `json:"realJob"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -234,6 +244,8 @@ func report(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	raw := fs.String("raw", "bench/out/raw", "directory of raw samples written by bench/run")
 	out := fs.String("out", "bench/out/results.json", "results file")
+	chart := fs.String("png", "", "also draw the ratios as a PNG chart here")
+	table := fs.String("table", "", "also write the table here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -251,7 +263,41 @@ func report(args []string) error {
 	if res.Mount, err = mountFigure(*raw); err != nil {
 		return err
 	}
-	printTable(os.Stdout, &res)
+	if res.Syscall, err = syscallFigure(*raw); err != nil {
+		return err
+	}
+	if res.Proc, err = procFigure(*raw); err != nil {
+		return err
+	}
+	if res.Dind, err = dindFigure(*raw); err != nil {
+		return err
+	}
+	if res.Scale, err = scaleFigure(*raw); err != nil {
+		return err
+	}
+	if res.Build, err = buildFigure(*raw); err != nil {
+		return err
+	}
+	var w io.Writer = os.Stdout
+	var tf *os.File
+	if *table != "" {
+		if tf, err = os.Create(*table); err != nil {
+			return err
+		}
+		defer tf.Close()
+		w = io.MultiWriter(os.Stdout, tf)
+	}
+	printTable(w, &res)
+	if tf != nil {
+		if err := tf.Close(); err != nil {
+			return err
+		}
+	}
+	if *chart != "" {
+		if err := writeChart(*chart, &res); err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+	}
 	b, err := json.MarshalIndent(&res, "", "  ")
 	if err != nil {
 		return err
@@ -283,7 +329,7 @@ func machine() map[string]string {
 	for _, kv := range []struct{ key, env string }{
 		{"runcVersion", "BENCH_RUNC_VERSION"}, {"dockerVersion", "BENCH_DOCKER_VERSION"},
 		{"sysvisordVersion", "BENCH_SYSVISORD_VERSION"}, {"ccVersion", "BENCH_CC_VERSION"},
-		{"cgroups", "BENCH_CGROUPS"}, {"loadavgStart", "BENCH_LOADAVG_START"},
+		{"cgroups", "BENCH_CGROUPS"}, {"lxcfsVersion", "BENCH_LXCFS_VERSION"}, {"loadavgStart", "BENCH_LOADAVG_START"},
 	} {
 		if v := os.Getenv(kv.env); v != "" {
 			m[kv.key] = v
@@ -488,6 +534,11 @@ func printTable(w io.Writer, r *Results) {
 	printRuntime(w, r.Runtime)
 	printNotify(w, r.Notify)
 	printMount(w, r.Mount)
+	printSyscall(w, r.Syscall)
+	printProc(w, r.Proc)
+	printDind(w, r.Dind)
+	printScale(w, r.Scale)
+	printBuild(w, r.Build)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {

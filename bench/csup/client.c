@@ -11,7 +11,7 @@
  * calls sysinfo(2) in a tight loop and times each call on CLOCK_MONOTONIC
  * (vDSO, not trapped).
  *
- *   client --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N]
+ *   client --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--period-us N]
  *          [--expect-totalram BYTES]
  *   client --no-filter [--warmup N] [--iters N]    native sysinfo(2) cost
  *   client --probe                                 can this kernel notify?
@@ -138,7 +138,7 @@ int main(int argc, char **argv)
 {
 	const char *sock = NULL, *id = NULL, *cgroups[8];
 	int ncg = 0, nofilter = 0, probe = 0;
-	long warmup = 2000, iters = 20000;
+	long warmup = 2000, iters = 20000, period_us = 0;
 	unsigned long long expect = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -156,6 +156,8 @@ int main(int argc, char **argv)
 			warmup = atol(v), i++;
 		else if (v && !strcmp(a, "--iters"))
 			iters = atol(v), i++;
+		else if (v && !strcmp(a, "--period-us"))
+			period_us = atol(v), i++;
 		else if (v && !strcmp(a, "--expect-totalram"))
 			expect = strtoull(v, NULL, 10), i++;
 		else {
@@ -175,7 +177,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (iters < 1 || warmup < 0 || (!nofilter && (!sock || !id))) {
-		fprintf(stderr, "usage: %s --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--expect-totalram BYTES] | --no-filter | --probe\n", prog);
+		fprintf(stderr, "usage: %s --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--period-us N] [--expect-totalram BYTES] | --no-filter | --probe\n", prog);
 		return 2;
 	}
 	/* A supervisor that never answers must not hang the benchmark: SIGALRM
@@ -196,8 +198,15 @@ int main(int argc, char **argv)
 		if (sysinfo(&si) != 0)
 			die(prog, "sysinfo (warm-up call %ld)", i);
 	memset(&si, 0, sizeof(si));
-	uint64_t start = now_ns();
+	uint64_t start = now_ns(), next = start;
 	for (long i = 0; i < iters; i++) {
+		if (period_us > 0) {
+			/* Paced: one call per period, as a program that polls does. */
+			next += (uint64_t)period_us * 1000;
+			struct timespec ts = {.tv_sec = next / 1000000000u, .tv_nsec = next % 1000000000u};
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		}
 		uint64_t t0 = now_ns();
 		int rc = sysinfo(&si);
 		uint64_t t1 = now_ns();
