@@ -32,12 +32,9 @@ type BuildFigure struct {
 // buildFigure reads build.tsv: place, round, seconds.
 func buildFigure(dir string) (*BuildFigure, error) {
 	f := &BuildFigure{}
-	if f.Skipped = skipped(dir, "build"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "build.tsv"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "build", "build.tsv")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()

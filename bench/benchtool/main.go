@@ -352,15 +352,25 @@ func skipped(dir, name string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// openSamples opens a figure's samples, or says why it has none: bench/run
+// skipped it (its .skip file names the reason) or wrote no samples.
+func openSamples(dir, figure, name string) (*os.File, string) {
+	if why := skipped(dir, figure); why != "" {
+		return nil, why
+	}
+	file, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return nil, "no samples: " + err.Error()
+	}
+	return file, ""
+}
+
 // startFigure reads start.tsv: "runtime<TAB>phase<TAB>seconds" per docker run.
 func startFigure(dir string) (*StartFigure, error) {
 	f := &StartFigure{Target: 1.15}
-	if f.Skipped = skipped(dir, "start"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "start.tsv"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "start", "start.tsv")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()
@@ -409,12 +419,9 @@ type sample struct {
 
 func notifyFigure(dir string) (*NotifyFigure, error) {
 	f := &NotifyFigure{Target: 1.5}
-	if f.Skipped = skipped(dir, "notify"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "notify.jsonl"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "notify", "notify.jsonl")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()
@@ -639,12 +646,9 @@ var runtimeOps = []string{"create", "start", "delete", "total"}
 // runtimeFigure reads runtime.tsv: runtime, rootfs kind, phase, op, seconds.
 func runtimeFigure(dir string) (*RuntimeFigure, error) {
 	f := &RuntimeFigure{}
-	if f.Skipped = skipped(dir, "runtime"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "runtime.tsv"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "runtime", "runtime.tsv")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()
@@ -785,12 +789,9 @@ var mountEnvs = []string{"native", "runc-privileged", "sysvisor"}
 
 func mountFigure(dir string) (*MountFigure, error) {
 	f := &MountFigure{PeerPairUs: [2]float64{800, 1100}}
-	if f.Skipped = skipped(dir, "mount"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "mount.jsonl"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "mount", "mount.jsonl")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()

@@ -73,12 +73,9 @@ var procEnvs = []string{"native", "runc", "lxcfs", "sysvisor"}
 func procFigure(dir string) (*ProcFigure, error) {
 	f := &ProcFigure{TargetSpeedUp: 3, PeerUs: map[string][2]float64{
 		"/proc/uptime": {300, 400}, "/proc/sys/kernel/panic": {300, 300}}}
-	if f.Skipped = skipped(dir, "procview"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "procview.jsonl"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "procview", "procview.jsonl")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()

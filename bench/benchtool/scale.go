@@ -130,12 +130,9 @@ func rssBudget(n int) int { return 30*1024 + 256*n }
 
 func scaleFigure(dir string) (*ScaleFigure, error) {
 	f := &ScaleFigure{TargetP99Us: 50, TargetRSS: "30 MiB + 256 KiB per container"}
-	if f.Skipped = skipped(dir, "scale"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "scale.jsonl"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "scale", "scale.jsonl")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()

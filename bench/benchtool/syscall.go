@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"text/tabwriter"
 )
@@ -52,12 +51,9 @@ type syscallSample struct {
 
 func syscallFigure(dir string) (*SyscallFigure, error) {
 	f := &SyscallFigure{Target: 1.02}
-	if f.Skipped = skipped(dir, "syscall"); f.Skipped != "" {
-		return f, nil
-	}
-	file, err := os.Open(filepath.Join(dir, "syscall.jsonl"))
-	if err != nil {
-		f.Skipped = "no samples: " + err.Error()
+	file, why := openSamples(dir, "syscall", "syscall.jsonl")
+	if file == nil {
+		f.Skipped = why
 		return f, nil
 	}
 	defer file.Close()
