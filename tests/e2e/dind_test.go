@@ -19,6 +19,9 @@ func TestDockerInDocker(t *testing.T) {
 		t.Skip("-short")
 	}
 	if _, err := exec.LookPath("debootstrap"); err != nil {
+		if os.Getenv("SYSVISOR_E2E") == "required" {
+			t.Fatal("debootstrap not installed (make deps)")
+		}
 		t.Skip("debootstrap not installed (make deps)")
 	}
 	dir := fmt.Sprintf("/tmp/sysvisor-dind-%d", os.Getpid())
