@@ -1,8 +1,11 @@
 package cgroup
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -58,5 +61,65 @@ func TestDelegate(t *testing.T) {
 	}
 	if err := Delegate(Paths{"cpu": filepath.Join(root, "cpu", "x")}, mounts, 1, 1); err == nil {
 		t.Error("controller without a mount delegated")
+	}
+}
+
+// TestDelegateV2 checks delegation on the kernel's cgroup2 (the unified
+// hierarchy: the only v2 this hybrid host has, so no controllers move, but
+// the delegation rules are v2's): the delegate creates a child, moves
+// itself into it and enables what it may there, and cannot climb out of its
+// subtree or touch the delegated directory's own settings.
+func TestDelegateV2(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	mounts, err := HostMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, ok := mounts[""]
+	if !ok {
+		t.Skip("no cgroup2 mounted")
+	}
+	parent := filepath.Join(v2, fmt.Sprintf("sysvisor-delegate-test-%d", os.Getpid()))
+	dir := filepath.Join(parent, "c1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.Remove(filepath.Join(dir, "child"))
+		os.Remove(dir)
+		os.Remove(parent)
+	})
+	const uid = 300000
+	if err := Delegate(Paths{"": dir}, mounts, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	// Born in the delegated cgroup as the delegate, as a container's init is.
+	script := fmt.Sprintf(`
+		mkdir %[1]s/child && echo $$ >%[1]s/child/cgroup.procs && echo "moved $(cat /proc/self/cgroup | grep '^0::')"
+		echo $$ >%[2]s/cgroup.procs 2>/dev/null && echo "escaped up" || echo "up refused"
+		echo 1 >%[1]s/cgroup.max.descendants 2>/dev/null && echo "own limit written" || echo "own limit refused"
+		echo 1 >%[1]s/child/cgroup.max.descendants && echo "child limit written"
+	`, dir, parent)
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Credential:  &syscall.Credential{Uid: uid, Gid: uid},
+		UseCgroupFD: true, CgroupFD: int(cg.Fd()),
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	rel := strings.TrimPrefix(dir, v2)
+	for _, want := range []string{"moved 0::" + rel + "/child", "up refused", "own limit refused", "child limit written"} {
+		if !strings.Contains(string(out), want+"\n") {
+			t.Errorf("want %q in:\n%s", want, out)
+		}
 	}
 }
