@@ -61,7 +61,13 @@ test: deps build lint
 test-unit: build
 	$(GO) test -count=1 -short ./...
 
+# Go benchmarks of the in-process pieces (policy parsing and lookup, the
+# dispatch lookup, /proc rendering and FUSE reads, trace decoding, stats),
+# then the whole-system figures of bench/run.
 bench: deps build
+	mkdir -p bench/out
+	$(GO) test -run '^$$' -bench . -benchmem ./policy/ ./handlers/ ./supervisor/... >bench/out/go-bench.txt; \
+		s=$$?; cat bench/out/go-bench.txt; exit $$s
 	./bench/run
 
 demo: deps build

@@ -117,3 +117,22 @@ func TestResponseString(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLookup: the dispatch's syscall-number lookup, once per
+// notification.
+func BenchmarkLookup(b *testing.B) {
+	t, err := NewTable(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nr, ok := t.Nr("umount2")
+	if !ok {
+		b.Fatal("no umount2")
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, ok := t.Lookup(nr); !ok {
+			b.Fatal("lookup")
+		}
+	}
+}

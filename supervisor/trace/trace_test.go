@@ -105,3 +105,15 @@ func BenchmarkInactive(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeMount: what a trace subscriber costs per mount call
+// (flags, two strings, data), the decoding only.
+func BenchmarkDecodeMount(b *testing.B) {
+	mem := fakeMem{0x1000: "tmpfs", 0x2000: "/mnt/x", 0x3000: "tmpfs", 0x4000: "size=1m,mode=700"}
+	args := [6]uint64{0x1000, 0x2000, 0x3000, 0x1 | 0x2 | 0x400, 0x4000}
+	for i := 0; i < b.N; i++ {
+		if Decode("mount", args, mem) == "" {
+			b.Fatal("empty")
+		}
+	}
+}
