@@ -56,6 +56,18 @@ type ProcFigure struct {
 	// What the issue quotes for a peer runtime (Sysbox) on this kind of
 	// machine, µs; not measured by this suite.
 	PeerUs map[string][2]float64 `json:"peerSysboxUsQuoted"`
+	// Parallel: open+read+close cycles per second with several readers at
+	// once, per file and place (one run each).
+	Parallel []ProcParallel `json:"parallel,omitempty"`
+}
+
+// ProcParallel is one parallel-readers run.
+type ProcParallel struct {
+	Env     string  `json:"env"`
+	File    string  `json:"file"`
+	Readers int     `json:"readers"`
+	Ms      int     `json:"ms"`
+	OpsPerS float64 `json:"ops_per_s"`
 }
 
 type procSample struct {
@@ -139,7 +151,54 @@ func procFigure(dir string) (*ProcFigure, error) {
 	if len(f.Files) == 0 {
 		f.Skipped = "no samples in procview.jsonl"
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "procpar.jsonl")); err == nil {
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var p ProcParallel
+			if l == "" {
+				continue
+			}
+			if err := json.Unmarshal([]byte(l), &p); err != nil {
+				return nil, fmt.Errorf("procpar.jsonl: %w", err)
+			}
+			f.Parallel = append(f.Parallel, p)
+		}
+	}
 	return f, nil
+}
+
+// printProcParallel prints the parallel readers' throughput, per file: each
+// place's cycles per second and sysvisor's over LXCFS's (higher is better).
+func printProcParallel(w io.Writer, f *ProcFigure) {
+	if len(f.Parallel) == 0 {
+		return
+	}
+	by := map[string]map[string]ProcParallel{}
+	var files []string
+	for _, p := range f.Parallel {
+		if by[p.File] == nil {
+			by[p.File] = map[string]ProcParallel{}
+			files = append(files, p.File)
+		}
+		by[p.File][p.Env] = p
+	}
+	p0 := f.Parallel[0]
+	fmt.Fprintf(w, "  %d readers in parallel, %d ms each, cycles per second (whole run):\n", p0.Readers, p0.Ms)
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t, "  file\thost\trunc\tlxcfs\tsysvisor\tsysvisor/LXCFS throughput")
+	for _, file := range files {
+		col := func(env string) string {
+			if p, ok := by[file][env]; ok {
+				return fmt.Sprintf("%.0f", p.OpsPerS)
+			}
+			return "-"
+		}
+		r := "-"
+		if l, s := by[file]["lxcfs"], by[file]["sysvisor"]; l.OpsPerS > 0 && s.OpsPerS > 0 {
+			r = fmt.Sprintf("%.2fx", s.OpsPerS/l.OpsPerS)
+		}
+		fmt.Fprintf(t, "  %s\t%s\t%s\t%s\t%s\t%s\n", file, col("native"), col("runc"), col("lxcfs"), col("sysvisor"), r)
+	}
+	t.Flush()
 }
 
 func printProc(w io.Writer, f *ProcFigure) {
@@ -185,6 +244,7 @@ func printProc(w io.Writer, f *ProcFigure) {
 			fmt.Fprintf(w, "  %s: sysvisor %s, LXCFS %s (from each container's mountinfo); no target\n", pf.File, served(pf.View), served(pf.LXCFSView))
 		}
 	}
+	printProcParallel(w, f)
 	fmt.Fprintln(w, "  peer runtime (Sysbox), quoted for this kind of machine, not measured here: /proc/uptime 300–400 µs, /proc/sys/kernel/panic 300 µs; LXCFS meminfo 230 µs")
 	fmt.Fprintln(w)
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static inline uint64_t now_ns(void)
@@ -64,25 +65,87 @@ static long cycle(const char *path)
 	return total;
 }
 
+/* parallel runs n reader processes, each cycling path for ms milliseconds
+ * after a common start, and prints the total cycles per second. */
+static int parallel(const char *path, int n, long ms)
+{
+	int p[2];
+	if (pipe(p) != 0) {
+		perror("procread: pipe");
+		return 1;
+	}
+	uint64_t start = now_ns() + 50000000u; /* every reader forked by then */
+	for (int r = 0; r < n; r++) {
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("procread: fork");
+			return 1;
+		}
+		if (pid == 0) {
+			close(p[0]);
+			while (now_ns() < start)
+				;
+			uint64_t end = start + (uint64_t)ms * 1000000u;
+			long done = 0;
+			while (now_ns() < end) {
+				if (cycle(path) < 0)
+					_exit(1);
+				done++;
+			}
+			if (write(p[1], &done, sizeof(done)) != sizeof(done))
+				_exit(1);
+			_exit(0);
+		}
+	}
+	close(p[1]);
+	long total = 0, one;
+	int got = 0, failed = 0;
+	while (read(p[0], &one, sizeof(one)) == sizeof(one))
+		total += one, got++;
+	for (int r = 0; r < n; r++) {
+		int st;
+		if (wait(&st) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			failed = 1;
+	}
+	if (failed || got != n) {
+		fprintf(stderr, "procread: a reader of %s failed\n", path);
+		return 1;
+	}
+	printf("{\"file\":\"%s\",\"readers\":%d,\"ms\":%ld,\"ops\":%ld,\"ops_per_s\":%.0f}\n", path, n, ms, total,
+	       (double)total * 1000.0 / (double)ms);
+	fflush(stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	long warmup = 200, iters = 2000;
-	int i;
+	long warmup = 200, iters = 2000, ms = 2000;
+	int i, readers = 0;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (v && !strcmp(a, "--warmup"))
 			warmup = atol(v), i++;
 		else if (v && !strcmp(a, "--iters"))
 			iters = atol(v), i++;
+		else if (v && !strcmp(a, "--parallel"))
+			readers = atoi(v), i++;
+		else if (v && !strcmp(a, "--ms"))
+			ms = atol(v), i++;
 		else if (a[0] == '-') {
-			fprintf(stderr, "usage: procread [--warmup N] [--iters N] FILE...\n");
+			fprintf(stderr, "usage: procread [--warmup N] [--iters N] | [--parallel READERS [--ms MS]] FILE...\n");
 			return 2;
 		} else
 			break;
 	}
 	if (iters < 1 || warmup < 0 || i >= argc) {
-		fprintf(stderr, "usage: procread [--warmup N] [--iters N] FILE...\n");
+		fprintf(stderr, "usage: procread [--warmup N] [--iters N] | [--parallel READERS [--ms MS]] FILE...\n");
 		return 2;
+	}
+	if (readers > 0) {
+		for (; i < argc; i++)
+			if (parallel(argv[i], readers, ms) != 0)
+				return 1;
+		return 0;
 	}
 	uint64_t *t = calloc(iters, sizeof(*t));
 	if (!t) {
