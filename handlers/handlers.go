@@ -63,9 +63,11 @@ type Request struct {
 	Options map[string]bool
 
 	// The caller's memory and mappings, opened at first use and kept for
-	// the rest of the request (a mount reads up to four strings).
-	memR, memW, maps int
-	status           []byte
+	// the rest of the request (a mount reads up to four strings); its
+	// mount namespace, which the permission check and the namespace
+	// worker both need.
+	memR, memW, maps, mnt int
+	status                []byte
 }
 
 // StatusField returns a field of the caller's /proc/<pid>/status, read once
@@ -106,12 +108,27 @@ func (r *Request) Option(name string) bool {
 
 // Close releases what the request opened. The dispatcher calls it.
 func (r *Request) Close() {
-	for _, fd := range []int{r.memR, r.memW, r.maps} {
+	for _, fd := range []int{r.memR, r.memW, r.maps, r.mnt} {
 		if fd > 0 {
 			unix.Close(fd)
 		}
 	}
-	r.memR, r.memW, r.maps = 0, 0, 0
+	r.memR, r.memW, r.maps, r.mnt = 0, 0, 0, 0
+}
+
+// MntNS returns the caller's mount namespace, opened once per request. The
+// fd names the caller's namespace only if the notification is still valid
+// after it was opened: users re-check (inCallerFS does before acting).
+func (r *Request) MntNS() (int, error) {
+	if r.mnt > 0 {
+		return r.mnt, nil
+	}
+	fd, err := unix.Openat(hostProc(), fmt.Sprintf("%d/ns/mnt", r.Notif.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /proc/%d/ns/mnt: %w", r.Notif.Pid, err)
+	}
+	r.mnt = fd
+	return fd, nil
 }
 
 // Pid is the caller's pid in the supervisor's pid namespace.

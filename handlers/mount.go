@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 )
 
 // Mount emulation. The rules, in the kernel's own order of mount(2) cases:
@@ -451,7 +449,8 @@ func (umountHandler) Handle(req *Request) Response {
 		if !root {
 			return unix.EINVAL
 		}
-		if m, err = fs.lookDown(m); err != nil {
+		m, kids, err := fs.lookDown(m)
+		if err != nil {
 			return err
 		}
 		if fs.protected(m, c.Protected) {
@@ -464,10 +463,6 @@ func (umountHandler) Handle(req *Request) Response {
 			// A procfs or sysfs sysvisord mounted carries masks, which
 			// would make a plain umount fail with EBUSY where the caller
 			// expects none: it goes with its masks, all at once.
-			kids, err := fs.childrenOf(m)
-			if err != nil {
-				return err
-			}
 			onlyMasks := len(kids) > 0
 			for i := range kids {
 				onlyMasks = onlyMasks && c.Protected(sigOf(&kids[i], m))
@@ -553,24 +548,25 @@ func hasMountCap(req *Request) (bool, error) { return hasCap(req, unix.CAP_SYS_A
 // an emulated call changes.
 func hasCap(req *Request, c uint) (bool, error) {
 	pid := req.Pid()
-	v, err := req.StatusField("CapEff")
-	if err != nil {
-		return false, err
+	// capget of another thread: its effective set, without rendering its
+	// whole /proc status. A pid reused since the trap would answer for
+	// another process; the notification is re-checked before anything is
+	// done.
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3, Pid: int32(pid)}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false, fmt.Errorf("capget %d: %w", pid, err)
 	}
-	capEff, err := strconv.ParseUint(v, 16, 64)
-	if err != nil {
-		return false, fmt.Errorf("CapEff %q: %w", v, err)
-	}
+	capEff := uint64(data[0].Effective) | uint64(data[1].Effective)<<32
 	if capEff&(1<<c) == 0 {
 		return false, nil
 	}
 	// The capability counts over the caller's user namespace only: that
 	// must own the mount namespace the caller would change.
-	mnt, err := rawfile.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY)
+	mnt, err := req.MntNS()
 	if err != nil {
 		return false, err
 	}
-	defer unix.Close(mnt)
 	owner, err := unix.IoctlRetInt(mnt, unix.NS_GET_USERNS)
 	if err != nil {
 		return false, fmt.Errorf("owner of mount namespace: %w", err)

@@ -47,11 +47,11 @@ type callerFS struct {
 	nsRoot   int
 	root     string
 	atNSRoot bool
-	// The caller's process and thread ids, from the host's pid namespace
-	// inwards (NStgid, NSpid): with its start time, read from the host's
-	// /proc when needed, enough to find it in whatever procfs its root
-	// shows.
-	nsTgid, nsTid []string
+	// The caller as the host numbers it. Its ids from the host's pid
+	// namespace inwards (NStgid, NSpid) and its start time, read from the
+	// host's /proc when a path needs them, are enough to find it in
+	// whatever procfs its root shows.
+	pid int
 }
 
 // open resolves p as the caller would. /proc/self and /proc/thread-self
@@ -112,27 +112,37 @@ func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
 		}
 		return string(buf[:n])
 	}
-	if len(c.nsTgid) == 0 {
-		return "", "", false
-	}
-	start := ""
-	if fd, err := unix.Openat(c.proc, c.nsTgid[0]+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+	host := func(name string) string {
+		fd, err := unix.Openat(c.proc, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return ""
+		}
+		defer unix.Close(fd)
 		buf := make([]byte, 4096)
 		n, _ := unix.Read(fd, buf)
-		unix.Close(fd)
-		if n > 0 {
-			start = startTime(string(buf[:n]))
+		if n < 0 {
+			n = 0
 		}
+		return string(buf[:n])
 	}
-	for k := len(c.nsTgid) - 1; k >= 0 && k < len(c.nsTid) && start != ""; k-- {
-		n := c.nsTgid[k]
-		if procField(read(n+"/status"), "NStgid") != strings.Join(c.nsTgid[k:], " ") {
+	status := host(fmt.Sprintf("%d/status", c.pid))
+	nsTgid := strings.Fields(procField(status, "NStgid"))
+	nsTid := strings.Fields(procField(status, "NSpid"))
+	if len(nsTgid) == 0 {
+		return "", "", false
+	}
+	// The process's start time, as the candidate's stat shows it (the
+	// trapped thread may not be the process's first).
+	start := startTime(host(nsTgid[0] + "/stat"))
+	for k := len(nsTgid) - 1; k >= 0 && k < len(nsTid) && start != ""; k-- {
+		n := nsTgid[k]
+		if procField(read(n+"/status"), "NStgid") != strings.Join(nsTgid[k:], " ") {
 			continue
 		}
 		if startTime(read(n+"/stat")) != start {
 			continue
 		}
-		return n, c.nsTid[k], true
+		return n, nsTid[k], true
 	}
 	return "", "", false
 }
@@ -217,7 +227,7 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 		if p == "root" || p == "cwd" {
 			flags = unix.O_PATH | unix.O_CLOEXEC
 		}
-		fd, err := unix.Open(fmt.Sprintf("/proc/%d/%s", pid, p), flags, 0)
+		fd, err := unix.Openat(hostProc(), fmt.Sprintf("%d/%s", pid, p), flags, 0)
 		if err != nil {
 			return -1, fmt.Errorf("open /proc/%d/%s: %w", pid, p, err)
 		}
@@ -229,11 +239,21 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 			unix.Close(fd)
 		}
 	}()
-	names := []string{"ns/mnt", "root", "cwd"}
+	names := []string{"root", "cwd"}
 	if net {
 		names = append(names, "ns/net")
 	}
 	byName := map[string]int{}
+	if m, ok := req.(interface{ MntNS() (int, error) }); ok {
+		// Shared with the permission check, closed with the request.
+		fd, err := m.MntNS()
+		if err != nil {
+			return err
+		}
+		byName["ns/mnt"] = fd
+	} else {
+		names = append(names, "ns/mnt")
+	}
 	for _, n := range names {
 		fd, err := open(n)
 		if err != nil {
@@ -242,19 +262,10 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 		fds = append(fds, fd)
 		byName[n] = fd
 	}
-	nsTgid, err := req.StatusField("NStgid")
-	if err != nil {
-		return err
+	proc := hostProc()
+	if proc < 0 {
+		return errors.New("the host's /proc is not open")
 	}
-	nsTid, err := req.StatusField("NSpid")
-	if err != nil {
-		return err
-	}
-	proc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	fds = append(fds, proc)
 	// The fds name the caller only if it is still in the syscall: a pid
 	// reused since the trap would be another process.
 	if !req.Valid() {
@@ -300,7 +311,7 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 			return fmt.Errorf("namespace root: %w", err)
 		}
 		defer unix.Close(nsRoot)
-		env := &callerFS{proc: proc, nsRoot: nsRoot, nsTgid: strings.Fields(nsTgid), nsTid: strings.Fields(nsTid)}
+		env := &callerFS{proc: proc, nsRoot: nsRoot, pid: pid}
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
@@ -481,11 +492,13 @@ func (c *callerFS) childrenOf(m *mountinfo.Entry) ([]mountinfo.Entry, error) {
 // lookDown returns the mount stacked highest on m's root: what the kernel's
 // umount acts on (LOOKUP_MOUNTPOINT) where a path ends on a covered mount
 // root, as "." does in the cwd a runtime just pivot_root'ed into.
-func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, error) {
+//
+// It also returns that mount's children, which the caller needs next.
+func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, []mountinfo.Entry, error) {
 	for depth := 0; depth < 1000; depth++ {
 		kids, err := c.childrenOf(m)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var top *mountinfo.Entry
 		for i := range kids {
@@ -494,11 +507,11 @@ func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, error) {
 			}
 		}
 		if top == nil {
-			return m, nil
+			return m, kids, nil
 		}
 		m = top
 	}
-	return nil, unix.ELOOP
+	return nil, nil, unix.ELOOP
 }
 
 // protected reports whether m is one of the container's protected mounts.
@@ -506,3 +519,14 @@ func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) 
 	p := c.parentOf(m)
 	return p != nil && isProtected(sigOf(m, p))
 }
+
+// hostProc is sysvisord's own /proc, opened once and kept: the host's pid
+// namespace never changes under it, and every worker resolves callers'
+// files and its own fds through it. -1 if it cannot be opened.
+var hostProc = sync.OnceValue(func() int {
+	fd, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+})
