@@ -87,6 +87,11 @@ check_dind() { # NAME
 	step "[$n] docker load of a local busybox image"
 	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
 	ok
+	step "[$n] docker import of an exported container"
+	expect imported inner "$n" sh -c 'docker create --name ex sysvisor-test/busybox >/dev/null &&
+		docker export ex | docker import - imported:1 >/dev/null && docker rm ex >/dev/null &&
+		docker run --rm imported:1 /bin/echo imported'
+	ok
 	step "[$n] docker run --rm busybox echo hi"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
 	ok
@@ -176,6 +181,23 @@ check_restart() { # NAME: the outer container restarts, the inner images stay
 	ok
 }
 
+check_volume() { # a user's volume at /var/lib/docker outlives the container
+	local n=vol-dind
+	step "[$n] -v vol:/var/lib/docker: inner images survive the container's removal"
+	D volume create dind-store >/dev/null
+	D run -d --name "$n" --runtime=sysvisor-runc -v dind-store:/var/lib/docker sysvisor-test/dind dockerd >/dev/null
+	wait_for 30 inner "$n" docker info || fail "inner dockerd not ready"
+	expect overlay2 inner "$n" docker info -f '{{.Driver}}'
+	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
+	D rm -f "$n" >/dev/null
+	D run -d --name "$n" --runtime=sysvisor-runc -v dind-store:/var/lib/docker sysvisor-test/dind dockerd >/dev/null
+	wait_for 30 inner "$n" docker info || fail "inner dockerd not back"
+	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
+	D rm -f "$n" >/dev/null
+	D volume rm dind-store >/dev/null
+	ok
+}
+
 check_systemd() { # NAME
 	local n=$1 t
 	step "[$n] systemd as init: boots to running, no failed units"
@@ -219,6 +241,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	done
 	[ $failed = 0 ] || exit 1
 	check_systemd systemd1
+	((round > 1)) || check_volume
 	step "remove them all: storage, leases, mounts and cgroups go"
 	stores=()
 	for ((c = 1; c <= COUNT; c++)); do stores+=("$(storage_of "dind$c")"); done
