@@ -137,13 +137,10 @@ func addStorage(s *specs.Spec, o *Overlay, dir string, nsfd int, log *Logger) {
 }
 
 func mountedAtOrAbove(s *specs.Spec, dst string) bool {
-	for _, m := range s.Mounts {
+	return slices.ContainsFunc(s.Mounts, func(m specs.Mount) bool {
 		d := filepath.Clean(m.Destination)
-		if d != "/" && (d == dst || strings.HasPrefix(dst, d+"/")) {
-			return true
-		}
-	}
-	return false
+		return d != "/" && underAny(dst, d)
+	})
 }
 
 func runsEngine(rootfs string) bool {
