@@ -67,7 +67,7 @@ JSON
 		# No bridge or iptables: the host's network config stays as it was.
 		setsid dockerd --config-file "$SV_DIR/daemon.json" --data-root "$SV_DIR/docker" \
 			--exec-root "$SV_DIR/exec" -H "$DOCKER_HOST" --pidfile "$SV_DIR/docker.pid" \
-			--bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+			--bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false \
 			>>"$SV_DIR/log/dockerd.log" 2>&1 </dev/null &
 		wait_for 60 "$DOCKER" info || { tail -50 "$SV_DIR/log/dockerd.log"; exit 1; }
 	fi

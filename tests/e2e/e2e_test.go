@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
-func run(m *testing.M) int {
+func run(m *testing.M) (code int) {
 	wd, _ := os.Getwd()
 	repo = filepath.Clean(filepath.Join(wd, "..", ".."))
 	if reason := unavailable(); reason != "" {
@@ -45,12 +45,22 @@ func run(m *testing.M) int {
 		return 0
 	}
 	svDir = fmt.Sprintf("/tmp/sysvisor-e2e-%d", os.Getpid())
+	// The engines the tests start (the private dockerd, inner ones) must
+	// leave the host's knobs as they were: dockerd sets ip_forward unless
+	// told not to.
+	before := readHostSysctls()
+	defer func() {
+		if after := readHostSysctls(); after != before {
+			fmt.Fprintf(os.Stderr, "e2e: host sysctls changed:\n%s\nwere:\n%s\n", after, before)
+			code = 1
+		}
+	}()
 	if out, err := envsh("up"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: tests/env.sh up: %v\n%s", err, out)
 		envsh("down")
 		return 1
 	}
-	code := m.Run()
+	code = m.Run()
 	if out, err := envsh("down"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: tests/env.sh down: %v\n%s", err, out)
 		code = 1
@@ -60,6 +70,20 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	return code
+}
+
+// readHostSysctls renders the host knobs the tests must not change.
+func readHostSysctls() string {
+	var b strings.Builder
+	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "kernel/panic",
+		"kernel/core_pattern", "net/bridge/bridge-nf-call-iptables", "fs/file-max", "vm/overcommit_memory"} {
+		v, err := os.ReadFile("/proc/sys/" + k)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%s\n", k, strings.TrimSpace(string(v)))
+	}
+	return b.String()
 }
 
 func unavailable() string {
