@@ -365,6 +365,23 @@ func openSamples(dir, figure, name string) (*os.File, string) {
 	return file, ""
 }
 
+// eachJSON decodes the JSON values of a samples file (name, for errors)
+// one after another and hands each to fn, stopping at fn's first error.
+func eachJSON[T any](r io.Reader, name string, fn func(T) error) error {
+	dec := json.NewDecoder(r)
+	for {
+		var v T
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+}
+
 // startFigure reads start.tsv: "runtime<TAB>phase<TAB>seconds" per docker run.
 func startFigure(dir string) (*StartFigure, error) {
 	f := &StartFigure{Target: 1.15}
@@ -433,18 +450,14 @@ func notifyFigure(dir string) (*NotifyFigure, error) {
 	}
 	byName := map[string][]sample{}
 	var order []string
-	dec := json.NewDecoder(file)
-	for {
-		var s sample
-		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("notify.jsonl: %w", err)
-		}
+	if err := eachJSON(file, "notify.jsonl", func(s sample) error {
 		if _, ok := byName[s.Config]; !ok {
 			order = append(order, s.Config)
 		}
 		byName[s.Config] = append(byName[s.Config], s)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	cfg := map[string]*NotifyConfig{}
 	for _, name := range order {
@@ -799,19 +812,15 @@ func mountFigure(dir string) (*MountFigure, error) {
 	f.Envs = os.Getenv("BENCH_MOUNT_ENVS")
 	by := map[string]map[string][]mountSample{}
 	var modes []string
-	dec := json.NewDecoder(file)
-	for {
-		var s mountSample
-		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("mount.jsonl: %w", err)
-		}
+	if err := eachJSON(file, "mount.jsonl", func(s mountSample) error {
 		if by[s.Mode] == nil {
 			by[s.Mode] = map[string][]mountSample{}
 			modes = append(modes, s.Mode)
 		}
 		by[s.Mode][s.Env] = append(by[s.Mode][s.Env], s)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	for _, mode := range modes {
 		m := &MountMode{Mode: mode}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -97,16 +95,9 @@ func procFigure(dir string) (*ProcFigure, error) {
 	// by[file][env][round]
 	by := map[string]map[string]map[int]procSample{}
 	var files []string
-	dec := json.NewDecoder(file)
-	for {
-		var s procSample
-		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("procview.jsonl: %w", err)
-		}
+	if err := eachJSON(file, "procview.jsonl", func(s procSample) error {
 		if s.Missing {
-			continue
+			return nil
 		}
 		if by[s.File] == nil {
 			by[s.File] = map[string]map[int]procSample{}
@@ -116,6 +107,9 @@ func procFigure(dir string) (*ProcFigure, error) {
 			by[s.File][s.Env] = map[int]procSample{}
 		}
 		by[s.File][s.Env][s.Round] = s
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	mounted := map[string]bool{}
 	if b, err := os.ReadFile(filepath.Join(dir, "procview.mounted")); err == nil {
@@ -151,16 +145,13 @@ func procFigure(dir string) (*ProcFigure, error) {
 	if len(f.Files) == 0 {
 		f.Skipped = "no samples in procview.jsonl"
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "procpar.jsonl")); err == nil {
-		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-			var p ProcParallel
-			if l == "" {
-				continue
-			}
-			if err := json.Unmarshal([]byte(l), &p); err != nil {
-				return nil, fmt.Errorf("procpar.jsonl: %w", err)
-			}
+	if par, err := os.Open(filepath.Join(dir, "procpar.jsonl")); err == nil {
+		defer par.Close()
+		if err := eachJSON(par, "procpar.jsonl", func(p ProcParallel) error {
 			f.Parallel = append(f.Parallel, p)
+			return nil
+		}); err != nil {
+			return nil, err
 		}
 	}
 	return f, nil

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -145,21 +143,14 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 	hists := map[int]map[float64]float64{}
 	cpu := map[int]float64{}
 	baseThreads := 0
-	dec := json.NewDecoder(file)
-	for {
-		var l scaleLine
-		if err := dec.Decode(&l); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("scale.jsonl: %w", err)
-		}
+	if err := eachJSON(file, "scale.jsonl", func(l scaleLine) error {
 		if l.Phase == "floor" {
 			f.FloorP50Us, f.FloorP99Us, f.FloorCalls = math.Round(l.P50/100)/10, math.Round(l.P99/100)/10, l.Iters
-			continue
+			return nil
 		}
 		if l.N == 0 {
 			f.BaseRSSKiB, f.BaseGo, baseThreads = l.RSS, l.Goroutines, l.Threads
-			continue
+			return nil
 		}
 		p := points[l.N]
 		if p == nil {
@@ -183,7 +174,7 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 				lo, err1 := strconv.ParseFloat(a, 64)
 				c, err2 := strconv.ParseFloat(b, 64)
 				if err1 != nil || err2 != nil {
-					return nil, fmt.Errorf("scale.jsonl: bad histogram entry %q", kv)
+					return fmt.Errorf("scale.jsonl: bad histogram entry %q", kv)
 				}
 				hists[l.N][lo] += c
 			}
@@ -191,6 +182,9 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 				cpu[l.N] = l.Ticks / l.ClkTck * 1e6
 			}
 		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	var ns []int
 	for n := range points {

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -63,14 +61,7 @@ func syscallFigure(dir string) (*SyscallFigure, error) {
 	// by[kind][env][round] = ns per call
 	by := map[string]map[string]map[int]float64{}
 	var kinds []string
-	dec := json.NewDecoder(file)
-	for {
-		var s syscallSample
-		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("syscall.jsonl: %w", err)
-		}
+	if err := eachJSON(file, "syscall.jsonl", func(s syscallSample) error {
 		if by[s.Mode] == nil {
 			by[s.Mode] = map[string]map[int]float64{}
 			kinds = append(kinds, s.Mode)
@@ -79,6 +70,9 @@ func syscallFigure(dir string) (*SyscallFigure, error) {
 			by[s.Mode][s.Env] = map[int]float64{}
 		}
 		by[s.Mode][s.Env][s.Round] = s.NsOp.Median
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	for _, kind := range kinds {
 		vals := func(env string) []float64 { return inRoundOrder(by[kind][env]) }
