@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -98,64 +99,44 @@ func (c *callerFS) selfIn(dir string) (tgid, tid string, ok bool) {
 	if unix.Fstatfs(root, &st) != nil || st.Type != unix.PROC_SUPER_MAGIC {
 		return "", "", false
 	}
-	read := func(name string) string {
-		fd, err := unix.Openat2(root, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC,
-			Resolve: unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	// read reads a small file under dirfd; resolve as openat2 takes it.
+	read := func(dirfd int, name string, resolve uint64) []byte {
+		fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: resolve})
 		if err != nil {
-			return ""
+			return nil
 		}
 		defer unix.Close(fd)
 		buf := make([]byte, 4096)
 		n, _ := unix.Read(fd, buf)
-		if n < 0 {
-			n = 0
-		}
-		return string(buf[:n])
+		return buf[:max(n, 0)]
 	}
-	host := func(name string) string {
-		fd, err := unix.Openat(c.proc, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return ""
-		}
-		defer unix.Close(fd)
-		buf := make([]byte, 4096)
-		n, _ := unix.Read(fd, buf)
-		if n < 0 {
-			n = 0
-		}
-		return string(buf[:n])
+	// In the caller's procfs nothing it mounted may answer for the kernel.
+	inRoot := func(name string) []byte {
+		return read(root, name, unix.RESOLVE_NO_XDEV|unix.RESOLVE_NO_SYMLINKS|unix.RESOLVE_NO_MAGICLINKS)
 	}
-	status := host(fmt.Sprintf("%d/status", c.pid))
-	nsTgid := strings.Fields(procField(status, "NStgid"))
-	nsTid := strings.Fields(procField(status, "NSpid"))
+	ids := func(status []byte, name string) []string {
+		v, _ := statusField(status, name, c.pid)
+		return strings.Fields(v)
+	}
+	status := read(c.proc, fmt.Sprintf("%d/status", c.pid), 0)
+	nsTgid, nsTid := ids(status, "NStgid"), ids(status, "NSpid")
 	if len(nsTgid) == 0 {
 		return "", "", false
 	}
 	// The process's start time, as the candidate's stat shows it (the
 	// trapped thread may not be the process's first).
-	start := startTime(host(nsTgid[0] + "/stat"))
+	start := startTime(string(read(c.proc, nsTgid[0]+"/stat", 0)))
 	for k := len(nsTgid) - 1; k >= 0 && k < len(nsTid) && start != ""; k-- {
 		n := nsTgid[k]
-		if procField(read(n+"/status"), "NStgid") != strings.Join(nsTgid[k:], " ") {
+		if !slices.Equal(ids(inRoot(n+"/status"), "NStgid"), nsTgid[k:]) {
 			continue
 		}
-		if startTime(read(n+"/stat")) != start {
+		if startTime(string(inRoot(n+"/stat"))) != start {
 			continue
 		}
 		return n, nsTid[k], true
 	}
 	return "", "", false
-}
-
-// procField returns a /proc/<pid>/status field with its blanks
-// normalised to single spaces.
-func procField(status, name string) string {
-	for _, l := range strings.Split(status, "\n") {
-		if v, ok := strings.CutPrefix(l, name+":"); ok {
-			return strings.Join(strings.Fields(v), " ")
-		}
-	}
-	return ""
 }
 
 // startTime returns field 22 of /proc/<pid>/stat; the command name (field

@@ -260,7 +260,7 @@ func stopSignal(dir, sig string) string {
 	if err != nil || strings.TrimSpace(string(b)) != "systemd" {
 		return sig
 	}
-	switch strings.ToUpper(strings.TrimPrefix(strings.ToUpper(sig), "SIG")) {
+	switch strings.TrimPrefix(strings.ToUpper(sig), "SIG") {
 	case "TERM", "15", "":
 		return systemdStop
 	}
