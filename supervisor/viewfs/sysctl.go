@@ -101,15 +101,21 @@ func (n *sysctlNode) fill(out *fuse.AttrOut, size int) {
 	out.SetTimes(&now, &now, &now)
 	// As for the other views: sendfile stops at i_size (see fileNode).
 	out.Size = uint64(size + sizeSlack)
+	out.SetTimeout(attrTimeout)
 }
 
 // Getattr renders (a map lookup, or one host pread): the value is small.
 func (n *sysctlNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	size := 0
 	if h, ok := f.(*handle); ok {
-		size = len(h.data)
-	} else if b, err := n.render(); err == nil {
-		size = len(b)
+		if l, ok := h.size(); ok {
+			size = int(l)
+		}
+	}
+	if size == 0 {
+		if b, err := n.render(); err == nil {
+			size = len(b)
+		}
 	}
 	n.fill(out, size)
 	return 0
@@ -131,15 +137,17 @@ func (n *sysctlNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetA
 }
 
 func (n *sysctlNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	data, err := n.render()
-	if err != nil {
-		n.log.Warn("views: render sysctl", "container", n.id, "sysctl", n.s.Name, "error", err)
-		return nil, 0, syscall.EIO
+	render := func() ([]byte, error) {
+		b, err := n.render()
+		if err != nil {
+			n.log.Warn("views: render sysctl", "container", n.id, "sysctl", n.s.Name, "error", err)
+		}
+		return b, err
 	}
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
-		return &handle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+		return &handle{render: render}, fuse.FOPEN_DIRECT_IO, 0
 	}
-	return &sysctlHandle{handle: handle{data: data}, n: n}, fuse.FOPEN_DIRECT_IO, 0
+	return &sysctlHandle{handle: handle{render: render}, n: n}, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // sysctlHandle is a sysctl opened for writing (and maybe reading).

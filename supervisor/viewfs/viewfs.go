@@ -170,15 +170,14 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 			add(sysctlView(s), &sysctlNode{id: id, s: s, c: c, log: m.log})
 		}
 	}
-	// The tree never changes: the kernel caches names. Attributes are not
-	// cached, see fileNode.Getattr.
-	long, zero := time.Hour, time.Duration(0)
-	srv, err := fs.Mount(dir, root, &fs.Options{
-		EntryTimeout: &long, AttrTimeout: &zero, NegativeTimeout: &long,
+	// The tree never changes: the kernel caches names and attributes (see
+	// attrTimeout).
+	long := time.Hour
+	attrs := attrTimeout
+	opts := &fs.Options{
+		EntryTimeout: &long, AttrTimeout: &attrs, NegativeTimeout: &long,
 		MountOptions: fuse.MountOptions{
-			// The kernel checks modes itself (no ACCESS round trips) and,
-			// because attributes are never cached, refreshes them at
-			// every open: see fileNode.Getattr.
+			// The kernel checks modes itself: no ACCESS round trips.
 			Options: []string{"default_permissions"},
 			// Container processes are other host users.
 			AllowOther:        true,
@@ -188,7 +187,16 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 			DisableXAttrs:     true,
 			MaxBackground:     64,
 		},
-	})
+	}
+	guard := &spliceGuard{RawFileSystem: fs.NewNodeFS(root, opts)}
+	srv, err := fuse.NewServer(guard, dir, &opts.MountOptions)
+	if err == nil {
+		guard.srv = srv
+		go srv.Serve()
+		if err = srv.WaitMount(); err != nil {
+			srv.Unmount()
+		}
+	}
 	if err != nil {
 		os.Remove(dir)
 		return "", fmt.Errorf("mount views at %s: %w", dir, err)
@@ -275,6 +283,41 @@ func abortConn(dev uint64) error {
 	return err
 }
 
+// spliceGuard keeps splice reads of the views whole while the kernel caches
+// their attributes. A read(2) of a view is direct I/O and ignores i_size, but
+// a splice read (sendfile) goes through the page cache and stops at i_size,
+// and when a page-cache read comes back short, as it does at the end of every
+// view, the kernel sets i_size to where the content ended. That shrink is
+// what keeps the zeros after the content out of the reader's hands, but with
+// the attributes cached the next splice read, of a longer rendering, would
+// stop at the old end. So the guard notes each short page-cache read (the
+// kernel marks its direct reads with FUSE_READ_LOCKOWNER, page-cache reads
+// go without) and, at the node's next open, before answering it, gives the
+// size back sizeSlack of room by storing one byte at that offset in the
+// page cache: a store only ever grows i_size, and the open drops the page
+// again (no FOPEN_KEEP_CACHE).
+type spliceGuard struct {
+	fuse.RawFileSystem
+	srv *fuse.Server
+	// shrunk maps a node id to the size the kernel cut its i_size to.
+	shrunk sync.Map
+}
+
+func (g *spliceGuard) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	res, st := g.RawFileSystem.Read(cancel, in, buf)
+	if st == fuse.OK && in.ReadFlags&fuse.READ_LOCKOWNER == 0 && res.Size() < int(in.Size) {
+		g.shrunk.Store(in.NodeId, int64(in.Offset)+int64(res.Size()))
+	}
+	return res, st
+}
+
+func (g *spliceGuard) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if end, ok := g.shrunk.LoadAndDelete(in.NodeId); ok && g.srv != nil {
+		g.srv.InodeNotifyStoreCache(in.NodeId, end.(int64)+sizeSlack-1, []byte{'\n'})
+	}
+	return g.RawFileSystem.Open(cancel, in, out)
+}
+
 type dirNode struct {
 	fs.Inode
 	build func(context.Context)
@@ -310,19 +353,21 @@ var _ fs.NodeOpener = (*fileNode)(nil)
 var _ fs.NodeGetattrer = (*fileNode)(nil)
 
 // sizeSlack is added to the size Getattr reports, so content that grew a
-// little between the open's attribute refresh and a splice read is not cut.
+// little since the rendering the size comes from is not cut by a splice read.
 const sizeSlack = 256
 
+// attrTimeout is how long the kernel may keep a view's attributes. Of them
+// only the size changes, and it only matters to splice reads (see
+// spliceGuard); a read(2) ignores it. Keeping them saves the GETATTR an open
+// would otherwise send, a quarter of an open+read+close; a second bounds how
+// far a rendering can outgrow the size the kernel holds.
+const attrTimeout = time.Second
+
 // Getattr reports the size of the latest rendering (the open file's own, on
-// fstat) plus sizeSlack. procfs reports 0, but a FUSE file's splice_read (sendfile, as
-// busybox cat uses) goes through the page cache and stops at i_size: size 0
-// would read as empty. The kernel refreshes attributes at each open
-// (default_permissions, attribute timeout 0), and a short read at the end of
-// the content sets i_size to the content's end, so sendfile sees exactly the
-// snapshot of its open (unless the content grew by more than sizeSlack since
-// the previous open: then that one sendfile reads a truncated file). read(2)
-// is direct I/O and ignores i_size. Getattr does not render, except before
-// the first open: an open would otherwise render twice.
+// fstat) plus sizeSlack. procfs reports 0, but a FUSE file's splice_read
+// (sendfile, as busybox cat uses) goes through the page cache and stops at
+// i_size: size 0 would read as empty. Getattr does not render, except before
+// the first rendering.
 func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o444
 	if n.name == productUUID {
@@ -337,16 +382,20 @@ func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 	// procfs and sysfs show about the time of the look; 1970 stands out.
 	now := time.Now()
 	out.SetTimes(&now, &now, &now)
-	var size int64
-	if h, ok := f.(*handle); ok {
-		size = int64(len(h.data))
-	} else if size = n.lastLen.Load(); size == 0 {
-		if data, err := Render(n.c, n.name); err == nil {
-			size = int64(len(data))
-			n.lastLen.Store(size)
+	size, ok := int64(0), false
+	if h, isH := f.(*handle); isH {
+		size, ok = h.size()
+	}
+	if !ok {
+		if size = n.lastLen.Load(); size == 0 {
+			if data, err := Render(n.c, n.name); err == nil {
+				size = int64(len(data))
+				n.lastLen.Store(size)
+			}
 		}
 	}
 	out.Size = uint64(size + sizeSlack)
+	out.SetTimeout(attrTimeout)
 	return 0
 }
 
@@ -354,17 +403,31 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EACCES
 	}
+	return &handle{render: n.render}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *fileNode) render() ([]byte, error) {
 	data, err := Render(n.c, n.name)
 	if err != nil {
 		n.log.Warn("views: render", "container", n.id, "file", n.name, "error", err)
-		return nil, 0, syscall.EIO
+		return nil, err
 	}
 	n.lastLen.Store(int64(len(data)))
-	return &handle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+	return data, nil
 }
 
-// handle is one open file: the content rendered at open.
-type handle struct{ data []byte }
+// handle is one open file. A read at offset 0 renders the content (every
+// such read: a reader that keeps the file open and reads it again from the
+// start, as procps does with /proc/meminfo and /proc/stat, sees fresh values,
+// as seq_file gives them), and reads at later offsets continue that
+// rendering, so one pass through the file reads one snapshot.
+type handle struct {
+	render func() ([]byte, error)
+
+	mu       sync.Mutex
+	data     []byte
+	rendered bool
+}
 
 var _ fs.FileReader = (*handle)(nil)
 var _ fs.FileFlusher = (*handle)(nil)
@@ -377,9 +440,27 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off == 0 || !h.rendered {
+		data, err := h.render()
+		if err != nil {
+			return nil, syscall.EIO
+		}
+		h.data, h.rendered = data, true
+	}
 	if off >= int64(len(h.data)) {
 		return fuse.ReadResultData(nil), 0
 	}
 	end := min(off+int64(len(dest)), int64(len(h.data)))
+	// h.data is replaced, never changed in place, by the next rendering:
+	// the reply may hold on to it.
 	return fuse.ReadResultData(h.data[off:end]), 0
+}
+
+// size is the length of the open file's rendering, if it has one.
+func (h *handle) size() (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return int64(len(h.data)), h.rendered
 }

@@ -242,6 +242,76 @@ func TestCloseUnmountsAll(t *testing.T) {
 	}
 }
 
+// An open view read again from offset 0 is rendered again, as seq_file
+// does (procps keeps /proc/meminfo open and seeks back); and with the
+// kernel caching attributes, a splice read of content that grew since the
+// previous splice read is still whole.
+func TestRereadAndSplice(t *testing.T) {
+	needFUSE(t)
+	c := fakeContainer{sysctls: &fakeSysctls{m: map[string]string{}}}
+	m, err := NewManager(t.TempDir(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dir, err := m.Mount("c", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	panicView := filepath.Join(dir, SysctlDir, "kernel/panic")
+	if _, err := os.Stat(panicView); err != nil {
+		t.Skip("host has no kernel.panic")
+	}
+	c.SetSysctl("kernel/panic", "1")
+	f, err := os.Open(panicView)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64)
+	n, _ := f.ReadAt(buf, 0)
+	if got := string(buf[:n]); got != "1\n" {
+		t.Fatalf("first read %q", got)
+	}
+	c.SetSysctl("kernel/panic", "42")
+	n, _ = f.ReadAt(buf, 0)
+	if got := string(buf[:n]); got != "42\n" {
+		t.Errorf("read again at 0: %q, want the new value", got)
+	}
+	// A later offset continues the rendering of the read at 0.
+	c.SetSysctl("kernel/panic", "7")
+	if n, _ = f.ReadAt(buf, 1); string(buf[:n]) != "2\n" {
+		t.Errorf("read at 1: %q, want the rest of \"42\\n\"", buf[:n])
+	}
+
+	sendfile := func() string {
+		src, err := unix.Open(panicView, unix.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(src)
+		dst, err := os.Create(filepath.Join(t.TempDir(), "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		for {
+			n, err := unix.Sendfile(int(dst.Fd()), src, nil, 1<<20)
+			if n <= 0 || err != nil {
+				break
+			}
+		}
+		b, _ := os.ReadFile(dst.Name())
+		return string(b)
+	}
+	for _, v := range []string{"1", "123456789", "3", "2147483647", "5"} {
+		c.SetSysctl("kernel/panic", v)
+		if got := sendfile(); got != v+"\n" {
+			t.Errorf("sendfile after setting %s: %q", v, got)
+		}
+	}
+}
+
 func BenchmarkOpenReadClose(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
