@@ -47,6 +47,7 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	if err != nil {
 		return err
 	}
+	ns := joinNet
 	mfd := -1
 	defer func() {
 		if mfd >= 0 {
@@ -110,7 +111,7 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	// The network namespace is joined for procfs too: the sysctls under
 	// sys/net have one dentry per network namespace, and the views bound
 	// over them must be on the caller's.
-	err = inCallerFS(req, true, build, func(fs *callerFS) error {
+	err = inCallerFS(req, ns, build, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err
@@ -275,7 +276,7 @@ func writableNetIn(root int) error {
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return nil
 	}
-	return rwBindOver(tfd)
+	return rwBindOver(tfd, moveOver)
 }
 
 // openIn opens rel inside a detached tree without following a final
@@ -377,7 +378,7 @@ func newStub(req *Request, fstype, target string) error {
 		mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 		return err
 	}
-	return inCallerFS(req, false, build, func(fs *callerFS) error {
+	return inCallerFS(req, 0, build, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err
