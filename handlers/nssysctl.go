@@ -264,10 +264,21 @@ func checkOwned(fd int, ids idRanges) error {
 		return fmt.Errorf("not a file or directory (mode %#o)", st.Mode)
 	}
 	if !ids.contains(st.Uid) {
-		return fmt.Errorf("owned by %d, not by the container: not its namespace's", st.Uid)
+		return fmt.Errorf("%w (uid %d)", errNotOwned, st.Uid)
 	}
 	return nil
 }
+
+// errNotOwned: the file is not the container's namespace's (host root's
+// in a container sharing the host's IPC namespace, another container's).
+var errNotOwned = errors.New("not owned by the container: not its namespace's")
+
+// ipcCover is the cover set the first walk that found any namespaced
+// sysctl discovered. Which sysctls the kernel keeps per IPC namespace is a
+// property of the kernel, not of the container: later containers open
+// these paths and check each (procfs, owner) instead of walking the ~300
+// files of /proc/sys again.
+var ipcCover atomic.Pointer[[]string]
 
 // pidSysctls are the sysctls the kernel keeps per pid namespace (the one
 // entry of kernel/pid.c's pid_table). Unlike the IPC ones they cannot be
@@ -449,12 +460,23 @@ func bindNamespaced(sys int, ids idRanges, pid bool, bind func(src, target int) 
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return nil, 0, nil // writable already: nothing to undo
 	}
-	entries, err := walkSysctls(sys, ids)
-	if err != nil {
-		return nil, 0, err
+	var cover []string
+	if c := ipcCover.Load(); c != nil {
+		cover = *c
+	} else {
+		entries, err := walkSysctls(sys, ids)
+		if err != nil {
+			return nil, 0, err
+		}
+		if cover = coverSet(entries); len(cover) > 0 {
+			ipcCover.Store(&cover)
+		}
 	}
 	var errs []error
 	one := func(rel string, fd int, err error) {
+		if errors.Is(err, errNotOwned) {
+			return // the kernel's own, or another namespace's: left read-only
+		}
 		if err == nil {
 			err = rwBindOver(fd, bind)
 			unix.Close(fd)
@@ -465,8 +487,11 @@ func bindNamespaced(sys int, ids idRanges, pid bool, bind func(src, target int) 
 		}
 		done = append(done, rel)
 	}
-	for _, rel := range coverSet(entries) {
+	for _, rel := range cover {
 		fd, err := openOwned(sys, rel, ids)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EXDEV) {
+			continue // masked, or not in this procfs
+		}
 		one(rel, fd, err)
 	}
 	if pid {
