@@ -47,6 +47,25 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	if err != nil {
 		return err
 	}
+	// A procfs gets what the container's own /proc got at its start, for
+	// the caller's namespaces: its network namespace's sys/net, and the
+	// sysctls of its IPC namespace and of its pid namespace (the new
+	// procfs's) read-write where the kernel namespaces them.
+	ns := joinNet
+	var ids idRanges
+	if fstype == "proc" {
+		ns |= joinIPC
+		if ids, err = callerIDs(req); err != nil {
+			return err
+		}
+		pid, err := needPidHelper(req.Pid())
+		if err != nil {
+			return err
+		}
+		if pid {
+			ns |= joinPID
+		}
+	}
 	mfd := -1
 	defer func() {
 		if mfd >= 0 {
@@ -96,6 +115,12 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 			if err := writableNetIn(mfd); err != nil {
 				return fmt.Errorf("read-write sys/net: %w", err)
 			}
+			// Like the views: without them the caller's root
+			// cannot write these sysctls, which is no reason to
+			// fail the mount.
+			if bound, err := namespacedIn(mfd, ids, ns&joinPID != 0); err != nil {
+				req.Log.Warn("new proc mount: namespaced sysctls stay read-only", "error", err, "read_write", bound)
+			}
 		}
 		if dir := c.Views(); dir != "" {
 			// Views are not a security boundary: without them the new
@@ -109,8 +134,9 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	var sigs []string
 	// The network namespace is joined for procfs too: the sysctls under
 	// sys/net have one dentry per network namespace, and the views bound
-	// over them must be on the caller's.
-	err = inCallerFS(req, true, build, func(fs *callerFS) error {
+	// over them must be on the caller's. So do the IPC ones per IPC
+	// namespace; pid_max needs the helper (joinPID).
+	err = inCallerFS(req, ns, build, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err
@@ -275,7 +301,28 @@ func writableNetIn(root int) error {
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return nil
 	}
-	return rwBindOver(tfd)
+	return rwBindOver(tfd, moveOver)
+}
+
+// namespacedIn makes the namespaced sysctls under sys/ of a detached
+// procfs tree read-write binds of themselves (bindNamespaced), for the
+// namespaces the thread has joined.
+func namespacedIn(root int, ids idRanges, pid bool) ([]string, error) {
+	// Following mounts: sys is the read-only bind the read-only paths put
+	// there; beneath it nothing is crossed.
+	sys, err := unix.Openat(root, "sys", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil, nil // subset=pid
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(sys)
+	if err := isProcfs(sys); err != nil {
+		return nil, err
+	}
+	done, _, err := bindNamespaced(sys, ids, pid, moveOver)
+	return done, err
 }
 
 // openIn opens rel inside a detached tree without following a final
@@ -377,7 +424,7 @@ func newStub(req *Request, fstype, target string) error {
 		mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC)
 		return err
 	}
-	return inCallerFS(req, false, build, func(fs *callerFS) error {
+	return inCallerFS(req, 0, build, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
 			return err

@@ -82,7 +82,7 @@ func (h mknodHandler) Handle(req *Request) Response {
 		}
 		return nil
 	}
-	err = inCallerFS(req, false, clone, func(fs *callerFS) error {
+	err = inCallerFS(req, 0, clone, func(fs *callerFS) error {
 		dir, name := splitLast(path)
 		if name == "" || name == "." || name == ".." {
 			return unix.EEXIST

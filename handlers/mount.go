@@ -161,7 +161,7 @@ func (mountHandler) Handle(req *Request) Response {
 	}
 	c := req.Container
 	var newLocks []string
-	err = inCallerFS(req, false, nil, func(fs *callerFS) error {
+	err = inCallerFS(req, 0, nil, func(fs *callerFS) error {
 		tfd, err := fs.open(target, unix.O_PATH)
 		if err != nil {
 			return err
@@ -407,7 +407,7 @@ func (umountHandler) Handle(req *Request) Response {
 		return r
 	}
 	c := req.Container
-	err = inCallerFS(req, false, nil, func(fs *callerFS) error {
+	err = inCallerFS(req, 0, nil, func(fs *callerFS) error {
 		open := unix.O_PATH
 		if flags&unix.UMOUNT_NOFOLLOW != 0 {
 			open |= unix.O_NOFOLLOW

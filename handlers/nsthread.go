@@ -191,16 +191,32 @@ func (c *callerFS) enterNSRoot() error {
 // thread's cwd is moved there before use).
 func fdPath(fd int) string { return fmt.Sprintf("self/fd/%d", fd) }
 
+// nsSet names the caller's namespaces, besides its mount namespace, that a
+// worker thread joins.
+type nsSet uint8
+
+const (
+	// joinNet: sysctls under net/ and sysfs have one dentry per network
+	// namespace.
+	joinNet nsSet = 1 << iota
+	// joinIPC: so do the IPC and mqueue sysctls, per IPC namespace.
+	joinIPC
+	// joinPID sets the thread's pid namespace for children only (a thread
+	// cannot change its own): a helper process it forks is born in the
+	// caller's, whose kernel.pid_max only such a process can look up.
+	joinPID
+)
+
 // inCallerFS runs fn on a fresh OS thread in the caller's mount namespace
-// (and network namespace, if net), rooted at the caller's root, in its cwd.
+// (and those ns names), rooted at the caller's root, in its cwd.
 // detached runs before the mount namespace is joined, in the host's (with
-// the caller's network namespace, if net): filesystems built there are not
+// the other namespaces of ns already joined): filesystems built there are not
 // subject to the checks the kernel makes on the container's namespace
 // (mount_too_revealing), and fn attaches them.
 //
 // The work runs on the caller's own goroutine, locked to its thread, which
 // goHome restores (namespaces, root, cwd, capabilities) before unlocking.
-func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) error) error {
+func inCallerFS(req caller, ns nsSet, detached func() error, fn func(*callerFS) error) error {
 	pid := req.Pid()
 	open := func(p string) (int, error) {
 		// Namespace files open read-only; root and cwd are only walked.
@@ -221,8 +237,10 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 		}
 	}()
 	names := []string{"root", "cwd"}
-	if net {
-		names = append(names, "ns/net")
+	for _, j := range joins {
+		if ns&j.set != 0 {
+			names = append(names, j.file)
+		}
 	}
 	byName := map[string]int{}
 	if m, ok := req.(interface{ MntNS() (int, error) }); ok {
@@ -260,7 +278,7 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 	}
 	goruntime.LockOSThread()
 	defer func() {
-		if err := goHome(net); err != nil {
+		if err := goHome(ns); err != nil {
 			// The thread is still in the caller's namespaces and cannot
 			// be trusted with anything else; it is not given back.
 			// Staying alive on it would risk acting on the host through
@@ -274,9 +292,14 @@ func inCallerFS(req caller, net bool, detached func() error, fn func(*callerFS) 
 		if err := unshareFS(); err != nil {
 			return err
 		}
-		if net {
-			if err := unix.Setns(byName["ns/net"], unix.CLONE_NEWNET); err != nil {
-				return fmt.Errorf("join network namespace: %w", err)
+		// With host CAP_SYS_ADMIN still: setns checks it in the
+		// thread's own user namespace too.
+		for _, j := range joins {
+			if ns&j.set == 0 {
+				continue
+			}
+			if err := unix.Setns(byName[j.file], j.flag); err != nil {
+				return fmt.Errorf("join %s namespace: %w", j.file, err)
 			}
 		}
 		if detached != nil {
@@ -330,18 +353,36 @@ func unshareFS() error {
 	return nil
 }
 
-// home is the state a worker thread returns to: the host's mount and network
-// namespaces and the process's cwd, as fds opened once.
+// joins are the namespaces of an nsSet: the caller's file under
+// /proc/<pid>, setns's flag, and the fd of sysvisord's own in home.
+var joins = []struct {
+	set  nsSet
+	file string
+	flag int
+	home *int
+}{
+	{joinNet, "ns/net", unix.CLONE_NEWNET, &home.net},
+	{joinIPC, "ns/ipc", unix.CLONE_NEWIPC, &home.ipc},
+	// The caller's active pid namespace (ns/pid), not its pid_for_children:
+	// /proc/sys/kernel/pid_max is looked up in the active one.
+	{joinPID, "ns/pid", unix.CLONE_NEWPID, &home.pid},
+}
+
+// home is the state a worker thread returns to: the host's mount, network,
+// IPC and pid namespaces and the process's cwd, as fds opened once.
 var home struct {
-	once          sync.Once
-	mnt, net, cwd int
-	err           error
+	once                    sync.Once
+	mnt, net, ipc, pid, cwd int
+	err                     error
 }
 
 // goHome undoes what inCallerFS did to the thread: capabilities, mount
-// namespace (which also resets root and cwd), cwd, network namespace. The
-// thread keeps the fs context it unshared, equal to the process's again.
-func goHome(net bool) error {
+// namespace (which also resets root and cwd), cwd, the other namespaces in
+// ns. The thread keeps the fs context it unshared, equal to the process's
+// again. A pid namespace for children left set would also make Go's next
+// clone of a thread from this one fail (CLONE_THREAD across pid namespaces
+// is EINVAL), though Go clones none from a locked thread.
+func goHome(ns nsSet) error {
 	if home.err != nil {
 		return home.err
 	}
@@ -354,8 +395,12 @@ func goHome(net bool) error {
 	if err := unix.Fchdir(home.cwd); err != nil {
 		return err
 	}
-	if net {
-		return unix.Setns(home.net, unix.CLONE_NEWNET)
+	for _, j := range joins {
+		if ns&j.set != 0 {
+			if err := unix.Setns(*j.home, j.flag); err != nil {
+				return fmt.Errorf("back to sysvisord's %s namespace: %w", j.file, err)
+			}
+		}
 	}
 	return nil
 }
@@ -374,6 +419,8 @@ func openHome() error {
 		}
 		home.mnt = open("/proc/self/ns/mnt", unix.O_RDONLY)
 		home.net = open("/proc/self/ns/net", unix.O_RDONLY)
+		home.ipc = open("/proc/self/ns/ipc", unix.O_RDONLY)
+		home.pid = open("/proc/self/ns/pid", unix.O_RDONLY)
 		home.cwd = open(".", unix.O_PATH|unix.O_DIRECTORY)
 	})
 	return home.err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -88,6 +89,12 @@ type ProcSysReport struct {
 	// by the views; Kernel the sysctls left to the kernel because it
 	// namespaces them.
 	Emulated, Kernel []string
+	// Namespaced are the paths under /proc/sys outside net/ (files, or a
+	// directory such as fs/mqueue) the kernel keeps per IPC or pid
+	// namespace, now read-write binds of the container's own; PidHelper
+	// is what the helper process for pid_max cost (0: none was needed).
+	Namespaced []string
+	PidHelper  time.Duration
 }
 
 // PrepareProcSys makes the container's /proc/sys/net read-write and binds
@@ -105,6 +112,21 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 	hostNet, err := sameNetNS(p.Pid())
 	if err != nil {
 		return rep, err
+	}
+	// One file that cannot be set up costs that file only: the others
+	// go on, and every failure is reported.
+	var errs []error
+	ns := joinNet | joinIPC
+	ids, err := callerIDs(p)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("namespaced sysctls: %w", err))
+	}
+	pidHelper, err := needPidHelper(p.Pid())
+	if err != nil {
+		errs = append(errs, fmt.Errorf("kernel.pid_max: %w", err))
+	}
+	if pidHelper && ids != nil {
+		ns |= joinPID
 	}
 	clones := map[string]int{}
 	defer func() {
@@ -124,14 +146,12 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 		}
 		return nil
 	}
-	// The thread joins init's network namespace (net=true) before any
+	// The thread joins init's network and IPC namespaces before any
 	// lookup: a sysctl under net/ has one dentry per network namespace,
-	// and a mount on another namespace's would never be seen by the
-	// container.
-	// One file that cannot be set up costs that file only: the others
-	// go on, and every failure is reported.
-	var errs []error
-	err = inCallerFS(p, true, detached, func(fs *callerFS) error {
+	// an IPC one per IPC namespace, and a mount on another namespace's
+	// would never be seen by the container. For pid_max, a helper process
+	// is born in init's pid namespace (joinPID).
+	err = inCallerFS(p, ns, detached, func(fs *callerFS) error {
 		if !hostNet {
 			ok, err := writableNet(fs, p)
 			if errors.Is(err, notify.ErrGone) {
@@ -141,6 +161,17 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 				errs = append(errs, fmt.Errorf("/proc/sys/net read-write: %w", err))
 			}
 			rep.NetWritable = ok
+		}
+		// Before the views: the walk takes nothing with a mount on it.
+		if ids != nil {
+			bound, took, err := namespacedSysctls(fs, p, ids, ns&joinPID != 0)
+			if errors.Is(err, notify.ErrGone) {
+				return err
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("namespaced sysctls read-write: %w", err))
+			}
+			rep.Namespaced, rep.PidHelper = bound, took
 		}
 		for _, rel := range sysctls {
 			how, err := bindSysctl(fs, p, rel, clones[rel])
@@ -197,12 +228,16 @@ func writableViews(views string) ([]string, error) {
 // sameNetNS reports whether pid shares sysvisord's network namespace
 // (--net=host with --allow-unsafe): its /proc/sys/net is the host's and
 // stays read-only.
-func sameNetNS(pid int) (bool, error) {
+func sameNetNS(pid int) (bool, error) { return sameNS(pid, "net") }
+
+// sameNS reports whether pid shares sysvisord's namespace of kind (a file
+// name under /proc/<pid>/ns).
+func sameNS(pid int, kind string) (bool, error) {
 	var a, b unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &a); err != nil {
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &a); err != nil {
 		return false, err
 	}
-	if err := unix.Stat("/proc/self/ns/net", &b); err != nil {
+	if err := unix.Stat("/proc/self/ns/"+kind, &b); err != nil {
 		return false, err
 	}
 	return a.Ino == b.Ino && a.Dev == b.Dev, nil
@@ -262,16 +297,38 @@ func writableNet(fs *callerFS, p caller) (bool, error) {
 	if st.Flags&unix.ST_RDONLY == 0 {
 		return false, nil // already writable: nothing to undo
 	}
-	return true, fs.act(p, func() error { return rwBindOver(tfd) })
+	return true, rwBindOver(tfd, func(src, target int) error {
+		return fs.act(p, func() error { return moveOver(src, target) })
+	})
 }
 
-// rwBindOver mounts a read-write bind of the directory fd names on top of
-// it. The clone carries the read-only flag of the mount it comes from; the
-// thread may clear it because the clone belongs to a namespace its user
-// owns (the kernel's own rule for the container), and the flag is not
-// locked: runc made the read-only mount inside the container's user
-// namespace.
-func rwBindOver(fd int) error {
+// namespacedSysctls makes the sysctls the kernel keeps per IPC namespace
+// (and, with pid, per pid namespace) read-write binds of the container's own
+// in its /proc/sys; see bindNamespaced.
+func namespacedSysctls(fs *callerFS, p caller, ids idRanges, pid bool) ([]string, time.Duration, error) {
+	sys, err := fs.open("/proc/sys", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, 0, nil // no procfs at /proc
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(sys)
+	if err := isProcfs(sys); err != nil {
+		return nil, 0, err
+	}
+	return bindNamespaced(sys, ids, pid, func(src, target int) error {
+		return fs.act(p, func() error { return moveOver(src, target) })
+	})
+}
+
+// rwBindOver mounts a read-write bind of the file or directory fd names on
+// top of it, with attach (moveOver, or a wrapper of it). The clone carries
+// the read-only flag of the mount it comes from; the thread may clear it
+// because the clone belongs to a namespace its user owns (the kernel's own
+// rule for the container), and the flag is not locked: runc made the
+// read-only mount inside the container's user namespace.
+func rwBindOver(fd int, attach func(src, target int) error) error {
 	src, err := unix.OpenTree(fd, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
 	if err != nil {
 		return fmt.Errorf("clone: %w", err)
@@ -281,7 +338,12 @@ func rwBindOver(fd int) error {
 	if err := unix.MountSetattr(src, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		return fmt.Errorf("clear read-only: %w", err)
 	}
-	return unix.MoveMount(src, "", fd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	return attach(src, fd)
+}
+
+// moveOver attaches the detached mount src on top of target.
+func moveOver(src, target int) error {
+	return unix.MoveMount(src, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 }
 
 // kernelNamespaced reports whether the kernel already gives the container

@@ -30,11 +30,12 @@ func (s *Server) prepareProcSys(c *registry.Container, pid int, log hclog.Logger
 	start := time.Now()
 	rep, err := handlers.PrepareProcSys(p, c.Views())
 	if err != nil {
-		log.Warn("/proc/sys setup incomplete: net sysctls or per-container sysctls may be read-only", "error", err,
-			"net_writable", rep.NetWritable, "emulated", rep.Emulated)
+		log.Warn("/proc/sys setup incomplete: net, namespaced or per-container sysctls may be read-only", "error", err,
+			"net_writable", rep.NetWritable, "namespaced", rep.Namespaced, "emulated", rep.Emulated)
 		return
 	}
-	log.Debug("/proc/sys prepared", "net_writable", rep.NetWritable, "emulated", rep.Emulated, "kernel", rep.Kernel,
+	log.Debug("/proc/sys prepared", "net_writable", rep.NetWritable, "namespaced", rep.Namespaced,
+		"pid_helper", rep.PidHelper, "emulated", rep.Emulated, "kernel", rep.Kernel,
 		"took", time.Since(start))
 }
 

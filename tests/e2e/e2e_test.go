@@ -76,7 +76,8 @@ func run(m *testing.M) (code int) {
 func readHostSysctls() string {
 	var b strings.Builder
 	for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "kernel/panic",
-		"kernel/core_pattern", "net/bridge/bridge-nf-call-iptables", "fs/file-max", "vm/overcommit_memory"} {
+		"kernel/core_pattern", "net/bridge/bridge-nf-call-iptables", "fs/file-max", "vm/overcommit_memory",
+		"kernel/shmmax", "kernel/pid_max", "fs/mqueue/msg_max"} {
 		v, err := os.ReadFile("/proc/sys/" + k)
 		if err != nil {
 			continue

@@ -120,7 +120,7 @@ var marker = fmt.Sprintf("svmt%d", os.Getpid())
 var hostSysctls = []string{
 	"kernel/core_pattern", "kernel/panic", "kernel/hostname", "kernel/domainname",
 	"kernel/modprobe", "kernel/shmmax", "kernel/randomize_va_space", "kernel/dmesg_restrict",
-	"net/ipv4/ip_forward", "fs/file-max", "vm/overcommit_memory",
+	"net/ipv4/ip_forward", "fs/file-max", "vm/overcommit_memory", "kernel/pid_max", "fs/mqueue/msg_max",
 }
 
 // hostMountKeys is the host's mount table as a multiset of (place, source,

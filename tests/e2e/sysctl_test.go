@@ -106,3 +106,74 @@ func TestSysctlPerContainer(t *testing.T) {
 		t.Errorf("record's sysctls %v (%v), want kernel/panic=%s", f.Sysctls, err, value)
 	}
 }
+
+// Sysctls the kernel keeps per IPC namespace (kernel.shm*, msg*, sem,
+// fs.mqueue.*) and per pid namespace (kernel.pid_max, Linux 6.14+) are the
+// container's own: read-write binds of its kernel files, so the kernel's
+// range and permission checks decide, and nothing reaches the host or
+// another container.
+func TestSysctlNamespacedReachKernel(t *testing.T) {
+	watchHost(t) // includes the host's shmmax, pid_max and mqueue msg_max
+	a := startDetached(t, "sysvisor-runc")
+	b := startDetached(t, "sysvisor-runc")
+	const readB = "cat /proc/sys/kernel/shmmax /proc/sys/kernel/pid_max /proc/sys/fs/mqueue/msg_max"
+	bBefore := sh(t, b, readB)
+	host := map[string]string{}
+	for _, k := range []string{"kernel/shmmax", "kernel/pid_max", "fs/mqueue/msg_max"} {
+		host[k] = hostSysctl(t, k)
+	}
+	// Values neither the host nor a fresh namespace has.
+	r := results(t, sh(t, a, `
+		echo "shmmax $(sysctl -w kernel.shmmax=123456789 >/dev/null 2>&1 && cat /proc/sys/kernel/shmmax)"
+		echo "pid_max $(sysctl -w kernel.pid_max=50001 >/dev/null 2>&1 && cat /proc/sys/kernel/pid_max)"
+		echo "msg_max $(sysctl -w fs.mqueue.msg_max=21 >/dev/null 2>&1 && cat /proc/sys/fs/mqueue/msg_max)"
+		echo "sem $(echo '251 32000 32 129' > /proc/sys/kernel/sem && cut -f4 /proc/sys/kernel/sem)"
+		echo "ls $(ls -l /proc/sys/kernel/shmmax | awk '{print $1 "/" $3 "/" $4}')"
+		echo "ls-pid_max $(ls -l /proc/sys/kernel/pid_max | awk '{print $1 "/" $3 "/" $4}')"
+		echo "pid_max-range $(sysctl -w kernel.pid_max=99999999 2>&1 | grep -c 'Invalid argument')"
+		echo "pid_max-after $(cat /proc/sys/kernel/pid_max)"
+		echo "nobody-shm $(su nobody -s /bin/sh -c 'echo 5 > /proc/sys/kernel/shmmni' 2>&1 | grep -c 'Permission denied')"
+		echo "nobody-pid $(su nobody -s /bin/sh -c 'echo 40000 > /proc/sys/kernel/pid_max' 2>&1 | grep -c 'Permission denied')"
+		echo "nobody-mq $(su nobody -s /bin/sh -c 'echo 5 > /proc/sys/fs/mqueue/msg_max' 2>&1 | grep -c 'Permission denied')"
+		echo "core_pattern $(echo /tmp/x > /proc/sys/kernel/core_pattern 2>/dev/null && echo ok || echo refused)"
+		echo "mounts $(grep -c ' /proc/sys/kernel/shmmax \| /proc/sys/kernel/pid_max \| /proc/sys/fs/mqueue ' /proc/self/mountinfo)"
+		echo "umount-pid_max $(mountcall umount /proc/sys/kernel/pid_max 0 | grep -cx ok)"
+		echo "umount-shmmax $(mountcall umount /proc/sys/kernel/shmmax detach | grep -cx ok)"
+		echo "umount-mqueue $(mountcall umount /proc/sys/fs/mqueue 0 | grep -cx ok)"
+		echo "remount-kernel $(mountcall mount - /proc/sys/kernel - remount,bind - | grep -cx ok)"
+		echo "remount-sys $(mountcall mount - /proc/sys - remount,bind -)"
+		echo "still $(echo 50002 > /proc/sys/kernel/pid_max && echo 123456790 > /proc/sys/kernel/shmmax && cat /proc/sys/kernel/pid_max /proc/sys/kernel/shmmax | tr '\n' ,)"
+		echo "nested $(unshare -i -p -f sh -c 'mkdir -p /mnt/p && mountcall mount proc /mnt/p proc 0 - >/dev/null && echo 4242 > /mnt/p/sys/kernel/shmmax && echo 3003 > /mnt/p/sys/kernel/pid_max && cat /mnt/p/sys/kernel/shmmax /mnt/p/sys/kernel/pid_max | tr "\n" ,')"
+		echo "after-nested $(cat /proc/sys/kernel/shmmax /proc/sys/kernel/pid_max | tr '\n' ,)"
+	`))
+	expect(t, r, "shmmax", "123456789")
+	expect(t, r, "pid_max", "50001")
+	expect(t, r, "msg_max", "21")
+	expect(t, r, "sem", "129")
+	expect(t, r, "ls", "-rw-r--r--/root/root") // as in any userns container
+	expect(t, r, "ls-pid_max", "-rw-r--r--/root/root")
+	expect(t, r, "pid_max-range", "1")
+	expect(t, r, "pid_max-after", "50001")
+	expect(t, r, "nobody-shm", "1")
+	expect(t, r, "nobody-pid", "1")
+	expect(t, r, "nobody-mq", "1")
+	expect(t, r, "core_pattern", "refused") // the rest of kernel/ stays read-only
+	expect(t, r, "mounts", "3")
+	expect(t, r, "umount-pid_max", "0")
+	expect(t, r, "umount-shmmax", "0")
+	expect(t, r, "umount-mqueue", "0")
+	expect(t, r, "remount-kernel", "0")
+	expect(t, r, "remount-sys", "EPERM")
+	expect(t, r, "still", "50002,123456790,")
+	// A procfs mounted in new IPC and pid namespaces gets their files.
+	expect(t, r, "nested", "4242,3003,")
+	expect(t, r, "after-nested", "123456790,50002,")
+	if got := sh(t, b, readB); got != bBefore {
+		t.Errorf("container B reads %q, had %q", got, bBefore)
+	}
+	for k, v := range host {
+		if got := hostSysctl(t, k); got != v {
+			t.Errorf("host %s %s, was %s", k, got, v)
+		}
+	}
+}
