@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -161,12 +162,15 @@ func (mountHandler) Handle(req *Request) Response {
 	}
 	c := req.Container
 	var newLocks []string
-	err = inCallerFS(req, 0, nil, func(fs *callerFS) error {
+	err = inSysctlNS(req, func(fs *callerFS, ns nsSet) error {
 		tfd, err := fs.open(target, unix.O_PATH)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(tfd)
+		if err := fs.needNS(tfd, ns); err != nil {
+			return err
+		}
 		switch {
 		case flags&unix.MS_REMOUNT != 0:
 			m, root, err := fs.mountOf(tfd)
@@ -186,6 +190,9 @@ func (mountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(sfd)
+			if err := fs.needNS(sfd, ns); err != nil {
+				return err
+			}
 			var sst unix.Statfs_t
 			if unix.Fstatfs(sfd, &sst) == nil && sst.Type == unix.NSFS_MAGIC {
 				// A namespace file (`ip netns add`, an engine's netns
@@ -232,6 +239,9 @@ func (mountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(sfd)
+			if err := fs.needNS(sfd, ns); err != nil {
+				return err
+			}
 			m, root, err := fs.mountOf(sfd)
 			if err != nil {
 				return err
@@ -257,6 +267,57 @@ func (mountHandler) Handle(req *Request) Response {
 		}
 	}
 	return Return(0)
+}
+
+// errSysctlNS: a path resolved to a sysctl under a procfs, where the kernel
+// looks names up in the looking task's network and IPC namespaces; the
+// worker thread, in sysvisord's, found the host's entry rather than the
+// caller's (a bind of /proc/sys/net/ipv4/conf would show the host's
+// interfaces). The call is done again with the caller's joined.
+var errSysctlNS = errors.New("a /proc/sys path, resolved outside the caller's namespaces")
+
+// inSysctlNS runs fn in the caller's mount namespace like inCallerFS, and
+// again with its network and IPC namespaces joined if fn asks for them
+// (errSysctlNS, from needNS): joining costs two setns and their undoing, and
+// only paths under /proc/sys need it. (kernel/pid_max is looked up in the
+// task's active pid namespace, which a thread cannot join: it resolves to
+// the host's entry, owned by host root and read-only in the container.)
+func inSysctlNS(req caller, fn func(fs *callerFS, ns nsSet) error) error {
+	err := inCallerFS(req, 0, nil, func(fs *callerFS) error { return fn(fs, 0) })
+	if errors.Is(err, errSysctlNS) {
+		ns := joinNet | joinIPC
+		err = inCallerFS(req, ns, nil, func(fs *callerFS) error { return fn(fs, ns) })
+	}
+	return err
+}
+
+// needNS returns errSysctlNS if fd lies under sys/ of a procfs and ns lacks
+// the namespaces such a lookup depends on.
+func (fs *callerFS) needNS(fd int, ns nsSet) error {
+	if ns&(joinNet|joinIPC) == joinNet|joinIPC {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return err
+	}
+	if st.Type != unix.PROC_SUPER_MAGIC {
+		return nil
+	}
+	// Where the path cannot be told, the joined retry is the safe side.
+	m, _, err := fs.mountOf(fd)
+	if err != nil {
+		return errSysctlNS
+	}
+	p, err := fs.nsPath(fd)
+	if err != nil {
+		return errSysctlNS
+	}
+	rel := path.Join(m.Root, strings.TrimPrefix(p, m.Mountpoint))
+	if rel == "/sys" || strings.HasPrefix(rel, "/sys/") {
+		return errSysctlNS
+	}
+	return nil
 }
 
 // lockedPrefix marks a signature whose mount may be unmounted or moved but
@@ -407,7 +468,7 @@ func (umountHandler) Handle(req *Request) Response {
 		return r
 	}
 	c := req.Container
-	err = inCallerFS(req, 0, nil, func(fs *callerFS) error {
+	err = inSysctlNS(req, func(fs *callerFS, ns nsSet) error {
 		open := unix.O_PATH
 		if flags&unix.UMOUNT_NOFOLLOW != 0 {
 			open |= unix.O_NOFOLLOW
@@ -421,6 +482,9 @@ func (umountHandler) Handle(req *Request) Response {
 				unix.Close(tfd)
 			}
 		}()
+		if err := fs.needNS(tfd, ns); err != nil {
+			return err
+		}
 		// Opened now, while paths still resolve in the caller's root.
 		pfd, name := -1, ""
 		var st unix.Statx_t // of name in pfd

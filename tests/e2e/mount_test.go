@@ -753,3 +753,36 @@ func TestBindCopyKeepsFlags(t *testing.T) {
 	expect(t, r, "exec-copy", "EPERM")
 	expect(t, r, "umount-y", "ok")
 }
+
+// TestBindOfSysctlIsTheContainers: the kernel resolves names under
+// /proc/sys in the looking task's network and IPC namespaces, so a bind (or
+// umount) of a sysctl path must be resolved in the caller's, not in
+// sysvisord's: otherwise a bind of /proc/sys/net/ipv4/conf lists the host's
+// interfaces and one of ip_forward shows the host's value.
+func TestBindOfSysctlIsTheContainers(t *testing.T) {
+	watchHost(t)
+	id := startDetached(t, "sysvisor-runc")
+	r := results(t, sh(t, id, `
+		echo 1 >/proc/sys/net/ipv4/ip_forward
+		echo 123456 >/proc/sys/kernel/shmmax
+		touch /tmp/f /tmp/g; mkdir -p /tmp/conf /tmp/net
+		echo "bind-ip_forward $(mountcall mount /proc/sys/net/ipv4/ip_forward /tmp/f - bind -)"
+		echo "ip_forward-via-bind $(cat /tmp/f)"
+		echo "bind-shmmax $(mountcall mount /proc/sys/kernel/shmmax /tmp/g - bind -)"
+		echo "shmmax-via-bind $(cat /tmp/g)"
+		echo "rbind-conf $(mountcall mount /proc/sys/net/ipv4/conf /tmp/conf - bind,rec -)"
+		echo "conf-same $([ "$(ls /tmp/conf)" = "$(ls /proc/sys/net/ipv4/conf)" ] && echo yes)"
+		echo "umount-net $(mountcall umount /proc/sys/net 0)"
+		echo "umount-shmmax $(mountcall umount /proc/sys/kernel/shmmax 0)"
+		echo "net-still-writable $(echo 0 >/proc/sys/net/ipv4/ip_forward && echo yes)"
+	`))
+	for _, k := range []string{"bind-ip_forward", "bind-shmmax", "rbind-conf"} {
+		expect(t, r, k, "ok")
+	}
+	expect(t, r, "ip_forward-via-bind", "1")
+	expect(t, r, "shmmax-via-bind", "123456")
+	expect(t, r, "conf-same", "yes")
+	expect(t, r, "umount-net", "EPERM")
+	expect(t, r, "umount-shmmax", "EPERM")
+	expect(t, r, "net-still-writable", "yes")
+}
