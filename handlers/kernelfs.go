@@ -95,19 +95,20 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 		if mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, mountAttrs(flags)); err != nil {
 			return fmt.Errorf("fsmount %s: %w", fstype, err)
 		}
-		for _, p := range c.MaskedPaths() {
-			if rel, ok := strings.CutPrefix(p, prefix); ok {
-				if err := maskIn(mfd, rel); err != nil {
-					return fmt.Errorf("mask %s: %w", p, err)
-				}
+		if fstype == "sysfs" {
+			// product_uuid where the kernel has no DMI, built from this
+			// new sysfs (an inner container's network namespace has its
+			// own net devices). Before the masks, which then cover what
+			// lies inside the shadows. Not a security boundary either:
+			// without it the new mount has no product_uuid.
+			if n, err := shadowIn(mfd, c.Views(), flags&unix.MS_RDONLY != 0); err != nil {
+				req.Log.Warn("new sysfs mount gets no product_uuid", "error", err)
+			} else if n > 0 {
+				req.Log.Debug("new sysfs mount: devices/virtual and class shadowed for product_uuid", "mounts", n)
 			}
 		}
-		for _, p := range c.ReadonlyPaths() {
-			if rel, ok := strings.CutPrefix(p, prefix); ok {
-				if err := readonlyIn(mfd, rel); err != nil {
-					return fmt.Errorf("read-only %s: %w", p, err)
-				}
-			}
+		if err := dressIn(mfd, prefix, c.MaskedPaths(), c.ReadonlyPaths()); err != nil {
+			return err
 		}
 		if fstype == "proc" && !hostNet {
 			// LXC's model, as for the container's own /proc: net

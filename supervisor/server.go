@@ -561,6 +561,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		}
 		// Before the mounts are read: what it mounts is protected too.
 		s.prepareProcSys(c, pid, log)
+		s.prepareSysfs(c, pid, log)
 		// The mounts the runtime set up, as they are before the
 		// container's own code has run: the ones it may not undo.
 		protected, sysRO, err := handlers.RuntimeMounts(pid)

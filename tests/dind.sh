@@ -95,6 +95,13 @@ check_dind() { # NAME
 	step "[$n] docker run --rm busybox echo hi"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
 	ok
+	step "[$n] product_uuid: the system container's, in inner containers too; their /sys/class/net their own"
+	local uuid
+	uuid=$(inner "$n" cat /sys/class/dmi/id/product_uuid) || fail "product_uuid"
+	[ "${#uuid}" = 36 ] || fail "product_uuid '$uuid'"
+	expect "$uuid eth0 lo" inner "$n" docker run --rm sysvisor-test/busybox \
+		sh -c 'echo $(cat /sys/devices/virtual/dmi/id/product_uuid) $(ls /sys/class/net)'
+	ok
 	step "[$n] docker build (FROM, RUN, COPY)"
 	inner "$n" sh -c 'mkdir -p /b && cd /b && echo data >f &&
 		printf "FROM sysvisor-test/busybox\nRUN echo built >/built && rm /bin/vi\nCOPY f /f\n" >Dockerfile &&
@@ -213,6 +220,7 @@ check_systemd() { # NAME
 	inner "$n" sh -c 'echo sysvisor-journal-probe | systemd-cat -t probe' || fail "systemd-cat"
 	wait_for 5 inner "$n" sh -c 'journalctl -t probe --no-pager | grep -q sysvisor-journal-probe' || fail "journal"
 	expect active inner "$n" systemctl is-active docker
+	[ "$(inner "$n" cat /sys/class/dmi/id/product_uuid | wc -c)" = 37 ] || fail "product_uuid under systemd"
 	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
 	ok

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,9 +32,11 @@ import (
 
 // Files are the read-only views, relative to a container's view root; each
 // is bind-mounted at "/" + name in the container by the runtime (runc
-// accepts these destinations). Only those whose host file exists are
-// served (AvailableFiles): a bind needs its target in the container's
-// procfs or sysfs, which has the host kernel's files.
+// accepts these destinations). The runtime binds those whose host file
+// exists (AvailableFiles): a bind needs its target in the container's
+// procfs or sysfs, which has the host kernel's files. product_uuid is
+// served to every container: where the host has no DMI, sysvisord makes a
+// place for it in the container's sysfs (handlers.PrepareSysfs).
 var Files = []string{
 	"proc/uptime",
 	"proc/meminfo",
@@ -46,8 +49,8 @@ var Files = []string{
 	productUUID,
 }
 
-// productUUID exists only where the host has DMI (not on VMs without
-// firmware tables); sysfs cannot grow a file, so elsewhere there is none.
+// productUUID exists in the host's sysfs only where the host has DMI (not
+// on VMs without firmware tables).
 const productUUID = "sys/devices/virtual/dmi/id/product_uuid"
 
 // AvailableFiles lists the Files this host has.
@@ -57,6 +60,17 @@ func AvailableFiles() []string {
 		if _, err := os.Stat(hostFile(f)); err == nil {
 			out = append(out, f)
 		}
+	}
+	return out
+}
+
+// servedFiles lists the read-only views of a container's mount: the ones
+// the host has, and product_uuid for a container (rendered from its id, not
+// from a host file). Without a container (c nil) only the host's files.
+func servedFiles(withContainer bool) []string {
+	out := AvailableFiles()
+	if withContainer && !slices.Contains(out, productUUID) {
+		out = append(out, productUUID)
 	}
 	return out
 }
@@ -145,7 +159,7 @@ func (m *Manager) Mount(id string, c Container) (string, error) {
 		return "", err
 	}
 	root := &dirNode{}
-	sysctls, files := Sysctls(), AvailableFiles()
+	sysctls, files := Sysctls(), servedFiles(c != nil)
 	root.build = func(ctx context.Context) {
 		add := func(name string, node fs.InodeEmbedder) {
 			parent := &root.Inode

@@ -123,6 +123,14 @@ func TestMountReadUnmount(t *testing.T) {
 	if on := read("sys/devices/system/cpu/online"); on != "0\n" {
 		t.Errorf("online %q", on)
 	}
+	// Served whether or not the host has DMI: sysvisord makes it a place
+	// in the container's sysfs where the kernel has none.
+	if u := read(productUUID); u != string(procview.ProductUUID("fake")) {
+		t.Errorf("product_uuid %q", u)
+	}
+	if st, err := os.Stat(filepath.Join(dir, productUUID)); err != nil || st.Mode() != 0o400 {
+		t.Errorf("product_uuid mode %v, %v; want 0400", st.Mode(), err)
+	}
 	n := 0
 	for _, l := range strings.Split(read("proc/cpuinfo"), "\n") {
 		if strings.HasPrefix(l, "processor") {
