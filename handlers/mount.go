@@ -304,13 +304,25 @@ func (fs *callerFS) needNS(fd int, ns nsSet) error {
 	if st.Type != unix.PROC_SUPER_MAGIC {
 		return nil
 	}
+	// The mount's point and fd's path, both as the thread sees them now:
+	// going through fs.mountOf would move the thread to the namespace's
+	// root, after which the caller's paths no longer resolve as they must.
 	// Where the path cannot be told, the joined retry is the safe side.
-	m, _, err := fs.mountOf(fd)
+	id, _, err := mountinfo.UniqueID(fd)
 	if err != nil {
 		return errSysctlNS
 	}
-	p, err := fs.nsPath(fd)
+	m, err := mountinfo.Stat(uint64(id))
 	if err != nil {
+		return errSysctlNS
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(fs.proc, fdPath(fd), buf)
+	if err != nil || n == 0 || buf[0] != '/' {
+		return errSysctlNS
+	}
+	p := string(buf[:n])
+	if m.Mountpoint != "/" && p != m.Mountpoint && !strings.HasPrefix(p, m.Mountpoint+"/") {
 		return errSysctlNS
 	}
 	rel := path.Join(m.Root, strings.TrimPrefix(p, m.Mountpoint))
