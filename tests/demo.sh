@@ -41,9 +41,12 @@ step "/proc seen from inside: the container's memory limit, CPUs and uptime (FUS
 show D exec "$id" sh -c 'free -m | head -2; echo "nproc: $(nproc)"; echo "uptime: $(cut -d" " -f1 /proc/uptime) s"'
 echo "host uptime: $(cut -d' ' -f1 /proc/uptime) s"
 
-step "The host's kernel knobs stay the host's"
+step "The host's kernel knobs stay the host's; some become the container's own"
 D exec "$id" sh -c 'echo "|/bin/evil" > /proc/sys/kernel/core_pattern' 2>&1 | sed 's/^/  /' || true
 echo "host core_pattern: $(cat /proc/sys/kernel/core_pattern)"
+show D exec "$id" sysctl -w kernel.panic=7 kernel.shmmax=1234567
+echo "host kernel.panic: $(cat /proc/sys/kernel/panic), kernel.shmmax: $(cat /proc/sys/kernel/shmmax)"
+show D exec "$id" cat /sys/devices/virtual/dmi/id/product_uuid
 
 step "Mounts: what a container manager needs works, what protects the host stays"
 show D exec "$id" sh -c 'unshare -p -f --mount-proc sh -c "ps" && mkdir -p /mnt/p && mount -t proc proc /mnt/p && ls -l /mnt/p/timer_list'
