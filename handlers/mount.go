@@ -316,12 +316,10 @@ func (fs *callerFS) needNS(fd int, ns nsSet) error {
 	if err != nil {
 		return errSysctlNS
 	}
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(fs.proc, fdPath(fd), buf)
-	if err != nil || n == 0 || buf[0] != '/' {
+	p, err := fs.threadPath(fd)
+	if err != nil {
 		return errSysctlNS
 	}
-	p := string(buf[:n])
 	if m.Mountpoint != "/" && p != m.Mountpoint && !strings.HasPrefix(p, m.Mountpoint+"/") {
 		return errSysctlNS
 	}

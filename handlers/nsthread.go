@@ -153,8 +153,9 @@ func startTime(stat string) string {
 	return f[19]
 }
 
-// nsPath returns where fd lies as a path from the namespace's root.
-func (c *callerFS) nsPath(fd int) (string, error) {
+// threadPath returns where fd lies as a path from the thread's root, as it
+// is now.
+func (c *callerFS) threadPath(fd int) (string, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Readlinkat(c.proc, fdPath(fd), buf)
 	if err != nil {
@@ -163,6 +164,15 @@ func (c *callerFS) nsPath(fd int) (string, error) {
 	p := string(buf[:n])
 	if !strings.HasPrefix(p, "/") {
 		return "", fmt.Errorf("%s is not reachable from the thread's root", p)
+	}
+	return p, nil
+}
+
+// nsPath returns where fd lies as a path from the namespace's root.
+func (c *callerFS) nsPath(fd int) (string, error) {
+	p, err := c.threadPath(fd)
+	if err != nil {
+		return "", err
 	}
 	if c.atNSRoot {
 		return p, nil

@@ -106,18 +106,16 @@ func (n *sysctlNode) fill(out *fuse.AttrOut, size int) {
 
 // Getattr renders (a map lookup, or one host pread): the value is small.
 func (n *sysctlNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	size := 0
-	if h, ok := f.(*handle); ok {
-		if l, ok := h.size(); ok {
-			size = int(l)
-		}
+	size, ok := int64(0), false
+	if h, isH := f.(*handle); isH {
+		size, ok = h.size()
 	}
-	if size == 0 {
+	if !ok {
 		if b, err := n.render(); err == nil {
-			size = len(b)
+			size = int64(len(b))
 		}
 	}
-	n.fill(out, size)
+	n.fill(out, int(size))
 	return 0
 }
 

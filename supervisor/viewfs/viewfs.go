@@ -326,7 +326,7 @@ func (g *spliceGuard) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 }
 
 func (g *spliceGuard) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if end, ok := g.shrunk.LoadAndDelete(in.NodeId); ok && g.srv != nil {
+	if end, ok := g.shrunk.LoadAndDelete(in.NodeId); ok {
 		g.srv.InodeNotifyStoreCache(in.NodeId, end.(int64)+sizeSlack-1, []byte{'\n'})
 	}
 	return g.RawFileSystem.Open(cancel, in, out)
