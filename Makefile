@@ -55,8 +55,14 @@ lint:
 
 # Every test: unit, integration (real notify filters), end to end (private
 # dockerd). SYSVISOR_E2E=required turns "cannot run here" into a failure.
+# Then the end-to-end tests that reach kernel interfaces newer than the
+# floor again, with every fallback forced (SYSVISOR_KERNEL_FALLBACKS=all):
+# the paths older kernels take, run on this one too.
+FALLBACK_TESTS ?= Mount|Sysfs|ProductUUID|Sysctl|Views|UIDMap|WritableLayer|BindMount|Restart|Nothing
 test: deps build lint
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} $(GO) test -count=1 -timeout 30m ./...
+	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} SYSVISOR_KERNEL_FALLBACKS=all \
+		$(GO) test -count=1 -timeout 10m -run '$(FALLBACK_TESTS)' ./tests/e2e/
 
 test-unit: build
 	$(GO) test -count=1 -short ./...

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"errors"
 	"fmt"
 	iofs "io/fs"
 	"os"
@@ -9,17 +10,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 )
 
 // newKernelFS mounts a fresh procfs (for the caller's pid namespace) or
 // sysfs (for its network namespace) at target, on the caller's behalf.
 //
-// The tree is built detached, in the host's mount namespace, where the
-// kernel's mount_too_revealing check does not apply: first the filesystem,
-// then the container's masks and read-only paths inside it. Only the
-// finished tree is attached at the caller's target, so no moment exists in
-// which the container could see the new mount unmasked.
+// The filesystem is created outside the caller's mount namespace, where the
+// kernel's mount_too_revealing check does not apply, and dressed on a stage
+// (see stage): first the filesystem, then the container's masks and
+// read-only paths inside it. Only the finished tree is attached at the
+// caller's target, so no moment exists in which the container could see the
+// new mount unmasked.
 func newKernelFS(req *Request, fstype, target string, flags uintptr, data string) error {
 	c := req.Container
 	prefix := "/" + map[string]string{"proc": "proc", "sysfs": "sys"}[fstype] + "/"
@@ -53,16 +56,23 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	// procfs's) read-write where the kernel namespaces them.
 	ns := joinNet
 	var ids idRanges
+	pidMax, pidHelper := false, false
 	if fstype == "proc" {
 		ns |= joinIPC
 		if ids, err = callerIDs(req); err != nil {
 			return err
 		}
-		pid, err := needPidHelper(req.Pid())
+		if pidMax, err = needPidHelper(req.Pid()); err != nil {
+			return err
+		}
+		// Without the pidns= option only a process born in the caller's
+		// pid namespace can create its procfs.
+		samePid, err := sameNS(req.Pid(), "pid")
 		if err != nil {
 			return err
 		}
-		if pid {
+		pidHelper = !samePid && !kernel.ProcfsPidNS.Has()
+		if pidMax || pidHelper {
 			ns |= joinPID
 		}
 	}
@@ -73,64 +83,31 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 		}
 	}()
 	build := func() error {
-		fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+		raw, err := createKernelFS(fstype, opts, mountAttrs(flags), nsfd, pidHelper)
 		if err != nil {
-			return fmt.Errorf("fsopen %s: %w", fstype, err)
-		}
-		defer unix.Close(fsfd)
-		if nsfd >= 0 {
-			if err := unix.FsconfigSetFd(fsfd, "pidns", nsfd); err != nil {
-				return fmt.Errorf("proc pidns: %w", err)
-			}
-		}
-		for _, o := range opts {
-			k, v, _ := strings.Cut(o, "=")
-			if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
-				return unix.EINVAL
-			}
-		}
-		if err := unix.FsconfigCreate(fsfd); err != nil {
-			return fmt.Errorf("create %s: %w", fstype, err)
-		}
-		if mfd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, mountAttrs(flags)); err != nil {
-			return fmt.Errorf("fsmount %s: %w", fstype, err)
-		}
-		if fstype == "sysfs" {
-			// product_uuid where the kernel has no DMI, built from this
-			// new sysfs (an inner container's network namespace has its
-			// own net devices). Before the masks, which then cover what
-			// lies inside the shadows. Not a security boundary either:
-			// without it the new mount has no product_uuid.
-			if n, err := shadowIn(mfd, c.Views(), flags&unix.MS_RDONLY != 0); err != nil {
-				req.Log.Warn("new sysfs mount gets no product_uuid", "error", err)
-			} else if n > 0 {
-				req.Log.Debug("new sysfs mount: devices/virtual and class shadowed for product_uuid", "mounts", n)
-			}
-		}
-		if err := dressIn(mfd, prefix, c.MaskedPaths(), c.ReadonlyPaths()); err != nil {
 			return err
 		}
-		if fstype == "proc" && !hostNet {
-			// LXC's model, as for the container's own /proc: net
-			// sysctls are left to the kernel's permission checks.
-			if err := writableNetIn(mfd); err != nil {
-				return fmt.Errorf("read-write sys/net: %w", err)
-			}
-			// Like the views: without them the caller's root
-			// cannot write these sysctls, which is no reason to
-			// fail the mount.
-			if bound, err := namespacedIn(mfd, ids, ns&joinPID != 0); err != nil {
-				req.Log.Warn("new proc mount: namespaced sysctls stay read-only", "error", err, "read_write", bound)
-			}
+		// Which kernel paths built it: the fallbacks show here.
+		by := "mounter"
+		switch {
+		case pidHelper:
+			by = "pid-namespace-helper"
+		case nsfd >= 0 && kernel.ProcfsPidNS.Has():
+			by = "pidns-option"
 		}
-		if dir := c.Views(); dir != "" {
-			// Views are not a security boundary: without them the new
-			// mount shows the host's figures, which is no reason to fail it.
-			if err := viewsIn(mfd, filepath.Join(dir, strings.Trim(prefix, "/")), fstype == "proc"); err != nil {
-				req.Log.Warn("new "+fstype+" mount gets no /proc and /sys views", "error", err)
+		req.Log.Debug("kernel filesystem created", "fstype", fstype, "created_by", by, "stage", stageName(kernel.DetachedMounts.Has()))
+		return inStage(c.Views(), func(st *stage) error {
+			root, err := st.attach(raw)
+			if err != nil {
+				return err
 			}
-		}
-		return nil
+			if err := dressKernelFS(req, st, root, fstype, prefix, flags, hostNet, ids, pidMax); err != nil {
+				unix.Close(root)
+				return err
+			}
+			mfd, err = st.detach(root)
+			return err
+		})
 	}
 	var sigs []string
 	// The network namespace is joined for procfs too: the sysctls under
@@ -149,7 +126,7 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 			return err
 		}
 		// The masks just attached are as protected as the runtime's.
-		id, _, err := mountinfo.UniqueID(mfd)
+		id, _, err := mountinfo.IDOf(mfd)
 		if err != nil {
 			return err
 		}
@@ -180,6 +157,84 @@ func newKernelFS(req *Request, fstype, target string, flags uintptr, data string
 	// through a path the container controls.
 	if err := c.Protect(sigs); err != nil {
 		req.Log.Error("cannot record protected mounts", "error", err)
+	}
+	return nil
+}
+
+// createKernelFS creates the procfs or sysfs, detached. A procfs is for the
+// pid namespace nsfd names: through the pidns= option where the kernel has
+// it, else from a helper born there (inHelper, the thread having joined it
+// for its children), else (the caller shares sysvisord's) as is.
+func createKernelFS(fstype string, opts []string, attrs, nsfd int, inHelper bool) (int, error) {
+	if inHelper {
+		return newFSInPidNS(fstype, opts, attrs)
+	}
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen %s: %w", fstype, err)
+	}
+	defer unix.Close(fsfd)
+	if nsfd >= 0 && kernel.ProcfsPidNS.Has() {
+		if err := unix.FsconfigSetFd(fsfd, "pidns", nsfd); err != nil {
+			return -1, fmt.Errorf("proc pidns: %w", err)
+		}
+	}
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
+			return -1, unix.EINVAL
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("create %s: %w", fstype, err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
+	if err != nil {
+		return -1, fmt.Errorf("fsmount %s: %w", fstype, err)
+	}
+	return mfd, nil
+}
+
+// dressKernelFS gives the new procfs or sysfs whose root is root what the
+// container's own got: product_uuid shadows (sysfs), the masks and
+// read-only paths, read-write sys/net and namespaced sysctls (procfs), the
+// views.
+func dressKernelFS(req *Request, st *stage, root int, fstype, prefix string, flags uintptr, hostNet bool, ids idRanges, pidMax bool) error {
+	c := req.Container
+	if fstype == "sysfs" {
+		// product_uuid where the kernel has no DMI, built from this
+		// new sysfs (an inner container's network namespace has its
+		// own net devices). Before the masks, which then cover what
+		// lies inside the shadows. Not a security boundary either:
+		// without it the new mount has no product_uuid.
+		if n, err := shadowIn(st, root, c.Views(), flags&unix.MS_RDONLY != 0); err != nil {
+			req.Log.Warn("new sysfs mount gets no product_uuid", "error", err)
+		} else if n > 0 {
+			req.Log.Debug("new sysfs mount: devices/virtual and class shadowed for product_uuid", "mounts", n)
+		}
+	}
+	if err := dressIn(root, prefix, c.MaskedPaths(), c.ReadonlyPaths()); err != nil {
+		return err
+	}
+	if fstype == "proc" && !hostNet {
+		// LXC's model, as for the container's own /proc: net
+		// sysctls are left to the kernel's permission checks.
+		if err := writableNetIn(root); err != nil {
+			return fmt.Errorf("read-write sys/net: %w", err)
+		}
+		// Like the views: without them the caller's root
+		// cannot write these sysctls, which is no reason to
+		// fail the mount.
+		if bound, err := namespacedIn(root, ids, pidMax); err != nil {
+			req.Log.Warn("new proc mount: namespaced sysctls stay read-only", "error", err, "read_write", bound)
+		}
+	}
+	if dir := c.Views(); dir != "" {
+		// Views are not a security boundary: without them the new
+		// mount shows the host's figures, which is no reason to fail it.
+		if err := viewsIn(root, filepath.Join(dir, strings.Trim(prefix, "/")), fstype == "proc", pidMax); err != nil {
+			req.Log.Warn("new "+fstype+" mount gets no /proc and /sys views", "error", err)
+		}
 	}
 	return nil
 }
@@ -245,8 +300,9 @@ func maskIn(root int, rel string) error {
 // root, read-only as the runtime binds them over the container's own. The
 // writable views (sysctls, module parameters) are bound writable, and in a
 // procfs (proc) only over sysctls the kernel does not namespace, as
-// PrepareProcSys does.
-func viewsIn(root int, base string, proc bool) error {
+// PrepareProcSys does; pid: pid_max is looked up from the caller's pid
+// namespace (openSysctl).
+func viewsIn(root int, base string, proc, pid bool) error {
 	return filepath.WalkDir(base, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			if p == base && os.IsNotExist(err) {
@@ -261,11 +317,6 @@ func viewsIn(root int, base string, proc bool) error {
 		if err != nil {
 			return err
 		}
-		tfd, err := openIn(root, rel)
-		if tfd < 0 {
-			return err // nothing there in this kernel: nothing to cover
-		}
-		defer unix.Close(tfd)
 		// Writable views are the per-container sysctls and module
 		// parameters; the FUSE server's mode says which.
 		info, err := d.Info()
@@ -273,8 +324,18 @@ func viewsIn(root int, base string, proc bool) error {
 			return err
 		}
 		writable := info.Mode().Perm()&0o200 != 0
+		var tfd int
+		if name, ok := strings.CutPrefix(rel, "sys/"); ok && proc && writable {
+			tfd, err = openSysctlIn(root, name, pid)
+		} else {
+			tfd, err = openIn(root, rel)
+		}
+		if tfd < 0 {
+			return err // nothing there in this kernel: nothing to cover
+		}
+		defer unix.Close(tfd)
 		if writable && proc && strings.HasPrefix(rel, "sys/") {
-			if ns, err := kernelNamespaced(tfd); err != nil || ns {
+			if ns, err := kernelNamespaced(tfd); err != nil || ns && !overKernel(strings.TrimPrefix(rel, "sys/")) {
 				return err
 			}
 		}
@@ -285,6 +346,23 @@ func viewsIn(root int, base string, proc bool) error {
 		defer unix.Close(src)
 		return unix.MoveMount(src, "", tfd, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
 	})
+}
+
+// openSysctlIn is openSysctl under sys/ of the detached procfs tree root:
+// -1 and no error where the kernel has no such file.
+func openSysctlIn(root int, name string, pid bool) (int, error) {
+	sys, err := unix.Openat(root, "sys", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == nil {
+		defer unix.Close(sys)
+		var fd int
+		if fd, err = openSysctl(sys, name, pid); err == nil {
+			return fd, nil
+		}
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return -1, nil
+	}
+	return -1, err
 }
 
 // writableNetIn makes sys/net of a detached procfs tree a read-write bind

@@ -308,11 +308,11 @@ func (fs *callerFS) needNS(fd int, ns nsSet) error {
 	// going through fs.mountOf would move the thread to the namespace's
 	// root, after which the caller's paths no longer resolve as they must.
 	// Where the path cannot be told, the joined retry is the safe side.
-	id, _, err := mountinfo.UniqueID(fd)
+	id, _, err := mountinfo.IDOf(fd)
 	if err != nil {
 		return errSysctlNS
 	}
-	m, err := mountinfo.Stat(uint64(id))
+	m, err := fs.mounts.Stat(id)
 	if err != nil {
 		return errSysctlNS
 	}
@@ -462,6 +462,7 @@ func (fs *callerFS) act(req caller, op func() error) error {
 	if err := unix.Fchdir(fs.proc); err != nil {
 		return err
 	}
+	fs.mounts.Invalidate() // op changes the mounts
 	return op()
 }
 
@@ -508,7 +509,7 @@ func (umountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(pfd)
-			if err := unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_MNT_ID_UNIQUE, &st); err != nil {
+			if err := unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|mountinfo.IDMask(), &st); err != nil {
 				return err
 			}
 			if st.Mode&unix.S_IFMT == unix.S_IFLNK && flags&unix.UMOUNT_NOFOLLOW == 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/kernel"
 )
 
 // Namespaced sysctls outside /proc/sys/net. The kernel gives each IPC
@@ -286,136 +289,45 @@ var ipcCover atomic.Pointer[[]string]
 // container's sees the container's file.
 var pidSysctls = []string{"kernel/pid_max"}
 
-// pidNamespaced is what the first helper found out about this kernel:
-// 0 unknown, 1 pid_max is per pid namespace (Linux 6.14+), 2 it is not, so
-// no helper is paid for again.
-var pidNamespaced atomic.Int32
-
-// helperTimeout bounds a lookup helper: a few system calls on procfs.
-const helperTimeout = 2 * time.Second
-
-// lookupArgs is what the helper child uses: prepared by the parent before
-// the fork, so the child only stores one int and makes raw system calls.
+// lookupArgs is what the lookup helper child uses: prepared by the parent
+// before the fork, so the child only stores one int and makes raw system
+// calls.
 type lookupArgs struct {
 	dirfd, path, how, howSize uintptr
-	sock, msg                 uintptr
-	slot                      *int32
+	sock                      uintptr
+	m                         *fdMsg
 	lo, hi                    uintptr // the two fds the child keeps
 }
 
 // openInPidNS opens rel under the directory sys (O_PATH, beneath it) from
-// a helper process born in the pid namespace the thread has
-// joined for its children (joinPID), and returns the fds. The helper is a
-// raw fork that runs raw system calls only (the Go runtime's state in the
-// copy is never touched, as in runtime.UsernsFd), keeps no fd but sys and
-// its socket, sends the fd back over a socketpair and exits; it is reaped
-// here, killed first if it overstays helperTimeout. It runs before any
-// container code (init waits on runc's exec fifo), with host root's
-// credentials, which a process of the container cannot ptrace.
+// a helper process born in the pid namespace the thread has joined for its
+// children (joinPID), and returns the fd. The helper keeps no fd but sys
+// and its socket (see fromHelper).
 func openInPidNS(sys int, rel string) (int, error) {
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, fmt.Errorf("socketpair: %w", err)
-	}
-	defer unix.Close(sp[0])
-	childEnd := sp[1]
-	defer func() {
-		if childEnd >= 0 {
-			unix.Close(childEnd)
-		}
-	}()
 	p, err := unix.BytePtrFromString(rel)
 	if err != nil {
 		return -1, err
 	}
 	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC | unix.O_NOFOLLOW, Resolve: beneath}
-	cmsg := make([]byte, unix.CmsgSpace(4))
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&cmsg[0]))
-	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_RIGHTS
-	h.SetLen(unix.CmsgLen(4))
-	slot := (*int32)(unsafe.Pointer(&cmsg[unix.CmsgLen(0)]))
-	data := []byte{0}
-	iov := unix.Iovec{Base: &data[0]}
-	iov.SetLen(1)
-	msg := unix.Msghdr{Iov: &iov, Control: &cmsg[0]}
-	msg.SetIovlen(1)
-	msg.SetControllen(len(cmsg))
-	a := lookupArgs{
-		dirfd: uintptr(sys), path: uintptr(unsafe.Pointer(p)),
-		how: uintptr(unsafe.Pointer(&how)), howSize: unsafe.Sizeof(how),
-		sock: uintptr(childEnd), msg: uintptr(unsafe.Pointer(&msg)), slot: slot,
-		lo: uintptr(min(sys, childEnd)), hi: uintptr(max(sys, childEnd)),
-	}
-	pid, errno := forkLookup(&a)
-	// Everything the child reads must live until the fork is done.
-	keepAlive(p, &how, cmsg, data, &iov, &msg)
-	if errno != 0 {
-		return -1, fmt.Errorf("fork lookup helper: %w", errno)
-	}
-	unix.Close(childEnd) // EOF at the parent's end once the child is gone
-	childEnd = -1
-	reaped := false
-	defer func() {
-		if !reaped {
-			unix.Kill(pid, unix.SIGKILL)
-			wait(pid)
+	fd, err := fromHelper(func(sock int, m *fdMsg) (int, unix.Errno) {
+		a := lookupArgs{
+			dirfd: uintptr(sys), path: uintptr(unsafe.Pointer(p)),
+			how: uintptr(unsafe.Pointer(&how)), howSize: unsafe.Sizeof(how),
+			sock: uintptr(sock), m: m,
+			lo: uintptr(min(sys, sock)), hi: uintptr(max(sys, sock)),
 		}
-	}()
-	tv := unix.NsecToTimeval(helperTimeout.Nanoseconds())
-	if err := unix.SetsockoptTimeval(sp[0], unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return -1, err
+		return forkLookup(&a)
+	})
+	keepAlive(p, &how)
+	if err != nil {
+		return -1, fmt.Errorf("lookup helper: %w", err)
 	}
-	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4))
-	var fds []int
-	for {
-		_, oobn, _, _, err := unix.Recvmsg(sp[0], buf, oob, unix.MSG_CMSG_CLOEXEC)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return -1, fmt.Errorf("lookup helper: %w", err)
-		}
-		if oobn > 0 {
-			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
-			if err == nil && len(cms) == 1 {
-				fds, err = unix.ParseUnixRights(&cms[0])
-			}
-			if err != nil {
-				return -1, fmt.Errorf("lookup helper's answer: %w", err)
-			}
-		}
-		break
-	}
-	status := wait(pid)
-	reaped = true
-	if len(fds) == 1 {
-		return fds[0], nil
-	}
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
-	if status.Exited() && status.ExitStatus() != 0 {
-		return -1, unix.Errno(status.ExitStatus())
-	}
-	return -1, fmt.Errorf("lookup helper: %v", status)
+	return fd, nil
 }
 
-func wait(pid int) unix.WaitStatus {
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			return ws
-		}
-	}
-}
-
-//go:noinline
-func keepAlive(...any) {}
-
-// forkLookup forks the helper: in the child, nothing but raw system calls
-// and one store into its own copy of the control message (nosplit: no
-// stack growth, no preemption check can call into the runtime).
+// forkLookup forks the lookup helper: in the child, nothing but raw system
+// calls and one store into its own copy of the control message (nosplit:
+// no stack growth, no preemption check can call into the runtime).
 //
 //go:norace
 //go:nosplit
@@ -439,8 +351,8 @@ func forkLookup(a *lookupArgs) (int, unix.Errno) {
 	if e != 0 {
 		unix.RawSyscall(unix.SYS_EXIT_GROUP, uintptr(e), 0, 0)
 	}
-	*a.slot = int32(fd)
-	_, _, e = unix.RawSyscall(unix.SYS_SENDMSG, a.sock, a.msg, unix.MSG_NOSIGNAL)
+	*a.m.slot = int32(fd)
+	_, _, e = unix.RawSyscall(unix.SYS_SENDMSG, a.sock, uintptr(unsafe.Pointer(&a.m.msg)), unix.MSG_NOSIGNAL)
 	unix.RawSyscall(unix.SYS_EXIT_GROUP, uintptr(e), 0, 0)
 	panic("unreachable")
 }
@@ -494,7 +406,7 @@ func bindNamespaced(sys int, ids idRanges, pid bool, bind func(src, target int) 
 		}
 		one(rel, fd, err)
 	}
-	if pid {
+	if pid && kernel.PidMaxPerPidNS.Has() {
 		for _, rel := range pidSysctls {
 			start := time.Now()
 			fd, err := openInPidNS(sys, rel)
@@ -503,15 +415,6 @@ func bindNamespaced(sys int, ids idRanges, pid bool, bind func(src, target int) 
 				continue
 			}
 			if err == nil {
-				var st unix.Stat_t
-				if unix.Fstat(fd, &st) == nil && st.Uid == 0 {
-					// The kernel keeps one for all (before 6.14):
-					// no helper for the next containers.
-					pidNamespaced.Store(2)
-					unix.Close(fd)
-					continue
-				}
-				pidNamespaced.Store(1)
 				if err = checkOwned(fd, ids); err != nil {
 					unix.Close(fd)
 				}
@@ -522,11 +425,26 @@ func bindNamespaced(sys int, ids idRanges, pid bool, bind func(src, target int) 
 	return done, helper, errors.Join(errs...)
 }
 
+// openSysctl opens name (kernel/pid_max) under the procfs directory sys
+// without following a final symlink, through the pid-namespace helper for
+// the sysctls a pid namespace has its own of (pidSysctls) when pid says the
+// thread has joined the container's (joinPID): the container's processes
+// find that namespace's file, not the one the thread would.
+func openSysctl(sys int, name string, pid bool) (int, error) {
+	if pid && slices.Contains(pidSysctls, name) {
+		return openInPidNS(sys, name)
+	}
+	return unix.Openat(sys, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
 // needPidHelper reports whether the container whose process is pid needs
-// the pid-namespace helper: it has a pid namespace of its own, and the
-// kernel is not known to keep one pid_max for all.
+// the pid-namespace helper to find its kernel.pid_max: it has a pid
+// namespace of its own, and the kernel keeps pid_max per pid namespace
+// (6.14+). What is bound there depends on kernel.PidMaxPerPidNS.Has(): the
+// kernel's file, read-write, or (the fallback forced) the per-container
+// view that kernels before 6.14 get (sysctl.Table).
 func needPidHelper(pid int) (bool, error) {
-	if pidNamespaced.Load() == 2 {
+	if kernel.PidMaxPerPidNS.Probe() != nil {
 		return false, nil
 	}
 	same, err := sameNS(pid, "pid")

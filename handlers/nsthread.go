@@ -53,6 +53,9 @@ type callerFS struct {
 	// host's /proc when a path needs them, are enough to find it in
 	// whatever procfs its root shows.
 	pid int
+	// mounts answers statmount's questions, or mountinfo's on kernels
+	// without it.
+	mounts *mountinfo.Table
 }
 
 // open resolves p as the caller would. /proc/self and /proc/thread-self
@@ -194,6 +197,7 @@ func (c *callerFS) enterNSRoot() error {
 		return err
 	}
 	c.atNSRoot = true
+	c.mounts.Invalidate() // mountpoints are named from the new root
 	return nil
 }
 
@@ -325,7 +329,7 @@ func inCallerFS(req caller, ns nsSet, detached func() error, fn func(*callerFS) 
 			return fmt.Errorf("namespace root: %w", err)
 		}
 		defer unix.Close(nsRoot)
-		env := &callerFS{proc: proc, nsRoot: nsRoot, pid: pid}
+		env := &callerFS{proc: proc, nsRoot: nsRoot, pid: pid, mounts: mountinfo.NewTable(proc)}
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
@@ -476,11 +480,11 @@ func raiseEffective() error {
 
 // mountOf returns the mount fd lies on and whether fd is that mount's root.
 func (c *callerFS) mountOf(fd int) (*mountinfo.Entry, bool, error) {
-	id, root, err := mountinfo.UniqueID(fd)
+	id, root, err := mountinfo.IDOf(fd)
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := c.stat(uint64(id))
+	m, err := c.stat(id)
 	return m, root, err
 }
 
@@ -488,7 +492,7 @@ func (c *callerFS) stat(id uint64) (*mountinfo.Entry, error) {
 	if err := c.enterNSRoot(); err != nil {
 		return nil, err
 	}
-	e, err := mountinfo.Stat(id)
+	e, err := c.mounts.Stat(id)
 	if err != nil {
 		return nil, fmt.Errorf("statmount %d: %w", id, err)
 	}
@@ -512,19 +516,11 @@ func (c *callerFS) childrenOf(m *mountinfo.Entry) ([]mountinfo.Entry, error) {
 	if err := c.enterNSRoot(); err != nil {
 		return nil, err
 	}
-	ids, err := mountinfo.Children(uint64(m.ID))
+	kids, err := c.mounts.Children(uint64(m.ID))
 	if err != nil {
 		return nil, fmt.Errorf("listmount %d: %w", m.ID, err)
 	}
-	out := make([]mountinfo.Entry, 0, len(ids))
-	for _, id := range ids {
-		e, err := c.stat(id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *e)
-	}
-	return out, nil
+	return kids, nil
 }
 
 // lookDown returns the mount stacked highest on m's root: what the kernel's

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
+	"github.com/sysvisor/sysvisor/supervisor/sysctl"
 )
 
 // /proc/sys in a system container follows LXC's model: the runtime's
@@ -174,7 +175,7 @@ func PrepareProcSys(p *Process, views string) (ProcSysReport, error) {
 			rep.Namespaced, rep.PidHelper = bound, took
 		}
 		for _, rel := range sysctls {
-			how, err := bindSysctl(fs, p, rel, clones[rel])
+			how, err := bindSysctl(fs, p, rel, clones[rel], ns&joinPID != 0)
 			if errors.Is(err, notify.ErrGone) {
 				return err
 			}
@@ -362,6 +363,14 @@ func kernelNamespaced(fd int) (bool, error) {
 	return st.Uid != 0 && st.Mode&0o200 != 0, nil
 }
 
+// overKernel reports whether the view of the sysctl name (kernel/pid_max)
+// stands in for a namespacing the kernel lacks, or is told to ignore
+// (kernel.Force): then it covers the kernel's file whoever owns that.
+func overKernel(name string) bool {
+	s, ok := sysctl.Lookup(name)
+	return ok && s.NamespacedBy != nil
+}
+
 // How a sysctl view is applied.
 const (
 	sysctlAbsent   = iota // this kernel has no such file
@@ -371,9 +380,23 @@ const (
 
 // bindSysctl binds the view clone src over the container's /<rel> (a
 // sysctl under /proc/sys, or a module parameter under /sys), unless the
-// kernel namespaces that sysctl or lacks the file.
-func bindSysctl(fs *callerFS, p caller, rel string, src int) (int, error) {
-	tfd, err := fs.open("/"+rel, unix.O_PATH|unix.O_NOFOLLOW)
+// kernel namespaces that sysctl or lacks the file. pid: the thread has
+// joined the container's pid namespace for its children, and pid_max is
+// looked up there (openSysctl).
+func bindSysctl(fs *callerFS, p caller, rel string, src int, pid bool) (int, error) {
+	var tfd int
+	var err error
+	if name, ok := strings.CutPrefix(rel, "proc/sys/"); ok {
+		var sys int
+		if sys, err = fs.open("/proc/sys", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW); err == nil {
+			if err = isProcfs(sys); err == nil {
+				tfd, err = openSysctl(sys, name, pid)
+			}
+			unix.Close(sys)
+		}
+	} else {
+		tfd, err = fs.open("/"+rel, unix.O_PATH|unix.O_NOFOLLOW)
+	}
 	if errors.Is(err, unix.ENOENT) {
 		return sysctlAbsent, nil
 	}
@@ -385,7 +408,7 @@ func bindSysctl(fs *callerFS, p caller, rel string, src int) (int, error) {
 		if err := isProcfs(tfd); err != nil {
 			return 0, err
 		}
-		if ns, err := kernelNamespaced(tfd); err != nil || ns {
+		if ns, err := kernelNamespaced(tfd); err != nil || ns && !overKernel(strings.TrimPrefix(rel, "proc/sys/")) {
 			return sysctlKernel, err
 		}
 	} else if err := onFS(tfd, unix.SYSFS_MAGIC, "sysfs"); err != nil {

@@ -126,12 +126,14 @@ func linkNames(links [][2]string) []string {
 	return out
 }
 
-// buildShadow builds the shadow of s.dir from the sysfs tree sysRoot,
-// detached: a tmpfs with a bind of each of the directory's entries (read-only
-// if ro) and the added files and links. It returns the tmpfs's mount fd and
-// the number of mounts in the tree. On error nothing is left: closing the fd
-// of a detached tree releases it with its binds.
-func buildShadow(sysRoot int, s shadow, ro bool) (int, int, error) {
+// buildShadow builds the shadow of s.dir from the sysfs tree sysRoot, on the
+// stage: a tmpfs with a bind of each of the directory's entries (read-only
+// if ro) and the added files and links. It returns the tmpfs's root as the
+// stage gives it (st.attach: a detached mount, or its root on the staging
+// namespace; either moves with one move_mount) and the number of mounts in
+// the tree. On error nothing is left: closing the fd of a detached tree
+// releases it with its binds, and a staged one goes with the stage.
+func buildShadow(st *stage, sysRoot int, s shadow, ro bool) (int, int, error) {
 	dfd, err := unix.Openat(sysRoot, s.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, 0, fmt.Errorf("open %s: %w", s.dir, err)
@@ -164,9 +166,13 @@ func buildShadow(sysRoot int, s shadow, ro bool) (int, int, error) {
 		return -1, 0, fmt.Errorf("create tmpfs: %w", err)
 	}
 	const attrs = unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
+	raw, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attrs)
 	if err != nil {
 		return -1, 0, fmt.Errorf("fsmount tmpfs: %w", err)
+	}
+	mfd, err := st.attach(raw)
+	if err != nil {
+		return -1, 0, err
 	}
 	n, err := fillShadow(mfd, dfd, ents, s, ro)
 	if err == nil {
@@ -322,10 +328,10 @@ func hasView(views string) bool {
 // masks and views are applied: the masks then cover entries inside the
 // shadows as they would the kernel's, and the view lands on the file the
 // shadow made for it. It returns the number of mounts added.
-func shadowIn(root int, views string, ro bool) (int, error) {
+func shadowIn(st *stage, root int, views string, ro bool) (int, error) {
 	mounts := 0
 	for _, s := range shadowsNeeded(hasView(views), func(rel string) bool { return existsIn(root, rel) }) {
-		mfd, n, err := buildShadow(root, s, ro)
+		mfd, n, err := buildShadow(st, root, s, ro)
 		if err != nil {
 			return mounts, err
 		}
@@ -339,7 +345,8 @@ func shadowIn(root int, views string, ro bool) (int, error) {
 	return mounts, nil
 }
 
-// attachIn moves the detached tree mfd onto rel inside the tree root.
+// attachIn moves the tree mfd (detached, or staged) onto rel inside the
+// tree root.
 func attachIn(mfd, root int, rel string) error {
 	tfd, err := openIn(root, rel)
 	if err != nil {
@@ -462,34 +469,48 @@ func PrepareSysfs(p *Process, views string, sys SysfsState, masked, readonly []s
 		if err := unix.FsconfigCreate(fsfd); err != nil {
 			return fmt.Errorf("create sysfs: %w", err)
 		}
-		root, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
+		raw, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
 		if err != nil {
 			return fmt.Errorf("fsmount sysfs: %w", err)
 		}
-		defer unix.Close(root)
-		for _, s := range shadowsNeeded(true, func(rel string) bool { return existsIn(root, rel) }) {
-			if !freeOfMounts(s.dir, sys.Below, masked, readonly) {
-				skipped = append(skipped, fmt.Errorf("/sys/%s has mounts of the engine's below it: not shadowed", s.dir))
-				continue
-			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(root, s.dir, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("stat %s: %w", s.dir, err)
-			}
-			mfd, n, err := buildShadow(root, s, sys.ReadOnly)
+		return inStage(views, func(stg *stage) error {
+			root, err := stg.attach(raw)
 			if err != nil {
 				return err
 			}
-			trees = append(trees, built{s: s, mfd: mfd, n: n, dev: st.Dev, ino: st.Ino})
-			prefix := "/sys/" + s.dir + "/"
-			if err := dressIn(mfd, prefix, masked, readonly); err != nil {
-				return err
+			defer unix.Close(root)
+			for _, s := range shadowsNeeded(true, func(rel string) bool { return existsIn(root, rel) }) {
+				if !freeOfMounts(s.dir, sys.Below, masked, readonly) {
+					skipped = append(skipped, fmt.Errorf("/sys/%s has mounts of the engine's below it: not shadowed", s.dir))
+					continue
+				}
+				var st unix.Stat_t
+				if err := unix.Fstatat(root, s.dir, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+					return fmt.Errorf("stat %s: %w", s.dir, err)
+				}
+				mfd, n, err := buildShadow(stg, root, s, sys.ReadOnly)
+				if err != nil {
+					return err
+				}
+				prefix := "/sys/" + s.dir + "/"
+				err = dressIn(mfd, prefix, masked, readonly)
+				if err == nil {
+					err = viewsIn(mfd, filepath.Join(views, "sys", s.dir), false, false)
+					if err != nil {
+						err = fmt.Errorf("views in %s: %w", s.dir, err)
+					}
+				}
+				if err != nil {
+					unix.Close(mfd)
+					return err
+				}
+				if mfd, err = stg.detach(mfd); err != nil {
+					return err
+				}
+				trees = append(trees, built{s: s, mfd: mfd, n: n, dev: st.Dev, ino: st.Ino})
 			}
-			if err := viewsIn(mfd, filepath.Join(views, "sys", s.dir), false); err != nil {
-				return fmt.Errorf("views in %s: %w", s.dir, err)
-			}
-		}
-		return nil
+			return nil
+		})
 	}
 	err := inCallerFS(p, joinNet, detached, func(fs *callerFS) error {
 		for _, t := range trees {

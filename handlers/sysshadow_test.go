@@ -99,7 +99,8 @@ func TestFreeOfMounts(t *testing.T) {
 
 // TestShadowOnRealSysfs builds the shadows on a detached sysfs of the test's
 // network namespace, as a sysfs mount of a container gets them, and looks at
-// the result the way a container would.
+// the result the way a container would: where the kernel builds inside
+// detached trees, and on the staging namespace older kernels need.
 func TestShadowOnRealSysfs(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (fsopen sysfs, tmpfs, open_tree)")
@@ -115,25 +116,42 @@ func TestShadowOnRealSysfs(t *testing.T) {
 	if err := os.WriteFile(uuid, []byte("1234\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
-	fsfd, err := unix.Fsopen("sysfs", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
+	for _, native := range stageModes(t) {
+		t.Run(stageName(native), func(t *testing.T) {
+			onStage(t, native, views, func(st *stage) error {
+				fsfd, err := unix.Fsopen("sysfs", unix.FSOPEN_CLOEXEC)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(fsfd)
+				if err := unix.FsconfigCreate(fsfd); err != nil {
+					return err
+				}
+				raw, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
+				if err != nil {
+					return err
+				}
+				root, err := st.attach(raw)
+				if err != nil {
+					return err
+				}
+				defer unix.Close(root)
+				checkShadows(t, st, root, views)
+				return nil
+			})
+		})
 	}
-	defer unix.Close(fsfd)
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		t.Fatal(err)
-	}
-	root, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(root)
-	n, err := shadowIn(root, views, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+}
+
+func checkShadows(t *testing.T, st *stage, root int, views string) {
 	kids := func(dir string) int {
-		ents, err := os.ReadDir(filepath.Join("/sys", dir))
+		fd, err := unix.Openat(root, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := os.NewFile(uintptr(fd), dir)
+		defer f.Close()
+		ents, err := f.ReadDir(-1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,10 +163,15 @@ func TestShadowOnRealSysfs(t *testing.T) {
 		}
 		return n
 	}
-	if want := kids("devices/virtual") + kids("class") + 2; n != want {
+	want := kids("devices/virtual") + kids("class") + 2
+	n, err := shadowIn(st, root, views, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != want {
 		t.Errorf("%d mounts added, want %d (a tmpfs per shadow and a bind per entry)", n, want)
 	}
-	if err := viewsIn(root, filepath.Join(views, "sys"), false); err != nil {
+	if err := viewsIn(root, filepath.Join(views, "sys"), false, false); err != nil {
 		t.Fatal(err)
 	}
 	read := func(rel string) string {
@@ -174,13 +197,13 @@ func TestShadowOnRealSysfs(t *testing.T) {
 		t.Errorf("class/net/lo/address reads %q", got)
 	}
 	// Like sysfs: directories 0755 of host root, and nothing may be added.
-	var st unix.Stat_t
+	var sb unix.Stat_t
 	for _, d := range []string{"devices/virtual", "devices/virtual/dmi", "devices/virtual/dmi/id", "class", "class/dmi"} {
-		if err := unix.Fstatat(root, d, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstatat(root, d, &sb, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			t.Fatal(err)
 		}
-		if st.Mode != unix.S_IFDIR|0o755 || st.Uid != 0 || st.Gid != 0 {
-			t.Errorf("%s: mode %#o owner %d:%d, want a 0755 directory of root", d, st.Mode, st.Uid, st.Gid)
+		if sb.Mode != unix.S_IFDIR|0o755 || sb.Uid != 0 || sb.Gid != 0 {
+			t.Errorf("%s: mode %#o owner %d:%d, want a 0755 directory of root", d, sb.Mode, sb.Uid, sb.Gid)
 		}
 	}
 	for _, p := range []string{"devices/virtual/x", "class/dmi/x", "devices/virtual/dmi/id/x"} {
@@ -194,7 +217,7 @@ func TestShadowOnRealSysfs(t *testing.T) {
 		t.Errorf("class/dmi/id links to %q, %v", buf[:max(k, 0)], err)
 	}
 	// A second pass finds dmi and adds nothing.
-	if n, err := shadowIn(root, views, true); n != 0 || err != nil {
+	if n, err := shadowIn(st, root, views, true); n != 0 || err != nil {
 		t.Errorf("second shadowIn: %d mounts, %v", n, err)
 	}
 }

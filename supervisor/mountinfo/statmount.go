@@ -58,19 +58,6 @@ type statmountBuf struct {
 	Str            [4096]byte
 }
 
-// UniqueID returns the unique id of the mount fd lies on, and whether fd is
-// that mount's root.
-func UniqueID(fd int) (uint64, bool, error) {
-	var st unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID_UNIQUE, &st); err != nil {
-		return 0, false, err
-	}
-	if st.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
-		return 0, false, unix.ENOSYS
-	}
-	return st.Mnt_id, st.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
-}
-
 // Stat describes mount id in the calling thread's mount namespace. Paths
 // are relative to the thread's root. ID and Parent are unique ids.
 func Stat(id uint64) (Entry, error) {
@@ -117,7 +104,8 @@ func Stat(id uint64) (Entry, error) {
 	return ent, nil
 }
 
-// Children lists the unique ids of the mounts directly on top of id.
+// Children lists the unique ids of the mounts below id: listmount lists
+// the whole subtree, not only the mounts directly on top.
 func Children(id uint64) ([]uint64, error) {
 	var out []uint64
 	list := make([]uint64, 64)

@@ -19,7 +19,7 @@ func TestStatAgreesWithMountinfo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, root, err := UniqueID(fd)
+		id, root, err := IDOf(fd)
 		unix.Close(fd)
 		if err == unix.ENOSYS {
 			t.Skip("no STATX_MNT_ID_UNIQUE")
@@ -65,7 +65,7 @@ func mustID(t *testing.T, p string) uint64 {
 		t.Fatal(err)
 	}
 	defer fd.Close()
-	id, _, err := UniqueID(int(fd.Fd()))
+	id, _, err := IDOf(int(fd.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func mustID(t *testing.T, p string) uint64 {
 
 func BenchmarkStat(b *testing.B) {
 	fd, _ := unix.Open("/proc", unix.O_PATH, 0)
-	id, _, _ := UniqueID(fd)
+	id, _, _ := IDOf(fd)
 	for i := 0; i < b.N; i++ {
 		if _, err := Stat(id); err != nil {
 			b.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/kernel"
 )
 
 // Sysctl is one emulated file.
@@ -40,6 +42,11 @@ type Sysctl struct {
 	// /proc/sys; one unsigned int written as kstrtouint parses it, the
 	// whole write consumed, ERANGE on overflow.
 	Param bool
+	// NamespacedBy is the kernel feature that gives every namespace its
+	// own copy of this sysctl, where the kernel has one: the sysctl is
+	// then the kernel's, and emulated only where the feature is missing
+	// (or its fallback forced).
+	NamespacedBy *kernel.Feature
 }
 
 // Path is where the file is on a host: /proc/sys/<name>, or /sys/<name>
@@ -61,8 +68,9 @@ func (s *Sysctl) Mode() uint32 {
 
 // Table lists the emulated sysctls. A name whose file the host's kernel
 // lacks (no Yama, no MAGIC_SYSRQ) is simply not served. Namespaced sysctls
-// (net.core.somaxconn, net.unix.max_dgram_qlen and, since Linux 6.14,
-// kernel.pid_max) are not here: the kernel gives each namespace its own.
+// (net.core.somaxconn, net.unix.max_dgram_qlen) are not here: the kernel
+// gives each namespace its own; kernel.pid_max is, for kernels before 6.14,
+// which keep one for all.
 var Table = []Sysctl{
 	{Name: "kernel/panic", N: 1, Cap: -1},
 	{Name: "kernel/panic_on_oops", N: 1, Cap: -1},
@@ -73,6 +81,8 @@ var Table = []Sysctl{
 	{Name: "kernel/yama/ptrace_scope", N: 1, Ranged: true, Min: 0, Max: 3, Cap: unix.CAP_SYS_PTRACE, StickyMax: true},
 	{Name: "vm/overcommit_memory", N: 1, Ranged: true, Min: 0, Max: 2, Cap: -1},
 	{Name: "vm/mmap_min_addr", N: 1, Ulong: true, Cap: unix.CAP_SYS_RAWIO},
+	// RESERVED_PIDS+1 to PID_MAX_LIMIT on 64-bit.
+	{Name: "kernel/pid_max", N: 1, Ranged: true, Min: 301, Max: 4194304, Cap: -1, NamespacedBy: kernel.PidMaxPerPidNS},
 	{Name: "fs/file-max", N: 1, Ulong: true, Ranged: true, Min: 0, Max: math.MaxInt64, Cap: -1},
 	// sysctl_nr_open_min (BITS_PER_LONG) and sysctl_nr_open_max
 	// (INT_MAX rounded down to a multiple of BITS_PER_LONG) on 64-bit.

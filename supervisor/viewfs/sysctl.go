@@ -39,10 +39,14 @@ func sysctlView(s *sysctl.Sysctl) string {
 	return SysctlDir + "/" + s.Name
 }
 
-// Sysctls lists the emulated sysctls the host's kernel has.
+// Sysctls lists the emulated sysctls the host's kernel has and does not
+// namespace.
 func Sysctls() []*sysctl.Sysctl {
 	var out []*sysctl.Sysctl
 	for i := range sysctl.Table {
+		if f := sysctl.Table[i].NamespacedBy; f != nil && f.Has() {
+			continue
+		}
 		if _, err := os.Stat(hostPath(&sysctl.Table[i])); err == nil {
 			out = append(out, &sysctl.Table[i])
 		}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/sysvisor/sysvisor/kernel"
 )
 
 // mnt is one line of a mountinfo file.
@@ -225,6 +227,38 @@ func TestMountProcInNewPidNamespace(t *testing.T) {
 	if m, ok := masks["/timer_list"]; !ok || m.root != "/null" {
 		t.Errorf("/proc/timer_list under unshare --mount-proc: %+v, want /dev/null over it", m)
 	}
+	// Built the way this kernel, or the forced fallbacks
+	// (SYSVISOR_KERNEL_FALLBACKS, which sysvisord inherits), say.
+	by, stage := "pid-namespace-helper", "staging-namespace"
+	if kernel.ProcfsPidNS.Has() {
+		by = "pidns-option"
+	}
+	if kernel.DetachedMounts.Has() {
+		stage = "detached"
+	}
+	const want = "kernel filesystem created:"
+	found := false
+	for _, l := range strings.Split(sysvisordLog(t), "\n") {
+		if strings.Contains(l, want) && strings.Contains(l, "fstype=proc") {
+			found = true
+			if !strings.Contains(l, "created_by="+by) || !strings.Contains(l, "stage="+stage) {
+				t.Errorf("procfs built as %q, want created_by=%s stage=%s", l, by, stage)
+			}
+		}
+	}
+	if !found {
+		t.Error("sysvisord logged no procfs it built")
+	}
+}
+
+// sysvisordLog is the private sysvisord's log so far (debug level).
+func sysvisordLog(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(svDir, "log", "sysvisord.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // childrenOf maps the mounts directly on top of the (topmost) mount at

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sysvisor/sysvisor/kernel"
 )
 
 func hostSysctl(t *testing.T, name string) string {
@@ -111,7 +113,8 @@ func TestSysctlPerContainer(t *testing.T) {
 // fs.mqueue.*) and per pid namespace (kernel.pid_max, Linux 6.14+) are the
 // container's own: read-write binds of its kernel files, so the kernel's
 // range and permission checks decide, and nothing reaches the host or
-// another container.
+// another container. Before 6.14 pid_max is a per-container view with the
+// kernel's range and permissions, and the same holds.
 func TestSysctlNamespacedReachKernel(t *testing.T) {
 	watchHost(t) // includes the host's shmmax, pid_max and mqueue msg_max
 	a := startDetached(t, "sysvisor-runc")
@@ -167,7 +170,14 @@ func TestSysctlNamespacedReachKernel(t *testing.T) {
 	expect(t, r, "still", "50002,123456790,")
 	// A procfs mounted in new IPC and pid namespaces gets their files.
 	expect(t, r, "nested", "4242,3003,")
-	expect(t, r, "after-nested", "123456790,50002,")
+	if kernel.PidMaxPerPidNS.Has() {
+		expect(t, r, "after-nested", "123456790,50002,")
+	} else {
+		// Before Linux 6.14 (or with the fallback forced) pid_max is a
+		// per-container view, as kernel.panic is: one value for the
+		// whole container, nested pid namespaces included.
+		expect(t, r, "after-nested", "123456790,3003,")
+	}
 	if got := sh(t, b, readB); got != bBefore {
 		t.Errorf("container B reads %q, had %q", got, bBefore)
 	}
