@@ -225,15 +225,6 @@ func onOwnThread(fn func() error) error {
 	return <-errc
 }
 
-// mountOverlay mounts m the way this kernel allows.
-func mountOverlay(m overlayMount, setup func() error) error {
-	p, err := planOverlay(m)
-	if err != nil {
-		return err
-	}
-	return p.mount(setup)
-}
-
 // fsOverlay mounts with the new mount API, one lowerdir+ per layer.
 func fsOverlay(m overlayMount) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
