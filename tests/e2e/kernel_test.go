@@ -18,9 +18,10 @@ import (
 )
 
 // addRuntime registers name in the private dockerd as a wrapper that runs
-// sysvisor-runc with env set, and removes it at cleanup. dockerd re-reads
-// its runtimes on SIGHUP.
-func addRuntime(t *testing.T, name string, env ...string) {
+// sysvisor-runc with env set and args added to sysvisor-runc's
+// runtimeArgs, and removes it at cleanup. dockerd re-reads its runtimes on
+// SIGHUP.
+func addRuntime(t *testing.T, name string, env, args []string) {
 	t.Helper()
 	wrapper := filepath.Join(svDir, name+".sh")
 	script := "#!/bin/sh\nexec env " + strings.Join(env, " ") + " " + filepath.Join(repo, "bin", "sysvisor-runc") + ` "$@"` + "\n"
@@ -38,7 +39,13 @@ func addRuntime(t *testing.T, name string, env ...string) {
 	}
 	rts := cfg["runtimes"].(map[string]any)
 	sv := rts["sysvisor-runc"].(map[string]any)
-	rts[name] = map[string]any{"path": wrapper, "runtimeArgs": sv["runtimeArgs"]}
+	rtArgs := append(sv["runtimeArgs"].([]any), func() (out []any) {
+		for _, a := range args {
+			out = append(out, a)
+		}
+		return out
+	}()...)
+	rts[name] = map[string]any{"path": wrapper, "runtimeArgs": rtArgs}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	reload := func(b []byte, want bool) {
 		if err := os.WriteFile(cfgPath, b, 0o644); err != nil {
@@ -79,7 +86,7 @@ func hostMountOf(path string) string {
 }
 
 func TestRefusedBelowFloor(t *testing.T) {
-	addRuntime(t, "sysvisor-floor", "SYSVISOR_KERNEL_RELEASE=5.15.0-91-generic")
+	addRuntime(t, "sysvisor-floor", []string{"SYSVISOR_KERNEL_RELEASE=5.15.0-91-generic"}, nil)
 	// A container of the engine's own, started before.
 	ref := startDetached(t, "runc")
 	refRoot := mustDocker(t, "inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", ref)
@@ -125,7 +132,7 @@ func TestRefusedBelowFloor(t *testing.T) {
 	}
 	// And the same runtime above the floor still creates (the wrapper
 	// names an older kernel only).
-	addRuntime(t, "sysvisor-newer", "SYSVISOR_KERNEL_RELEASE=99.0.0")
+	addRuntime(t, "sysvisor-newer", []string{"SYSVISOR_KERNEL_RELEASE=99.0.0"}, nil)
 	if out := mustDocker(t, "run", "--rm", "--runtime=sysvisor-newer", image, "echo", "ok"); out != "ok" {
 		t.Errorf("an override newer than the kernel: %q", out)
 	}
@@ -136,22 +143,29 @@ func TestRefusedBelowFloor(t *testing.T) {
 // suite with SYSVISOR_KERNEL_FALLBACKS=overlay-lowerdir-append to force it
 // for every container).
 func TestOverlayKind(t *testing.T) {
-	id := startDetached(t, "sysvisor-runc")
-	ours := hostMountOf(filepath.Join(svDir, "run", "containers", id, "rootfs"))
-	if ours == "" {
-		t.Fatal("no overlay at the container's rootfs")
-	}
 	forced := false
 	for _, f := range strings.Split(os.Getenv("SYSVISOR_KERNEL_FALLBACKS"), ",") {
 		forced = forced || slices.Contains([]string{"all", "overlay-lowerdir-append"}, strings.TrimSpace(f))
 	}
 	var rel syscall.Utsname
 	syscall.Uname(&rel)
-	appendKernel := !forced && kernelAtLeast(rel, 6, 8)
-	if strings.Contains(ours, "lowerdir+=") != appendKernel {
-		t.Errorf("container's overlay (lowerdir+ expected: %v):\n%s", appendKernel, ours)
+	checkOverlayKind(t, "sysvisor-runc", !forced && kernelAtLeast(rel, 6, 8))
+	// The switch as a runtime argument in daemon.json.
+	addRuntime(t, "sysvisor-fallback", nil, []string{"--kernel-fallbacks", "overlay-lowerdir-append"})
+	checkOverlayKind(t, "sysvisor-fallback", false)
+}
+
+func checkOverlayKind(t *testing.T, runtime string, appendKernel bool) {
+	t.Helper()
+	id := startDetached(t, runtime)
+	ours := hostMountOf(filepath.Join(svDir, "run", "containers", id, "rootfs"))
+	if ours == "" {
+		t.Fatal("no overlay at the container's rootfs")
 	}
-	t.Logf("lowerdir+ %v: %.200s", appendKernel, ours)
+	if strings.Contains(ours, "lowerdir+=") != appendKernel {
+		t.Errorf("%s: container's overlay (lowerdir+ expected: %v):\n%s", runtime, appendKernel, ours)
+	}
+	t.Logf("%s: lowerdir+ %v: %.200s", runtime, appendKernel, ours)
 	root := mustDocker(t, "inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", id)
 	if view := hostMountOf(root); !strings.Contains(view, " sysvisor-view ") {
 		t.Errorf("engine's path holds %q, want the view", view)
