@@ -15,40 +15,6 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 )
 
-// MinKernel is the oldest kernel sysvisor supports (README, Requirements).
-var MinKernel = [2]int{6, 8}
-
-// ParseRelease reads "6.18.0-1-amd64" as 6, 18.
-func ParseRelease(release string) (major, minor int, err error) {
-	f := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
-	if len(f) < 2 {
-		return 0, 0, fmt.Errorf("kernel release %q: no major.minor", release)
-	}
-	major, err1 := strconv.Atoi(f[0])
-	minor, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil || !strings.HasPrefix(release, f[0]+"."+f[1]) {
-		return 0, 0, fmt.Errorf("kernel release %q: no major.minor", release)
-	}
-	return major, minor, nil
-}
-
-func atLeast(major, minor int, want [2]int) bool {
-	return major > want[0] || major == want[0] && minor >= want[1]
-}
-
-// Kernel judges the kernel release.
-func Kernel(release string) Result {
-	major, minor, err := ParseRelease(release)
-	if err != nil {
-		return fail("kernel", err.Error(), "")
-	}
-	if !atLeast(major, minor, MinKernel) {
-		return fail("kernel", fmt.Sprintf("%s, older than %d.%d", release, MinKernel[0], MinKernel[1]),
-			"sysvisor needs idmapped ext4/xfs/btrfs layers, overlayfs lowerdir+ and SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: upgrade the kernel")
-	}
-	return ok("kernel", fmt.Sprintf("%s (>= %d.%d)", release, MinKernel[0], MinKernel[1]))
-}
-
 // SeccompNotify judges /proc/sys/kernel/seccomp/actions_avail.
 func SeccompNotify(actionsAvail string, readErr error) Result {
 	if readErr != nil {
@@ -58,15 +24,6 @@ func SeccompNotify(actionsAvail string, readErr error) Result {
 		return fail("seccomp user notify", "actions_avail: "+strings.TrimSpace(actionsAvail), "the kernel lacks SECCOMP_RET_USER_NOTIF (Linux >= 5.0)")
 	}
 	return ok("seccomp user notify", "SECCOMP_RET_USER_NOTIF available")
-}
-
-// SyncWakeUp judges the SECCOMP_IOCTL_NOTIF_SET_FLAGS probe.
-func SyncWakeUp(probeErr error) Result {
-	if probeErr != nil {
-		return warn("notify sync wake-up", "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: "+probeErr.Error(),
-			"Linux >= 6.6 wakes the caller on sysvisord's CPU; without it each trapped syscall pays a cross-CPU wake-up")
-	}
-	return ok("notify sync wake-up", "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP accepted")
 }
 
 // Userns judges max_user_namespaces and the probe that created one.

@@ -9,21 +9,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sysvisor/sysvisor/kernel"
 )
 
 func TestKernel(t *testing.T) {
 	for _, tc := range []struct {
 		release string
 		want    Verdict
+		text    string
 	}{
-		{"6.18.44-fc-v669", OK}, {"6.8.0", OK}, {"7.0.1", OK}, {"6.7.12-amd64", Fail}, {"5.15.0-91-generic", Fail}, {"garbage", Fail}, {"6", Fail},
+		{"6.18.44-fc-v669", OK, "floor 6.1"}, {"6.1.0-40-amd64", OK, "6.1.0-40-amd64 (floor 6.1)"}, {"6.12.57+deb13-amd64", OK, ""},
+		{"7.0.1", OK, ""}, {"6.0.12-amd64", Fail, "not tested"},
+		{"5.15.0-91-generic", Fail, "kernel 5.15.0-91-generic is older than sysvisor's floor 6.1: it lacks overlayfs on idmapped layers (Linux 5.19)"},
+		{"garbage", Fail, "no major.minor"}, {"6", Fail, ""},
 	} {
-		if r := Kernel(tc.release); r.Verdict != tc.want {
-			t.Errorf("Kernel(%q) = %+v, want %v", tc.release, r, tc.want)
+		if r := Kernel(tc.release); r.Verdict != tc.want || !strings.Contains(r.Detail, tc.text) {
+			t.Errorf("Kernel(%q) = %+v, want %v with %q", tc.release, r, tc.want, tc.text)
 		}
-	}
-	if maj, min, err := ParseRelease("6.18.44-fc-v669"); err != nil || maj != 6 || min != 18 {
-		t.Errorf("ParseRelease: %d %d %v", maj, min, err)
 	}
 }
 
@@ -42,9 +45,6 @@ func TestSeccompNotifyAndUserns(t *testing.T) {
 	}
 	if r := Userns("1000\n", errors.New("EPERM")); r.Verdict != Fail {
 		t.Errorf("probe failed: %+v", r)
-	}
-	if r := SyncWakeUp(errors.New("invalid argument")); r.Verdict != Warn {
-		t.Errorf("no sync wake-up: %+v", r)
 	}
 }
 
@@ -142,15 +142,12 @@ func TestPrint(t *testing.T) {
 	}
 }
 
-// The probes on this machine's kernel: the sync wake-up probe leaves no
-// seccomp filter on any thread of the process, and the
-// idmapped-mount probe works on a tmpfs (Linux >= 6.3) and leaves no mount.
+// The probes on this machine's kernel: the kernel package's probes leave
+// no seccomp filter on any thread of the process, and the idmapped-mount
+// probe leaves no mount.
 func TestProbes(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
-	}
-	if err := probeSyncWakeUp(); err != nil {
-		t.Errorf("sync wake-up on this kernel: %v", err)
 	}
 	filtered := func() (out []string) {
 		ents, _ := os.ReadDir("/proc/self/task")
@@ -162,14 +159,33 @@ func TestProbes(t *testing.T) {
 		}
 		return out
 	}
+	before, _ := os.ReadFile("/proc/self/mountinfo")
+	rs := Run(Options{RunDir: t.TempDir(), PolicyDir: t.TempDir(), DaemonJSON: "/nonexistent/daemon.json", IdmapDir: "/var/lib",
+		Docker: "/nonexistent/docker"})
+	checks := map[string]Result{}
+	for _, r := range rs {
+		checks[r.Check] = r
+		t.Logf("%-4s %-30s %s", r.Verdict, r.Check, r.Detail)
+	}
+	// Every feature has its line: ok exactly where the kernel has it and
+	// its fallback is not forced.
+	for _, f := range kernel.Features() {
+		r, found := checks["kernel "+f.Name]
+		if !found || (r.Verdict == OK) != f.Has() {
+			t.Errorf("kernel feature %s on this machine (present and not forced: %v): %+v", f.Name, f.Has(), r)
+		}
+	}
+	for _, c := range []string{"cgroup mode", "engine cgroup driver", "cgroup delegation", "apparmor"} {
+		if _, found := checks[c]; !found {
+			t.Errorf("no %q line", c)
+		}
+	}
 	for deadline := time.Now().Add(2 * time.Second); len(filtered()) > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Errorf("threads %v still carry the probe's filter", filtered())
+			t.Errorf("threads %v carry the sync wake-up probe's filter", filtered())
 			break
 		}
 	}
-	before, _ := os.ReadFile("/proc/self/mountinfo")
-	rs := Run(Options{RunDir: t.TempDir(), PolicyDir: t.TempDir(), DaemonJSON: "/nonexistent/daemon.json", IdmapDir: "/var/lib"})
 	for _, r := range rs {
 		switch r.Check {
 		case "kernel", "seccomp user notify", "user namespaces", "idmapped mounts", "policy files":

@@ -76,6 +76,12 @@ type Options struct {
 	// IdmapDir is where the idmapped-mount probe clones a mount from
 	// (default /var/lib: where engines keep their layers).
 	IdmapDir string
+	// Docker is the docker CLI asked for the engine's cgroup driver and
+	// security options (default: docker from PATH).
+	Docker string
+	// CgroupRoot is where the cgroup filesystems are (default
+	// /sys/fs/cgroup).
+	CgroupRoot string
 }
 
 func firstLine(s string) string {

@@ -1,18 +1,19 @@
 package doctor
 
 import (
-	"errors"
+	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
-	"runtime"
+	"path/filepath"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	svruntime "github.com/sysvisor/sysvisor/runtime"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -43,11 +44,16 @@ func (o *Options) defaults() {
 	if o.IdmapDir == "" {
 		o.IdmapDir = "/var/lib"
 	}
+	if o.CgroupRoot == "" {
+		o.CgroupRoot = "/sys/fs/cgroup"
+	}
 }
 
 // Run makes every check. Nothing on the host is changed: the probes make a
 // user namespace that dies with its placeholder process, a detached mount
-// clone that is dropped, and a seccomp filter on a thread that exits.
+// clone that is dropped, the kernel package's probes (a seccomp filter in
+// a child that exits, detached mounts that are dropped, a child in a pid
+// namespace of its own), and ask the engine (docker info).
 func Run(o Options) []Result {
 	o.defaults()
 	var rs []Result
@@ -57,9 +63,14 @@ func Run(o Options) []Result {
 	} else {
 		rs = append(rs, Kernel(unix.ByteSliceToString(un.Release[:])))
 	}
+	if err := kernel.EnvError(); err != nil {
+		rs = append(rs, fail("kernel fallbacks", err.Error(), "sysvisord and sysvisor-runc refuse to start with it: name features as sysvisorctl doctor lists them, or all"))
+	}
+	for _, f := range kernel.Features() {
+		rs = append(rs, Feature(StateOf(f)))
+	}
 	b, err := os.ReadFile("/proc/sys/kernel/seccomp/actions_avail")
 	rs = append(rs, SeccompNotify(string(b), err))
-	rs = append(rs, SyncWakeUp(probeSyncWakeUp()))
 	root := os.Geteuid() == 0
 	maxNS, _ := os.ReadFile("/proc/sys/user/max_user_namespaces")
 	if root {
@@ -85,7 +96,109 @@ func Run(o Options) []Result {
 	rs = append(rs, probeSysvisord(o.RunDir, root))
 	dj, derr := os.ReadFile(o.DaemonJSON)
 	rs = append(rs, DockerRegistration(o.DaemonJSON, dj, derr, executable))
+	if derr != nil {
+		dj = nil
+	}
+	rs = append(rs, probeCgroups(o, dj)...)
+	rs = append(rs, AppArmor(probeAppArmor(o)))
 	return rs
+}
+
+// dockerInfo asks the engine, with a deadline: a wedged dockerd must not
+// hang the doctor.
+func dockerInfo(o Options, format string) (string, error) {
+	docker := o.Docker
+	if docker == "" {
+		docker = "docker"
+	}
+	path, err := exec.LookPath(docker)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "info", "--format", format)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		if msg := firstLine(stderr.String()); msg != "" {
+			return "", fmt.Errorf("%w: %s", err, msg)
+		}
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func statfsType(path string) int64 {
+	var st unix.Statfs_t
+	if unix.Statfs(path, &st) != nil {
+		return 0
+	}
+	return int64(st.Type)
+}
+
+// probeCgroups reads the cgroup mode, Docker's cgroup driver and what the
+// parent of Docker's containers offers.
+func probeCgroups(o Options, daemonJSON []byte) []Result {
+	mode, err := CgroupMode(statfsType(o.CgroupRoot), statfsType(filepath.Join(o.CgroupRoot, "unified")))
+	rs := []Result{Cgroups(mode, err)}
+	if err != nil {
+		return rs
+	}
+	st, serr := os.Stat("/run/systemd/system")
+	in := DriverInput{DaemonJSON: daemonJSON, Mode: mode, Systemd: serr == nil && st.IsDir()}
+	in.Info, in.InfoErr = dockerInfo(o, "{{.CgroupDriver}}")
+	rs = append(rs, Driver(in))
+	driver, _ := CgroupDriver(in)
+	rs = append(rs, Delegation(mode, readParent(o.CgroupRoot, ParentCgroup(driver, daemonJSON))))
+	return rs
+}
+
+func readParent(root, rel string) ParentControllers {
+	p := ParentControllers{Path: rel}
+	dir := filepath.Join(root, rel)
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		p.Missing = true
+		dir = root
+	}
+	c, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		p.Err = err
+		return p
+	}
+	// The root has no subtree_control of a parent above it to show;
+	// its own is what its children get.
+	sub, _ := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	p.Controllers, p.Subtree = string(c), string(sub)
+	return p
+}
+
+// probeAppArmor reads AppArmor's state and whether Docker applies its
+// profile. Kept apart: sysvisor's own profile will be judged here too.
+func probeAppArmor(o Options) AppArmorState {
+	var s AppArmorState
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	s.Enabled, s.EnabledErr = strings.TrimSpace(string(b)), err
+	if err != nil {
+		return s
+	}
+	// dockerd looks at /sbin/apparmor_parser; PATH covers /usr/sbin.
+	if p, err := exec.LookPath("apparmor_parser"); err == nil {
+		s.Parser = p
+	} else if _, err := os.Stat("/sbin/apparmor_parser"); err == nil {
+		s.Parser = "/sbin/apparmor_parser"
+	}
+	if out, err := dockerInfo(o, "{{json .SecurityOptions}}"); err == nil {
+		var opts []string
+		if json.Unmarshal([]byte(out), &opts) == nil {
+			s.DockerSecurity = append([]string{}, opts...)
+		}
+	}
+	if p, err := os.ReadFile("/sys/kernel/security/apparmor/profiles"); err == nil {
+		s.Profiles = string(p)
+	}
+	return s
 }
 
 func executable(path string) error {
@@ -97,73 +210,6 @@ func executable(path string) error {
 		return fmt.Errorf("%s is not an executable file", path)
 	}
 	return nil
-}
-
-// probeSyncWakeUp gets a listener from an allow-all filter installed in a
-// child process that exits at once, and asks the kernel for
-// SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on it. A thread of this process would
-// not do: when Go schedules the probe on the main thread, that thread
-// outlives its goroutine, filter included.
-func probeSyncWakeUp() error {
-	insns := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
-	prog := unix.SockFprog{Len: 1, Filter: &insns[0]}
-	pid, err := syncWakeUpChild(&prog)
-	runtime.KeepAlive(insns)
-	if err != nil {
-		return fmt.Errorf("probe process: %w", err)
-	}
-	var ws unix.WaitStatus
-	for {
-		if _, err := unix.Wait4(pid, &ws, 0, nil); err != unix.EINTR {
-			if err != nil {
-				return fmt.Errorf("probe process: %w", err)
-			}
-			break
-		}
-	}
-	switch code := ws.ExitStatus(); {
-	case !ws.Exited():
-		return fmt.Errorf("probe process: %v", ws)
-	case code == 0:
-		return nil
-	case code == probeNoNewPrivs:
-		return errors.New("prctl(PR_SET_NO_NEW_PRIVS) failed")
-	case code == probeSeccomp:
-		return errors.New("seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) failed")
-	default:
-		return fmt.Errorf("SECCOMP_IOCTL_NOTIF_SET_FLAGS: %w", unix.Errno(code))
-	}
-}
-
-// Exit codes of the probe child other than an errno of the ioctl.
-const (
-	probeNoNewPrivs = 251
-	probeSeccomp    = 252
-)
-
-// syncWakeUpChild forks a child that runs raw system calls only (the Go
-// runtime's state in a forked copy is never touched) and exits with 0 or
-// what failed.
-//
-//go:norace
-func syncWakeUpChild(prog *unix.SockFprog) (int, error) {
-	pid, _, e := unix.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
-	if e != 0 {
-		return -1, e
-	}
-	if pid != 0 {
-		return int(pid), nil
-	}
-	if _, _, e := unix.RawSyscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
-		unix.RawSyscall(unix.SYS_EXIT_GROUP, probeNoNewPrivs, 0, 0)
-	}
-	fd, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER, uintptr(unsafe.Pointer(prog)))
-	if e != 0 {
-		unix.RawSyscall(unix.SYS_EXIT_GROUP, probeSeccomp, 0, 0)
-	}
-	_, _, e = unix.RawSyscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
-	unix.RawSyscall(unix.SYS_EXIT_GROUP, uintptr(e), 0, 0)
-	panic("unreachable")
 }
 
 var fsNames = map[int64]string{

@@ -56,12 +56,24 @@ var dmiShadows = []shadow{
 	{dir: "class", links: [][2]string{{"dmi/id", "../../devices/virtual/dmi/id"}}},
 }
 
+// dmiIDShadow makes product_uuid appear where the kernel has DMI but no
+// UUID in it: the kernel leaves product_uuid out for an all-zero or
+// all-ones UUID, which is what qemu's SMBIOS carries without -uuid.
+var dmiIDShadow = shadow{dir: "devices/virtual/dmi/id", files: []string{"product_uuid"}}
+
 // shadowsNeeded returns the shadows a sysfs needs: none when the container
-// has no product_uuid view, or the kernel has DMI (the view is bound on its
-// file); the class shadow only where class/dmi is absent too. has reports
-// whether a path relative to the sysfs root exists.
+// has no product_uuid view, or the kernel has the file (the view is bound
+// on it); dmi/id alone where the kernel has DMI without the file; else the
+// class shadow only where class/dmi is absent too. has reports whether a
+// path relative to the sysfs root exists.
 func shadowsNeeded(haveView bool, has func(string) bool) []shadow {
-	if !haveView || has("devices/virtual/dmi") {
+	if !haveView || has(strings.TrimPrefix(productUUIDView, "sys/")) {
+		return nil
+	}
+	if has("devices/virtual/dmi") {
+		if has(dmiIDShadow.dir) {
+			return []shadow{dmiIDShadow}
+		}
 		return nil
 	}
 	var out []shadow

@@ -29,7 +29,11 @@ func TestShadowsNeeded(t *testing.T) {
 	}{
 		{"no DMI", true, tree("devices/virtual", "class"), []string{"devices/virtual", "class"}},
 		{"no view (views = false)", false, tree("devices/virtual", "class"), nil},
-		{"host has DMI: the runtime binds the file", true, tree("devices/virtual", "devices/virtual/dmi", "class", "class/dmi"), nil},
+		{"host has DMI: the runtime binds the file", true, tree("devices/virtual", "devices/virtual/dmi", "devices/virtual/dmi/id",
+			"devices/virtual/dmi/id/product_uuid", "class", "class/dmi"), nil},
+		// qemu without -uuid: SMBIOS has a zero UUID, the kernel no file.
+		{"host has DMI without a UUID", true, tree("devices/virtual", "devices/virtual/dmi", "devices/virtual/dmi/id", "class", "class/dmi"),
+			[]string{"devices/virtual/dmi/id"}},
 		{"class/dmi without devices/virtual/dmi", true, tree("devices/virtual", "class", "class/dmi"), []string{"devices/virtual"}},
 		{"masked /sys/class", true, tree("devices/virtual"), []string{"devices/virtual"}},
 		{"no devices/virtual", true, tree("class"), []string{"class"}},
@@ -41,6 +45,9 @@ func TestShadowsNeeded(t *testing.T) {
 }
 
 func TestAddedEntries(t *testing.T) {
+	if got, err := addedEntries(dmiIDShadow, map[string]bool{"bios_vendor": true, "power": true, "uevent": true}); err != nil || !slices.Equal(got, []string{"product_uuid"}) {
+		t.Errorf("dmi/id adds %v, %v; want [product_uuid]", got, err)
+	}
 	got, err := addedEntries(dmiShadows[0], map[string]bool{"net": true, "tty": true})
 	if err != nil || !slices.Equal(got, []string{"dmi"}) {
 		t.Errorf("devices/virtual adds %v, %v; want [dmi]", got, err)

@@ -22,6 +22,9 @@ type Global struct {
 	Policy      string
 	PolicyDir   string
 	AllowUnsafe bool
+	// KernelFallbacks forces the fallbacks of these kernel features ("all"
+	// or names separated by commas; kernel.Force).
+	KernelFallbacks string
 }
 
 // Invocation is a parsed command line.
@@ -55,6 +58,7 @@ var runcGlobals = map[string]flagKind{
 
 var ownGlobals = map[string]flagKind{
 	"runc": valueFlag, "run-dir": valueFlag, "policy": valueFlag, "policy-dir": valueFlag, "allow-unsafe": boolFlag,
+	"kernel-fallbacks": valueFlag,
 }
 
 // commandFlags lists the value flags of the commands whose positional id we
@@ -143,6 +147,10 @@ func Parse(argv []string) (*Invocation, error) {
 			g.PolicyDir = val
 		case "allow-unsafe":
 			g.AllowUnsafe = on
+		case "kernel-fallbacks":
+			// Repeated flags add up, as the switch does with the
+			// environment's list.
+			g.KernelFallbacks = strings.TrimPrefix(g.KernelFallbacks+","+val, ",")
 		}
 		if isRunc {
 			if kind == valueFlag {

@@ -74,6 +74,14 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "kernel fallbacks are consumed, repeated flags add up",
+			argv: []string{"--kernel-fallbacks", "statmount", "--root", "/r", "-kernel-fallbacks=procfs-pidns,detached-mounts", "create", "c4b"},
+			want: want{
+				global:  Global{Root: "/r", LogFormat: "text", KernelFallbacks: "statmount,procfs-pidns,detached-mounts", Pass: []string{"--root", "/r"}},
+				command: "create", args: []string{"c4b"}, id: "c4b",
+			},
+		},
+		{
 			name: "allow-unsafe=false",
 			argv: []string{"-allow-unsafe=false", "delete", "c5"},
 			want: want{global: Global{LogFormat: "text"}, command: "delete", args: []string{"c5"}, id: "c5"},

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -121,9 +120,17 @@ type Overlay struct {
 	Upper string
 	Work  string
 	// Other options to keep (index, redirect_dir, metacopy, xino, ...).
-	Other  []string
-	Source string
-	Opts   string // the full super options, to restore the original mount
+	Other []string
+	// Source is the mount's source as mountinfo shows it ("overlay").
+	Source string `json:",omitempty"`
+	Opts   string // the full super options, as the kernel keeps them
+	// Base is the directory relative layer paths were resolved against
+	// (the driver's home); a remount without lowerdir+ makes them relative
+	// to it again, as the engine did to stay within a page.
+	Base string `json:",omitempty"`
+	// Append: the layers were given one per lowerdir+ option, so the
+	// engine that mounted it had that option.
+	Append bool `json:",omitempty"`
 }
 
 // MountEntry is one line of mountinfo.
@@ -182,7 +189,7 @@ func unescapeOctal(s string) string { return mountinfo.Unescape(s) }
 // was given with octal escapes (\040, \054, \134), which are decoded first.
 func ParseOverlay(super, base string) (*Overlay, error) {
 	super = unescapeOctal(super)
-	o := &Overlay{Opts: super}
+	o := &Overlay{Opts: super, Base: base}
 	abs := func(p string) string {
 		if filepath.IsAbs(p) {
 			return p
@@ -199,6 +206,7 @@ func ParseOverlay(super, base string) (*Overlay, error) {
 		case "lowerdir+":
 			// Mounts made with fsconfig list one layer per option.
 			o.Lower = append(o.Lower, abs(v))
+			o.Append = true
 		case "upperdir":
 			o.Upper = abs(v)
 		case "workdir":
@@ -243,118 +251,6 @@ func splitLower(s string) []string {
 		}
 	}
 	return out
-}
-
-// mountIdmappedOverlay mounts at target an overlay equal to o whose layers are
-// seen through idmapped mounts, so the container's root (host uid base) sees
-// the image as owned by itself while the layers on disk keep their owners.
-// The overlay's mounter credentials must lie inside the mapping (overlayfs
-// does copy-up and whiteouts with them), so the mount is made on a dedicated
-// thread whose filesystem uid/gid are base, keeping its capabilities.
-func mountIdmappedOverlay(o *Overlay, layers map[string]string, target string, base uint32) error {
-	errc := make(chan error, 1)
-	go func() {
-		// The thread's credentials are changed and never restored: leaving
-		// the goroutine locked makes the Go runtime destroy the thread.
-		goruntime.LockOSThread()
-		errc <- func() error {
-			if _, _, e := unix.RawSyscall(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, secbitNoSetuidFixup, 0); e != 0 {
-				return fmt.Errorf("set securebits: %w", e)
-			}
-			// setfs[ug]id report the previous value, never an error: a
-			// second call tells whether the first one took.
-			unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
-			unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
-			g, _, _ := unix.RawSyscall(unix.SYS_SETFSGID, uintptr(base), 0, 0)
-			u, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, uintptr(base), 0, 0)
-			if uint32(g) != base || uint32(u) != base {
-				return fmt.Errorf("setfsuid/setfsgid %d did not take (fsuid %d, fsgid %d)", base, u, g)
-			}
-			var lower []string
-			for _, l := range o.Lower {
-				lower = append(lower, layers[l])
-			}
-			return fsOverlay(lower, layers[o.Upper], layers[o.Work], o.Other, target, false)
-		}()
-	}()
-	return <-errc
-}
-
-// engineView mounts at path a read-only overlay of the container's upper
-// layer over its lowers, all as they are on disk. The engine (docker diff,
-// commit, export, cp out of a running container) reads the rootfs through
-// that path and must see on-disk ownership, which our idmapped overlay cannot
-// show it: overlayfs mounts are not idmappable. Read-only, with no work dir,
-// it shares nothing writable with the container's overlay.
-func engineView(o *Overlay, path string) error {
-	lower := o.Lower
-	if o.Upper != "" {
-		lower = append([]string{o.Upper}, o.Lower...)
-	}
-	var other []string
-	for _, opt := range o.Other {
-		// Options that only mean something with an upper layer.
-		if k, _, _ := strings.Cut(opt, "="); k != "index" && k != "volatile" && k != "nfs_export" {
-			other = append(other, opt)
-		}
-	}
-	return fsOverlay(lower, "", "", other, path, true)
-}
-
-// fsOverlay mounts an overlay at target with the new mount API, which takes
-// any number of layers (mount(2) data is limited to a page).
-func fsOverlay(lower []string, upper, work string, other []string, target string, ro bool) error {
-	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("fsopen overlay: %w", err)
-	}
-	defer unix.Close(fsfd)
-	set := func(k, v string) error {
-		if err := unix.FsconfigSetString(fsfd, k, v); err != nil {
-			return fmt.Errorf("overlay option %s=%s: %w", k, v, err)
-		}
-		return nil
-	}
-	if err := unix.FsconfigSetString(fsfd, "lowerdir+", lower[0]); err == nil {
-		for _, l := range lower[1:] {
-			if err := set("lowerdir+", l); err != nil {
-				return err
-			}
-		}
-	} else if err := set("lowerdir", strings.Join(lower, ":")); err != nil {
-		// Kernels before 6.8 take the whole list in one option.
-		return err
-	}
-	if upper != "" {
-		if err := set("upperdir", upper); err != nil {
-			return err
-		}
-		if err := set("workdir", work); err != nil {
-			return err
-		}
-	}
-	for _, opt := range other {
-		k, v, _ := strings.Cut(opt, "=")
-		if err := set(k, v); err != nil {
-			return err
-		}
-	}
-	if err := unix.FsconfigCreate(fsfd); err != nil {
-		return fmt.Errorf("create overlay: %w", err)
-	}
-	var attr int
-	if ro {
-		attr = unix.MOUNT_ATTR_RDONLY
-	}
-	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, attr)
-	if err != nil {
-		return fmt.Errorf("fsmount overlay: %w", err)
-	}
-	defer unix.Close(mfd)
-	if err := unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("attach overlay at %s: %w", target, err)
-	}
-	return nil
 }
 
 // mountID returns the id of the mount path lives on.

@@ -114,7 +114,7 @@ func TestParseOverlay(t *testing.T) {
 			// As Linux 6.18 shows an overlay made with fsconfig lowerdir+.
 			name:  "one option per layer",
 			super: `ro,lowerdir+=/t/l1,lowerdir+=/t/l\0402,redirect_dir=on`,
-			want:  Overlay{Lower: []string{"/t/l1", "/t/l 2"}, Other: []string{"redirect_dir=on"}},
+			want:  Overlay{Lower: []string{"/t/l1", "/t/l 2"}, Other: []string{"redirect_dir=on"}, Append: true},
 		},
 	}
 	for _, tc := range tests {
@@ -124,6 +124,10 @@ func TestParseOverlay(t *testing.T) {
 				t.Fatalf("ParseOverlay(%q): %v", tc.super, err)
 			}
 			o.Opts = "" // TestParseOverlayOpts
+			if o.Base != tc.base {
+				t.Errorf("Base %q, want %q", o.Base, tc.base)
+			}
+			o.Base = ""
 			if !reflect.DeepEqual(*o, tc.want) {
 				t.Errorf("ParseOverlay(%q):\n\tgot  %+v\n\twant %+v", tc.super, *o, tc.want)
 			}

@@ -125,19 +125,36 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) (*Overlay, e
 	if err != nil {
 		return nil, err
 	}
+	o.Source = top.Source
 	paths := append(slices.Clone(o.Lower), o.Upper, o.Work)
 	if o.Upper == "" {
 		paths = o.Lower
 	}
-	layers, err := idmapLayers(paths, filepath.Join(dir, "layers"), nsfd)
-	defer detachUnder(filepath.Join(dir, "layers"))
+	layersDir := filepath.Join(dir, "layers")
+	layers, err := idmapLayers(paths, layersDir, nsfd)
+	defer detachUnder(layersDir)
 	if err != nil {
 		return nil, err
 	}
+	// Every mount that follows is planned before the engine's overlay
+	// comes down: one that cannot be made on this kernel (too many
+	// layers for a page without lowerdir+) fails the create while the
+	// engine's rootfs is still intact.
+	ours, err := planOverlay(idmappedOverlay(o, layers, layersDir, dir, target))
+	if err != nil {
+		return nil, err
+	}
+	view, err := planOverlay(engineViewMount(o, rootfs, dir))
+	if err != nil {
+		return nil, fmt.Errorf("engine's view at %s: %w", rootfs, err)
+	}
+	if _, err := planEngineOverlay(o, rootfs, dir); err != nil {
+		return nil, fmt.Errorf("the engine's overlay could not be put back: %w", err)
+	}
 	// Two overlays must not share an upper directory: take the engine's
 	// down, put ours up, and leave the engine's path a read-only view of the
-	// same layers with on-disk ownership (see engineView); the engine's own
-	// unmount at stop still works on it.
+	// same layers with on-disk ownership (see engineViewMount); the
+	// engine's own unmount at stop still works on it.
 	// Recorded first: whatever fails from here on, release puts the
 	// engine's overlay back from this file.
 	b, err := json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o})
@@ -153,14 +170,26 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) (*Overlay, e
 	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil {
 		return nil, fmt.Errorf("unmount engine overlay: %w", err)
 	}
-	if err := mountIdmappedOverlay(o, layers, target, base); err != nil {
-		if rerr := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, rootfs, false); rerr != nil {
-			return nil, fmt.Errorf("%w (and restoring the engine's overlay failed: %v)", err, rerr)
+	// From here on a failure puts the engine's overlay back at once;
+	// release tries again from engine.json if that fails too.
+	undo := func(err error) error {
+		if rerr := restoreEngineRootfs(dir); rerr != nil {
+			return fmt.Errorf("%w (and putting the engine's overlay back failed: %v)", err, rerr)
 		}
-		return nil, err
+		return err
 	}
-	if err := engineView(o, rootfs); err != nil {
-		return nil, fmt.Errorf("engine's view at %s: %w", rootfs, err)
+	if err := failAfterEngineDown(); err != nil {
+		return nil, undo(err)
+	}
+	if err := mountIdmappedOverlay(ours, base); err != nil {
+		return nil, undo(err)
+	}
+	if err := view.mount(nil); err != nil {
+		// Ours goes first: two overlays must not share an upper dir.
+		if derr := unix.Unmount(target, unix.MNT_DETACH); derr != nil {
+			return nil, fmt.Errorf("engine's view at %s: %w (and unmounting ours failed: %v)", rootfs, err, derr)
+		}
+		return nil, undo(fmt.Errorf("engine's view at %s: %w", rootfs, err))
 	}
 	b, err = json.Marshal(engineMount{Rootfs: rootfs, Overlay: *o, ViewUp: true})
 	if err != nil {
@@ -168,6 +197,10 @@ func idmapRootfs(rootfs, target, dir string, nsfd int, base uint32) (*Overlay, e
 	}
 	return o, statefile.Replace(filepath.Join(dir, engineFile), b, 0o600)
 }
+
+// failAfterEngineDown is a test's way to fail a create at its most fragile
+// point: the engine's overlay is down and nothing is up yet.
+var failAfterEngineDown = func() error { return nil }
 
 // engineFile records the engine's overlay we replaced, so delete can put it
 // back: an engine may reuse its still-mounted rootfs for the next start
@@ -184,8 +217,10 @@ type engineMount struct {
 }
 
 // restoreEngineRootfs swaps our read-only view at the engine's rootfs path
-// back for the engine's overlay. Only a mount that is our view is touched:
-// if the engine has already unmounted its path, there is nothing to do.
+// back for the engine's overlay, or puts the engine's overlay back where a
+// create failed after taking it down. Only a mount that is our view is
+// replaced: if the engine has already unmounted its path after our view
+// went up, or something else is there, nothing is done.
 func restoreEngineRootfs(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, engineFile))
 	if os.IsNotExist(err) {
@@ -203,28 +238,32 @@ func restoreEngineRootfs(dir string) error {
 		return err
 	}
 	o := em.Overlay
-	if top == nil && !em.ViewUp {
+	switch {
+	case top == nil && !em.ViewUp:
 		// Create failed between taking the engine's overlay down and
 		// putting our view up. The engine still counts it as mounted.
-		if err := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, em.Rootfs, false); err != nil {
-			return fmt.Errorf("restore engine overlay at %s: %w", em.Rootfs, err)
-		}
-		return nil
-	}
-	if top == nil || top.FSType != "overlay" {
-		return nil
-	}
-	view, err := ParseOverlay(top.Super, filepath.Dir(filepath.Dir(em.Rootfs)))
-	if err != nil || view.Upper != "" || em.Overlay.Upper == "" || len(view.Lower) == 0 || view.Lower[0] != em.Overlay.Upper {
+		return restoreEngineOverlay(&o, em.Rootfs, dir)
+	case top == nil || !isView(top, &em):
 		return nil
 	}
 	if err := unix.Unmount(em.Rootfs, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("unmount view at %s: %w", em.Rootfs, err)
 	}
-	if err := fsOverlay(o.Lower, o.Upper, o.Work, o.Other, em.Rootfs, false); err != nil {
-		return fmt.Errorf("restore engine overlay at %s: %w", em.Rootfs, err)
+	return restoreEngineOverlay(&o, em.Rootfs, dir)
+}
+
+// isView tells whether top, the mount at the engine's rootfs path, is our
+// view: marked by its source, or, as views made before the mark were, an
+// overlay without upper whose first layer is the engine's upper.
+func isView(top *MountEntry, em *engineMount) bool {
+	if top.FSType != "overlay" {
+		return false
 	}
-	return nil
+	if top.Source == viewSource {
+		return true
+	}
+	view, err := ParseOverlay(top.Super, filepath.Dir(filepath.Dir(em.Rootfs)))
+	return err == nil && view.Upper == "" && em.Overlay.Upper != "" && view.Lower[0] == em.Overlay.Upper
 }
 
 // idmapLayers gives every layer path an idmapped view. Layers that share one

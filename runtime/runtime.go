@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 	"github.com/sysvisor/sysvisor/supervisor/statefile"
@@ -25,6 +26,10 @@ import (
 const (
 	EnvRunc   = "SYSVISOR_RUNC"
 	EnvRunDir = "SYSVISOR_RUN_DIR"
+	// EnvKernelRelease names a kernel release for the floor check to judge
+	// instead of the running kernel's, when it is older: tests make
+	// sysvisor-runc refuse with it. It cannot let an older kernel through.
+	EnvKernelRelease = "SYSVISOR_KERNEL_RELEASE"
 )
 
 // controlTimeout bounds every call to sysvisord: a dead or wedged supervisor
@@ -64,6 +69,15 @@ func Main(argv []string) int {
 		return 1
 	}
 	r := &runner{inv: inv, log: newLogger(inv.Global)}
+	if err := forceFallbacks(inv.Global.KernelFallbacks); err != nil {
+		if inv.Command == "create" || inv.Command == "run" {
+			r.log.Errorf("%v", err)
+			return 1
+		}
+		// Whatever else the engine asks (delete, kill, state) must
+		// still work on containers made before the switch went wrong.
+		r.log.Warnf("%v", err)
+	}
 	r.runc = firstNonEmpty(inv.Global.Runc, os.Getenv(EnvRunc), "runc")
 	r.runDir = firstNonEmpty(inv.Global.RunDir, os.Getenv(EnvRunDir), control.DefaultRunDir)
 	r.root = firstNonEmpty(inv.Global.Root, "/run/runc")
@@ -95,6 +109,59 @@ func Main(argv []string) int {
 		return 1
 	}
 	return r.execRunc()
+}
+
+// forceFallbacks applies --kernel-fallbacks on top of the environment's
+// SYSVISOR_KERNEL_FALLBACKS; a name the kernel package does not know is an
+// error in either.
+func forceFallbacks(list string) error {
+	if err := kernel.EnvError(); err != nil {
+		return err
+	}
+	if list == "" {
+		return nil
+	}
+	if err := kernel.Force(list); err != nil {
+		return fmt.Errorf("--kernel-fallbacks: %w", err)
+	}
+	return nil
+}
+
+// floorRelease is the release the floor check judges: the running
+// kernel's, or override when that parses as an older one. An override
+// that does not parse is judged itself, and refused: the variable only
+// ever makes the check stricter.
+func floorRelease(running, override string) string {
+	if override == "" {
+		return running
+	}
+	o, err := kernel.ParseRelease(override)
+	if err != nil {
+		return override
+	}
+	if r, err := kernel.ParseRelease(running); err == nil && !o.Less(r) {
+		return running
+	}
+	return override
+}
+
+// logFallbacks says, with --debug, which kernel features use a fallback
+// (probing every feature costs a few child processes, so only then).
+func (r *runner) logFallbacks() {
+	if !r.log.debug {
+		return
+	}
+	var used []string
+	for _, f := range kernel.Features() {
+		if !f.Has() {
+			used = append(used, f.Name+": "+f.State())
+		}
+	}
+	if len(used) == 0 {
+		r.log.Debugf("kernel %s: every feature present, no fallback in use", kernel.Release())
+		return
+	}
+	r.log.Debugf("kernel %s: fallbacks in use: %s", kernel.Release(), strings.Join(used, "; "))
 }
 
 func firstNonEmpty(v ...string) string {
@@ -177,6 +244,13 @@ func (r *runner) create() int {
 	}
 	bundle, _ = filepath.Abs(bundle)
 	cfgPath := filepath.Join(bundle, "config.json")
+	// Before anything is leased or mounted: below the floor the mounts
+	// that follow may fail half-way, on the engine's own rootfs.
+	if err := kernel.CheckFloor(floorRelease(kernel.Release(), os.Getenv(EnvKernelRelease))); err != nil {
+		r.log.Errorf("%v", err)
+		return 1
+	}
+	r.logFallbacks()
 	r.phases = newPhases()
 	defer func() { r.log.Debugf("container %s: create took %s", inv.ID, r.phases) }()
 	spec, mode, err := loadSpec(cfgPath)

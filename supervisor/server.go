@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -595,7 +596,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		log.Error("seccomp handoff", "error", err)
 		return
 	}
-	if !s.cfg.NoSyncWakeUp {
+	if !s.cfg.NoSyncWakeUp && kernel.NotifySyncWakeUp.Has() {
 		if err := fd.SetSyncWakeUp(); err != nil {
 			log.Debug("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable", "error", err)
 		}

@@ -42,8 +42,10 @@ commands (ask sysvisord; root only):
 
 commands (local; as root for every probe):
   doctor [--runc PATH] [--daemon-json FILE] [--json]
-                          checks the host: kernel, seccomp notify, idmapped mounts, user namespaces,
-                          runc, subuid/subgid pool, /dev/fuse, policies, sysvisord, Docker registration;
+                          checks the host: kernel against the floor and each newer kernel feature
+                          (present, or the fallback in use), seccomp notify, idmapped mounts, user
+                          namespaces, runc, subuid/subgid pool, /dev/fuse, policies, sysvisord, Docker
+                          registration, cgroup mode, Docker's cgroup driver, cgroup delegation, AppArmor;
                           one verdict (ok, warn, FAIL) per line, exit status 1 on any FAIL
 
 commands (local, any user):

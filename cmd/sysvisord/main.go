@@ -13,6 +13,7 @@ import (
 	"github.com/google/gops/agent"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -29,6 +30,7 @@ func main() {
 	subgid := fs.String("subgid", "/etc/subgid", "subordinate gid file holding the sysvisor pool")
 	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
+	fallbacks := fs.String("kernel-fallbacks", "", "force the fallbacks of these kernel features: all, or names separated by commas (added to $"+kernel.EnvFallbacks+"; sysvisorctl doctor lists them)")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
 	policyDir := fs.String("policy-dir", policy.Dir(""), "policy files (<name>.hcl), read at start and on SIGHUP or `sysvisorctl policy reload` (env SYSVISOR_POLICY_DIR)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at ADDR (a port or :port listens on 127.0.0.1 only; host:port as given)")
@@ -61,7 +63,25 @@ func main() {
 		}
 		*metricsAddr = a
 	}
+	if err := kernel.EnvError(); err != nil {
+		fmt.Fprintf(os.Stderr, "sysvisord: %v\n", err)
+		os.Exit(2)
+	}
+	if err := kernel.Force(*fallbacks); err != nil {
+		fmt.Fprintf(os.Stderr, "sysvisord: --kernel-fallbacks: %v\n", err)
+		os.Exit(2)
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisord", Level: level, JSONFormat: *logFormat == "json", Output: os.Stderr})
+	if forced := kernel.Forced(); len(forced) > 0 {
+		log.Info("kernel fallbacks forced", "features", forced)
+	}
+	if log.IsDebug() {
+		for _, f := range kernel.Features() {
+			if !f.Has() {
+				log.Debug("kernel feature uses its fallback", "feature", f.Name, "state", f.State())
+			}
+		}
+	}
 	if os.Geteuid() != 0 {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
