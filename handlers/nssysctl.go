@@ -339,14 +339,7 @@ func forkLookup(a *lookupArgs) (int, unix.Errno) {
 	if pid != 0 {
 		return int(pid), 0
 	}
-	// Only the directory and the socket stay open in the child.
-	if a.lo > 0 {
-		unix.RawSyscall(unix.SYS_CLOSE_RANGE, 0, a.lo-1, 0)
-	}
-	if a.hi > a.lo+1 {
-		unix.RawSyscall(unix.SYS_CLOSE_RANGE, a.lo+1, a.hi-1, 0)
-	}
-	unix.RawSyscall(unix.SYS_CLOSE_RANGE, a.hi+1, 0xffffffff, 0)
+	keepOnly(a.lo, a.hi) // only the directory and the socket stay open
 	fd, _, e := unix.RawSyscall6(unix.SYS_OPENAT2, a.dirfd, a.path, a.how, a.howSize, 0, 0)
 	if e != 0 {
 		unix.RawSyscall(unix.SYS_EXIT_GROUP, uintptr(e), 0, 0)

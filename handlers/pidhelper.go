@@ -184,6 +184,21 @@ func newFSInPidNS(fstype string, opts []string, attrs int) (int, error) {
 	return fd, nil
 }
 
+// keepOnly closes every fd of a helper child but lo and hi (lo <= hi; equal
+// for one). Raw system calls only, callable from the child.
+//
+//go:norace
+//go:nosplit
+func keepOnly(lo, hi uintptr) {
+	if lo > 0 {
+		unix.RawSyscall(unix.SYS_CLOSE_RANGE, 0, lo-1, 0)
+	}
+	if hi > lo+1 {
+		unix.RawSyscall(unix.SYS_CLOSE_RANGE, lo+1, hi-1, 0)
+	}
+	unix.RawSyscall(unix.SYS_CLOSE_RANGE, hi+1, 0xffffffff, 0)
+}
+
 // fsconfig(2) commands (linux/mount.h).
 const (
 	fsconfigSetString = 1
@@ -205,11 +220,7 @@ func forkFS(a *fsArgs) (int, unix.Errno) {
 	if pid != 0 {
 		return int(pid), 0
 	}
-	// Only the socket stays open in the child.
-	if a.sock > 0 {
-		unix.RawSyscall(unix.SYS_CLOSE_RANGE, 0, a.sock-1, 0)
-	}
-	unix.RawSyscall(unix.SYS_CLOSE_RANGE, a.sock+1, 0xffffffff, 0)
+	keepOnly(a.sock, a.sock) // only the socket stays open in the child
 	fsfd, _, e := unix.RawSyscall(unix.SYS_FSOPEN, a.fstype, unix.FSOPEN_CLOEXEC, 0)
 	if e != 0 {
 		unix.RawSyscall(unix.SYS_EXIT_GROUP, uintptr(e), 0, 0)

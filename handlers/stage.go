@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -221,56 +221,138 @@ func newStageTmpfs() (int, error) {
 // of the host's tree would keep every host mount of the moment alive, a
 // container's overlay among them). Calls copy it, which costs next to
 // nothing.
+//
+// A helper process makes it, not a thread of sysvisord's: a goroutine that
+// ends locked to its thread takes the thread with it, except on the main
+// thread, which Go keeps, parked, and whose namespaces /proc/self shows.
 var stagingNS = sync.OnceValues(func() (int, error) {
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread leaves the host's mount namespace for good: never
-		// unlocked, it ends with the goroutine.
-		goruntime.LockOSThread()
-		fd, err := makeStagingNS()
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	return r.fd, r.err
-})
-
-func makeStagingNS() (int, error) {
-	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-		return -1, fmt.Errorf("staging namespace: unshare: %w", err)
-	}
-	ns, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := makeStagingNS()
 	if err != nil {
 		return -1, fmt.Errorf("staging namespace: %w", err)
 	}
-	fail := func(what string, err error) (int, error) {
-		unix.Close(ns)
-		return -1, fmt.Errorf("staging namespace: %s: %w", what, err)
+	return fd, nil
+})
+
+func makeStagingNS() (int, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return -1, err
 	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fail("make private", err)
+	defer unix.Close(p[0])
+	var keep []*byte
+	cstr := func(s string) uintptr {
+		b, _ := unix.BytePtrFromString(s) // constants without NUL
+		keep = append(keep, b)
+		return uintptr(unsafe.Pointer(b))
 	}
-	root, err := newStageTmpfs()
+	a := stagingArgs{
+		root: cstr("/"), dot: cstr("."), empty: cstr(""),
+		tmpfs: cstr("tmpfs"), mode: cstr("mode"), mode0700: cstr("0700"),
+		pipe: uintptr(p[1]),
+	}
+	pid, errno := forkStaging(&a)
+	keepAlive(keep, &a)
+	unix.Close(p[1])
+	if errno != 0 {
+		return -1, fmt.Errorf("fork: %w", errno)
+	}
+	defer func() {
+		unix.Kill(pid, unix.SIGKILL)
+		wait(pid)
+	}()
+	// A zero byte once the namespace is made; the step that failed and
+	// its errno otherwise; EOF if the helper died.
+	b := make([]byte, 2)
+	n, err := unix.Read(p[0], b)
+	for err == unix.EINTR {
+		n, err = unix.Read(p[0], b)
+	}
+	switch {
+	case err != nil:
+		return -1, err
+	case n == 0:
+		return -1, fmt.Errorf("helper: %v", wait(pid))
+	case b[0] != 0:
+		return -1, fmt.Errorf("%s: %w", stagingSteps[min(int(b[0]), len(stagingSteps)-1)], unix.Errno(b[1]))
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fail("root", err)
+		return -1, err
 	}
-	defer unix.Close(root)
-	if err := unix.MoveMount(root, "", unix.AT_FDCWD, "/", unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fail("attach root", err)
-	}
-	if err := unix.Fchdir(root); err != nil {
-		return fail("enter root", err)
-	}
-	// The tmpfs becomes the root and the host's tree, now stacked on
-	// it, is dropped whole.
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fail("pivot_root", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fail("drop the host's tree", err)
-	}
-	return ns, nil
+	return fd, nil
 }
+
+// stagingArgs is what the staging helper child uses, prepared before the
+// fork: C strings and the pipe it reports on.
+type stagingArgs struct {
+	root, dot, empty, tmpfs, mode, mode0700 uintptr
+	pipe                                    uintptr
+	report                                  [2]byte // the child's own copy
+}
+
+// forkStaging forks the helper that makes the staging namespace: a private
+// copy of the host's mount namespace whose tree is replaced by an empty
+// tmpfs (pivot_root onto it, the host's tree detached whole). It writes a
+// zero byte when done and waits to be killed; on failure it writes the
+// step and the errno and exits. Raw system calls only (nosplit: no stack
+// growth, no preemption check can call into the runtime).
+//
+//go:norace
+//go:nosplit
+func forkStaging(a *stagingArgs) (int, unix.Errno) {
+	pid, _, e := unix.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	if pid != 0 {
+		return int(pid), 0
+	}
+	keepOnly(a.pipe, a.pipe)
+	fail := uintptr(0)
+	if _, _, e = unix.RawSyscall(unix.SYS_UNSHARE, unix.CLONE_NEWNS, 0, 0); e != 0 {
+		fail = 1
+	} else if _, _, e = unix.RawSyscall6(unix.SYS_MOUNT, 0, a.root, 0, unix.MS_REC|unix.MS_PRIVATE, 0, 0); e != 0 {
+		fail = 2
+	}
+	var fsfd, mfd uintptr
+	if fail == 0 {
+		if fsfd, _, e = unix.RawSyscall(unix.SYS_FSOPEN, a.tmpfs, unix.FSOPEN_CLOEXEC, 0); e != 0 {
+			fail = 3
+		} else if _, _, e = unix.RawSyscall6(unix.SYS_FSCONFIG, fsfd, fsconfigSetString, a.mode, a.mode0700, 0, 0); e != 0 {
+			fail = 4
+		} else if _, _, e = unix.RawSyscall6(unix.SYS_FSCONFIG, fsfd, fsconfigCmdCreate, 0, 0, 0, 0); e != 0 {
+			fail = 5
+		} else if mfd, _, e = unix.RawSyscall(unix.SYS_FSMOUNT, fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOEXEC); e != 0 {
+			fail = 6
+		}
+	}
+	if fail == 0 {
+		// The tmpfs goes on top of the root, becomes the root, and the
+		// host's tree, now stacked on it, is dropped.
+		if _, _, e = unix.RawSyscall6(unix.SYS_MOVE_MOUNT, mfd, a.empty, atFdcwd, a.root, unix.MOVE_MOUNT_F_EMPTY_PATH, 0); e != 0 {
+			fail = 7
+		} else if _, _, e = unix.RawSyscall(unix.SYS_FCHDIR, mfd, 0, 0); e != 0 {
+			fail = 8
+		} else if _, _, e = unix.RawSyscall(unix.SYS_PIVOT_ROOT, a.dot, a.dot, 0); e != 0 {
+			fail = 9
+		} else if _, _, e = unix.RawSyscall(unix.SYS_UMOUNT2, a.dot, unix.MNT_DETACH, 0); e != 0 {
+			fail = 10
+		}
+	}
+	if fail != 0 {
+		a.report[0], a.report[1] = byte(fail), byte(e)
+		unix.RawSyscall(unix.SYS_WRITE, a.pipe, uintptr(unsafe.Pointer(&a.report[0])), 2)
+		unix.RawSyscall(unix.SYS_EXIT_GROUP, 1, 0, 0)
+	}
+	unix.RawSyscall(unix.SYS_WRITE, a.pipe, uintptr(unsafe.Pointer(&a.report[0])), 1)
+	for {
+		unix.RawSyscall(unix.SYS_PAUSE, 0, 0, 0)
+	}
+}
+
+// stagingSteps name forkStaging's steps by number, for its errors.
+var stagingSteps = []string{"", "unshare", "make / private", "fsopen tmpfs", "tmpfs mode", "create tmpfs", "fsmount tmpfs",
+	"attach tmpfs on /", "enter tmpfs", "pivot_root", "drop the host's tree", "?"}
+
+// atFdcwd is AT_FDCWD as a raw system call takes it.
+const atFdcwd = ^uintptr(99) // -100

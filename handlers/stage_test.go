@@ -1,6 +1,8 @@
 package handlers
 
 import (
+	"fmt"
+	"os"
 	goruntime "runtime"
 	"testing"
 
@@ -23,8 +25,9 @@ func stageModes(t *testing.T) []bool {
 }
 
 // onStage runs fn on a stage, on a thread of its own as a worker thread
-// runs it (locked, fs context unshared); the thread is never given back.
-func onStage(t *testing.T, native bool, views string, fn func(st *stage) error) {
+// runs it (locked, fs context unshared), then each of after on that thread;
+// the thread is never given back.
+func onStage(t *testing.T, native bool, views string, fn func(st *stage) error, after ...func() error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -33,7 +36,13 @@ func onStage(t *testing.T, native bool, views string, fn func(st *stage) error) 
 			done <- err
 			return
 		}
-		done <- runStage(native, views, fn)
+		err := runStage(native, views, fn)
+		for _, f := range after {
+			if err == nil {
+				err = f()
+			}
+		}
+		done <- err
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -51,47 +60,49 @@ func TestStageIsolated(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := mountCount(t)
-	done := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		if err := unshareFS(); err != nil {
-			done <- err
-			return
+	onStage(t, false, "", func(st *stage) error {
+		if err := unix.Stat("/proc/thread-self/ns/mnt", &insideNS); err == nil {
+			t.Error("the stage shows a /proc: it is not the empty staging root")
 		}
-		err := runStage(false, "", func(st *stage) error {
-			if err := unix.Stat("/proc/thread-self/ns/mnt", &insideNS); err == nil {
-				t.Error("the stage shows a /proc: it is not the empty staging root")
-			}
-			// Only /dev/null and this call's trees are there.
-			var sb unix.Stat_t
-			if err := unix.Stat("/dev/null", &sb); err != nil || sb.Mode&unix.S_IFMT != unix.S_IFCHR {
-				t.Errorf("/dev/null on the stage: %v, mode %#o", err, sb.Mode)
-			}
-			raw, err := newStageTmpfs()
-			if err != nil {
-				return err
-			}
-			root, err := st.attach(raw)
-			if err != nil {
-				return err
-			}
-			mfd, err := st.detach(root)
-			if err != nil {
-				return err
-			}
-			return unix.Close(mfd)
-		})
+		// Only /dev/null and this call's trees are there.
+		var sb unix.Stat_t
+		if err := unix.Stat("/dev/null", &sb); err != nil || sb.Mode&unix.S_IFMT != unix.S_IFCHR {
+			t.Errorf("/dev/null on the stage: %v, mode %#o", err, sb.Mode)
+		}
+		raw, err := newStageTmpfs()
+		if err != nil {
+			return err
+		}
+		root, err := st.attach(raw)
+		if err != nil {
+			return err
+		}
+		mfd, err := st.detach(root)
+		if err != nil {
+			return err
+		}
+		return unix.Close(mfd)
+	}, func() error {
 		var back unix.Stat_t
-		if err == nil {
-			err = unix.Stat("/proc/thread-self/ns/mnt", &back)
+		if err := unix.Stat("/proc/thread-self/ns/mnt", &back); err != nil {
+			return fmt.Errorf("after the stage: %w", err)
 		}
-		if err == nil && (back.Ino != hostNS.Ino || back.Dev != hostNS.Dev) {
+		if back.Ino != hostNS.Ino || back.Dev != hostNS.Dev {
 			t.Errorf("thread left in mount namespace %d, host's is %d", back.Ino, hostNS.Ino)
 		}
-		done <- err
-	}()
-	if err := <-done; err != nil {
+		return nil
+	})
+	// No thread of the process stays in the staging namespace: /proc/self
+	// (the main thread's namespaces) must stay the host's.
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		var ns unix.Stat_t
+		if err := unix.Stat("/proc/self/task/"+task.Name()+"/ns/mnt", &ns); err == nil && ns.Ino != hostNS.Ino {
+			t.Errorf("thread %s is in mount namespace %d, not the host's %d", task.Name(), ns.Ino, hostNS.Ino)
+		}
 	}
 	if after := mountCount(t); after != before {
 		t.Errorf("host mounts %d before, %d after", before, after)
