@@ -58,7 +58,7 @@ show D run -d --name demo-dind --runtime=sysvisor-runc sysvisor-test/dind docker
 for ((i = 0; i < 300; i++)); do D exec demo-dind docker info >/dev/null 2>&1 && break; sleep 0.1; done
 show D exec demo-dind docker info -f 'inner engine: {{.ServerVersion}}, storage driver {{.Driver}}, cgroup driver {{.CgroupDriver}}'
 D save sysvisor-test/busybox | D exec -i demo-dind docker load
-show D exec demo-dind docker run --rm --memory 64m sysvisor-test/busybox sh -c 'echo "hello from an inner container, memory limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"'
+show D exec demo-dind docker run --rm --memory 64m sysvisor-test/busybox sh -c 'echo "hello from an inner container, memory limit $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"'
 show D exec demo-dind docker run -d --name web -p 8080:80 sysvisor-test/busybox sh -c 'mkdir -p /w && echo served-through-inner-NAT >/w/index.html && httpd -f -p 80 -h /w'
 sleep 0.5
 show D exec demo-dind docker run --rm sysvisor-test/busybox sh -c 'wget -qO- http://$(ip route | awk "/^default/{print \$3}"):8080/'
