@@ -8,11 +8,18 @@
 #
 #   tests/hosts/checks-apparmor.sh
 #
-#   AA_DIND_TARS  space-separated NAME:TAR rootfs tarballs of Debian images
-#                 with docker.io, iptables, systemd (bookworm: dockerd
-#                 20.10, trixie: 26), imported as sysvisor-test/dind-NAME;
-#                 default: tests/env.sh's bookworm image if its tarball is
-#                 in the cache (the VM has no network to build one)
+#   AA_ENGINE     "private" (default): tests/env.sh's own sysvisord and
+#                 dockerd, images built from this tree; "system": the host's
+#                 dockerd with sysvisor-runc registered and the sysvisord
+#                 unit, as docs/install.md sets them up (tests/hosts/vm
+#                 --sysvisor), images sysvisor-test/busybox and
+#                 sysvisor-test/dind already there
+#   AA_DIND       space-separated NAME:IMAGE or NAME:TAR, the Docker-in-Docker
+#                 images to check (Debian with docker.io, iptables, systemd:
+#                 bookworm's dockerd 20.10, trixie's 26); a TAR is imported as
+#                 sysvisor-test/dind-NAME. Default: "trixie:sysvisor-test/dind"
+#                 on the system engine, tests/env.sh's bookworm image if its
+#                 tarball is in the cache on the private one
 #   AA_REQUIRE    "on": fail unless the kernel enforces AppArmor; "off": fail
 #                 if it does (what the matrix cell asked for); empty: either
 #   SV_DIR        the private environment of tests/env.sh (default
@@ -26,10 +33,28 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export SV_DIR=${SV_DIR:-/tmp/sysvisor-apparmor}
 ENV=$ROOT/tests/env.sh
-CTL=("$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run")
+ENGINE=${AA_ENGINE:-private}
 PROFILE=sysvisor-default
 PROFILE_FILE=${AA_PROFILE_FILE:-/etc/apparmor.d/$PROFILE}
-D() { "$ENV" docker "$@"; }
+if [ "$ENGINE" = system ]; then
+	D() { docker "$@"; }
+	CTL=(sysvisorctl)
+	command -v sysvisorctl >/dev/null || CTL=(/usr/local/bin/sysvisorctl)
+	POLICIES=/etc/sysvisor/policies
+	up() { true; }
+	down() { rm -f "$POLICIES/aa-missing.hcl"; "${CTL[@]}" policy reload >/dev/null 2>&1 || true; }
+	restart_sysvisord() { systemctl restart sysvisord && wait_for 20 "${CTL[@]}" version; }
+else
+	D() { "$ENV" docker "$@"; }
+	CTL=("$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run")
+	POLICIES=$SV_DIR/policies
+	up() { "$ENV" up; }
+	down() { "$ENV" down; }
+	restart_sysvisord() {
+		kill "$(cat "$SV_DIR/sysvisord.pid")" && wait_for 10 bash -c "! kill -0 $(cat "$SV_DIR/sysvisord.pid")"
+		"$ENV" up
+	}
+fi
 
 pass=0 failed=0 skipped=0
 ok() { printf 'ok    %s\n' "$1"; pass=$((pass + 1)); }
@@ -53,7 +78,8 @@ wait_for() { local n=$(($1 * 10)); shift; for ((i = 0; i < n; i++)); do "$@" >/d
 loaded() { grep -q "^$PROFILE (" /sys/kernel/security/apparmor/profiles 2>/dev/null; }
 was_loaded=
 cleanup() {
-	"$ENV" down >/dev/null 2>&1 || true
+	D rm -f aa-ps $(D ps -aq --filter name=aa-) >/dev/null 2>&1 || true
+	down >/dev/null 2>&1 || true
 	# Leave the kernel as found: the profile back if it was loaded.
 	if [ -n "$was_loaded" ] && ! loaded && [ -f "$PROFILE_FILE" ]; then apparmor_parser -r "$PROFILE_FILE" >/dev/null 2>&1 || true; fi
 }
@@ -68,7 +94,7 @@ off) [ $enabled = no ] || { bad "AppArmor off, as the cell asked" "enforced by t
 esac
 loaded && was_loaded=1
 
-"$ENV" up >/dev/null 2>&1 || { bad "tests/env.sh up" "$(tail -5 "$SV_DIR/log/sysvisord.log" "$SV_DIR/log/dockerd.log" 2>&1)"; exit 1; }
+up >/dev/null 2>&1 || { bad "tests/env.sh up" "$(tail -5 "$SV_DIR/log/sysvisord.log" "$SV_DIR/log/dockerd.log" 2>&1)"; exit 1; }
 BB=sysvisor-test/busybox
 run() { D run --rm --runtime=sysvisor-runc "$@"; }
 
@@ -89,7 +115,7 @@ check "sysvisord has the profile loaded" loaded
 same "a container runs under $PROFILE" "$PROFILE (enforce)" run $BB cat /proc/self/attr/current
 id=$(D run -d --runtime=sysvisor-runc $BB sleep 300)
 same "docker exec gets $PROFILE too" "$PROFILE (enforce)" D exec "$id" cat /proc/self/attr/current
-same "sysvisorctl inspect shows it" "$PROFILE (enforce)" bash -c "\"${CTL[0]}\" --run-dir \"$SV_DIR/run\" inspect $id | sed -n 's/.*\"apparmor\": \"\\(.*\\)\".*/\\1/p'"
+same "sysvisorctl inspect shows it" "$PROFILE (enforce)" bash -c "$(printf '%q ' "${CTL[@]}") inspect $id | sed -n 's/.*\"apparmor\": \"\\(.*\\)\".*/\\1/p'"
 D rm -f "$id" >/dev/null
 same "--security-opt apparmor=unconfined is kept" "unconfined" run --security-opt apparmor=unconfined $BB cat /proc/self/attr/current
 same "--security-opt apparmor=docker-default is kept" "docker-default (enforce)" run --security-opt apparmor=docker-default $BB cat /proc/self/attr/current
@@ -127,19 +153,26 @@ refuse "load a profile" run $BB sh -c 'echo x >/sys/kernel/security/apparmor/.re
 
 ## Docker in Docker and systemd, per inner engine
 
-dind_tars=${AA_DIND_TARS:-}
-if [ -z "$dind_tars" ] && [ -s "${SYSVISOR_CACHE:-/var/cache/sysvisor}/dind-bookworm.tar" ]; then
-	dind_tars="bookworm:${SYSVISOR_CACHE:-/var/cache/sysvisor}/dind-bookworm.tar"
+dinds=${AA_DIND:-}
+if [ -z "$dinds" ] && [ "$ENGINE" = system ]; then
+	dinds=trixie:sysvisor-test/dind
+elif [ -z "$dinds" ] && [ -s "${SYSVISOR_CACHE:-/var/cache/sysvisor}/dind-bookworm.tar" ]; then
+	dinds="bookworm:${SYSVISOR_CACHE:-/var/cache/sysvisor}/dind-bookworm.tar"
 fi
-[ -n "$dind_tars" ] || skip "Docker in Docker and systemd" "no AA_DIND_TARS and no cached bookworm image"
+[ -n "$dinds" ] || skip "Docker in Docker and systemd" "no AA_DIND and no cached bookworm image"
+mkdir -p "$SV_DIR"
 D save $BB >"$SV_DIR/busybox.tar"
-for spec in $dind_tars; do
-	name=${spec%%:*} tar=${spec#*:} img=sysvisor-test/dind-${spec%%:*}
-	D image inspect "$img" >/dev/null 2>&1 || D import -c 'CMD ["/sbin/init"]' "$tar" "$img" >/dev/null || { bad "[$name] import $tar"; continue; }
+for spec in $dinds; do
+	name=${spec%%:*} img=${spec#*:}
+	if [ -f "$img" ]; then
+		tar=$img img=sysvisor-test/dind-$name
+		D image inspect "$img" >/dev/null 2>&1 || D import -c 'CMD ["/sbin/init"]' "$tar" "$img" >/dev/null || { bad "[$name] import $tar"; continue; }
+	fi
 	c=aa-dind-$name
 	D run -d --name $c --runtime=sysvisor-runc "$img" dockerd >/dev/null || { bad "[$name] start dockerd"; continue; }
 	if ! wait_for 120 D exec $c docker info; then bad "[$name] inner dockerd up" "$(D logs $c 2>&1 | tail -5)"; D rm -f $c >/dev/null; continue; fi
-	same "[$name] inner dockerd sees no AppArmor" "false" bash -c "\"$ENV\" docker exec $c docker info -f '{{json .SecurityOptions}}' | grep -c apparmor | sed 's/^0\$/false/;s/^[1-9].*/true/'"
+	secopts=$(D exec $c docker info -f '{{json .SecurityOptions}}' 2>&1)
+	if grep -q apparmor <<<"$secopts"; then bad "[$name] inner dockerd sees no AppArmor" "$secopts"; else ok "[$name] inner dockerd sees no AppArmor"; fi
 	same "[$name] inner dockerd uses overlay2" overlay2 D exec $c docker info -f '{{.Driver}}'
 	D exec -i $c docker load <"$SV_DIR/busybox.tar" >/dev/null || bad "[$name] docker load"
 	I() { D exec $c docker run --rm "$@"; }
@@ -184,11 +217,10 @@ refuse "profile removed" loaded
 same "after apparmor_parser -R: the next create runs under $PROFILE again" "$PROFILE (enforce)" run $BB cat /proc/self/attr/current
 # sysvisord loads it at start.
 apparmor_parser -R "$PROFILE_FILE" >/dev/null 2>&1
-kill "$(cat "$SV_DIR/sysvisord.pid")" && wait_for 10 bash -c "! kill -0 $(cat "$SV_DIR/sysvisord.pid")"
-"$ENV" up >/dev/null 2>&1
+restart_sysvisord >/dev/null 2>&1
 check "sysvisord loads it at start" wait_for 10 loaded
 # A profile named by a policy that the kernel lacks fails the create, naming it.
-printf 'version = 1\napparmor = "no-such-profile"\nsyscall "sysinfo" { action = "emulate" }\n' >"$SV_DIR/policies/aa-missing.hcl"
+printf 'version = 1\napparmor = "no-such-profile"\nsyscall "sysinfo" { action = "emulate" }\n' >"$POLICIES/aa-missing.hcl"
 "${CTL[@]}" policy reload >/dev/null
 out=$(run -e SYSVISOR_POLICY=aa-missing $BB true 2>&1)
 if [ $? -ne 0 ] && grep -q no-such-profile <<<"$out"; then ok "policy naming a profile that is not loaded: create fails naming it"; else bad "policy naming a profile that is not loaded" "$out"; fi
