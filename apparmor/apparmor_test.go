@@ -202,7 +202,7 @@ func TestProfileDecisions(t *testing.T) {
 		// /proc: read, a task's own entries, owned sysctls.
 		{"/proc/", 'r', false, true},
 		{"/proc/meminfo", 'r', false, true},
-		{"/proc/meminfo", 'w', true, false},
+		{"/proc/meminfo", 'w', false, false},
 		{"/proc/1/uid_map", 'w', false, true},
 		{"/proc/4242/task/4243/comm", 'w', false, true},
 		{"/proc/1/attr/apparmor/exec", 'w', false, true}, // the profile change itself is refused: no change_profile
@@ -215,9 +215,14 @@ func TestProfileDecisions(t *testing.T) {
 		{"/proc/sysrq-trigger", 'w', true, false},
 		{"/proc/sysrq-trigger", 'r', true, false},
 		{"/proc/kcore", 'r', true, false},
-		{"/proc/irq/1/smp_affinity", 'w', true, false},
-		{"/proc/acpi/wakeup", 'w', true, false},
-		{"/proc/bus/pci/00/00.0", 'w', true, false},
+		{"/proc/irq/1/smp_affinity", 'w', false, false},
+		{"/proc/acpi/wakeup", 'w', false, false},
+		{"/proc/bus/pci/00/00.0", 'w', false, false},
+		// A /proc that is not procfs: an inner engine unpacking an image
+		// after its pivot_root creates it and what is in it.
+		{"/proc/", 'w', true, true},
+		{"/proc/x/y", 'w', true, true},
+		{"/sys/", 'w', true, true},
 		// /sys: read, owned files.
 		{"/sys/class/net/eth0/address", 'r', false, true},
 		{"/sys/class/net/eth0/mtu", 'w', true, true},

@@ -64,6 +64,21 @@ skip() { printf 'skip  %s: %s\n' "$1" "$2"; skipped=$((skipped + 1)); }
 check() { local n=$1 out; shift; if out=$("$@" 2>&1); then ok "$n"; else bad "$n" "$(echo "$out" | tail -3)"; fi; }
 # refuse NAME CMD...: CMD must fail.
 refuse() { local n=$1 out; shift; if out=$("$@" 2>&1); then bad "$n" "succeeded: $(echo "$out" | tail -2)"; else ok "$n"; fi; }
+# denied NAME RUNNER... -- SHELL: SHELL, run by sh in the container RUNNER
+# starts, must fail. The container must have run it (a create that failed
+# for another reason proves nothing).
+denied() {
+	local n=$1 out; shift
+	local a=()
+	while [ "$1" != -- ]; do a+=("$1"); shift; done
+	shift
+	out=$("${a[@]}" sh -c "if { $1 ; } >/dev/null 2>&1; then echo ALLOWED; else echo REFUSED; fi" 2>&1)
+	case $out in
+	*REFUSED*) ok "$n" ;;
+	*ALLOWED*) bad "$n" "allowed" ;;
+	*) bad "$n" "the container did not run it: $(echo "$out" | tail -2)" ;;
+	esac
+}
 # same NAME WANT CMD...: CMD's output, trimmed, must be WANT.
 # Only standard output counts: docker run warns on standard error.
 same() {
@@ -136,20 +151,20 @@ check "nested user namespace" run $BB unshare -U -r true
 
 ## What it refuses (system container)
 
-refuse "write to /proc/sysrq-trigger" run $BB sh -c 'echo h >/proc/sysrq-trigger'
-refuse "read /proc/kcore" run $BB head -c1 /proc/kcore
+denied "write to /proc/sysrq-trigger" run $BB -- 'echo h >/proc/sysrq-trigger'
+denied "read /proc/kcore" run $BB -- 'head -c1 /proc/kcore'
 hostcp=$(cat /proc/sys/kernel/core_pattern)
-refuse "write to kernel.core_pattern" run $BB sh -c 'echo "|/bin/false" >/proc/sys/kernel/core_pattern'
+denied "write to kernel.core_pattern" run $BB -- 'echo "|/bin/false" >/proc/sys/kernel/core_pattern'
 same "the host's core_pattern is unchanged" "$hostcp" cat /proc/sys/kernel/core_pattern
-refuse "write to a host-wide sysctl (vm.drop_caches)" run $BB sh -c 'echo 1 >/proc/sys/vm/drop_caches'
-refuse "write to a host-wide /sys knob (kernel/mm)" run $BB sh -c 'echo never >/sys/kernel/mm/transparent_hugepage/enabled'
-refuse "reach AppArmor's securityfs" run $BB ls /sys/kernel/security/apparmor
-refuse "remount /proc/sys read-write" run $BB mount -o remount,rw /proc/sys
-refuse "remount /sys read-write" run $BB mount -o remount,rw /sys
-refuse "remount /proc" run $BB mount -o remount,rw,suid /proc
-refuse "change to unconfined (attr exec)" run $BB sh -c 'echo "exec unconfined" >/proc/self/attr/apparmor/exec'
-refuse "change to unconfined (attr current)" run $BB sh -c 'echo "changeprofile unconfined" >/proc/self/attr/current'
-refuse "load a profile" run $BB sh -c 'echo x >/sys/kernel/security/apparmor/.replace'
+denied "write to a host-wide sysctl (vm.drop_caches)" run $BB -- 'echo 1 >/proc/sys/vm/drop_caches'
+denied "write to a host-wide /sys knob (kernel/mm)" run $BB -- 'echo never >/sys/kernel/mm/transparent_hugepage/enabled'
+denied "reach AppArmor's securityfs" run $BB -- 'ls /sys/kernel/security/apparmor'
+denied "remount /proc/sys read-write" run $BB -- 'mount -o remount,rw /proc/sys'
+denied "remount /sys read-write" run $BB -- 'mount -o remount,rw /sys'
+denied "remount /proc" run $BB -- 'mount -o remount,rw,suid /proc'
+denied "change to unconfined (attr exec)" run $BB -- 'echo "exec unconfined" >/proc/self/attr/apparmor/exec'
+denied "change to unconfined (attr current)" run $BB -- 'echo "changeprofile unconfined" >/proc/self/attr/current'
+denied "load a profile" run $BB -- 'echo x >/sys/kernel/security/apparmor/.replace'
 
 ## Docker in Docker and systemd, per inner engine
 
@@ -180,13 +195,13 @@ for spec in $dinds; do
 	check "[$name] inner docker run with limits" I --memory 64m --cpus 0.5 --pids-limit 50 $BB echo hi
 	check "[$name] inner container: tmpfs mount" I --cap-add SYS_ADMIN --security-opt seccomp=unconfined $BB sh -c 'mkdir -p /m && mount -t tmpfs t /m'
 	check "[$name] inner container: namespaced sysctl" I --sysctl net.ipv4.ip_forward=1 $BB true
-	refuse "[$name] inner container: write to /proc/sysrq-trigger" I --privileged $BB sh -c 'echo h >/proc/sysrq-trigger'
-	refuse "[$name] inner container: write to kernel.core_pattern" I --privileged $BB sh -c 'echo "|/bin/false" >/proc/sys/kernel/core_pattern'
-	refuse "[$name] inner container: write to vm.drop_caches" I --privileged $BB sh -c 'echo 1 >/proc/sys/vm/drop_caches'
-	refuse "[$name] inner container: remount /proc/sys rw" I --cap-add SYS_ADMIN --security-opt seccomp=unconfined $BB mount -o remount,rw /proc/sys
-	refuse "[$name] inner container: remount /sys rw" I --cap-add SYS_ADMIN --security-opt seccomp=unconfined $BB mount -o remount,rw /sys
-	refuse "[$name] inner container: read /proc/kcore" I --privileged $BB head -c1 /proc/kcore
-	refuse "[$name] inner container: change to unconfined" I --privileged $BB sh -c 'echo "exec unconfined" >/proc/self/attr/apparmor/exec'
+	denied "[$name] inner container: write to /proc/sysrq-trigger" I --privileged $BB -- 'echo h >/proc/sysrq-trigger'
+	denied "[$name] inner container: write to kernel.core_pattern" I --privileged $BB -- 'echo "|/bin/false" >/proc/sys/kernel/core_pattern'
+	denied "[$name] inner container: write to vm.drop_caches" I --privileged $BB -- 'echo 1 >/proc/sys/vm/drop_caches'
+	denied "[$name] inner container: remount /proc/sys rw" I --cap-add SYS_ADMIN --security-opt seccomp=unconfined $BB -- 'mount -o remount,rw /proc/sys'
+	denied "[$name] inner container: remount /sys rw" I --cap-add SYS_ADMIN --security-opt seccomp=unconfined $BB -- 'mount -o remount,rw /sys'
+	denied "[$name] inner container: read /proc/kcore" I --privileged $BB -- 'head -c1 /proc/kcore'
+	denied "[$name] inner container: change to unconfined" I --privileged $BB -- 'echo "exec unconfined" >/proc/self/attr/apparmor/exec'
 	D rm -f $c >/dev/null
 
 	c=aa-systemd-$name
