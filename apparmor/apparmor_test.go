@@ -265,7 +265,7 @@ func TestProfileDecisions(t *testing.T) {
 		{"/sys/class/net/eth0/address", 'r', false, true},
 		{"/sys/class/net/eth0/mtu", 'w', true, true},
 		{"/sys/fs/cgroup/memory.max", 'w', true, true},
-		{"/sys/fs/cgroup/memory.max", 'w', false, false},
+		{"/sys/fs/cgroup/system.slice/dbus.service/memory.pressure", 'w', false, true},
 		{"/sys/power/state", 'w', false, false},
 		{"/sys/kernel/mm/transparent_hugepage/enabled", 'w', false, false},
 		{"/sys/module/apparmor/parameters/enabled", 'r', false, true},
