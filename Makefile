@@ -7,6 +7,9 @@ UNITDIR   ?= $(PREFIX)/lib/systemd/system
 # POLICYDIR as their default policy directory, so the two always agree.
 SYSCONFDIR ?= /etc
 POLICYDIR ?= $(SYSCONFDIR)/sysvisor/policies
+# sysvisor's AppArmor profile goes where the distribution's apparmor service
+# loads profiles from at every boot; the binaries load it from there too.
+APPARMORDIR ?= $(SYSCONFDIR)/apparmor.d
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO        ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -14,7 +17,8 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export PATH := $(PATH):/usr/local/go/bin
 GOFLAGS   ?=
 LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION) \
-	-X github.com/sysvisor/sysvisor/policy.DefaultDir=$(POLICYDIR)
+	-X github.com/sysvisor/sysvisor/policy.DefaultDir=$(POLICYDIR) \
+	-X github.com/sysvisor/sysvisor/apparmor.Dir=$(APPARMORDIR)
 POLICIES  := $(wildcard policy/builtin/*.hcl)
 BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl
 
@@ -39,10 +43,20 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/sysvisord.service
 	install -d $(DESTDIR)$(POLICYDIR)
 	install -m 0644 $(POLICIES) $(DESTDIR)$(POLICYDIR)/
+	install -d $(DESTDIR)$(APPARMORDIR)
+	install -m 0644 apparmor/sysvisor-default $(DESTDIR)$(APPARMORDIR)/sysvisor-default
+	@# On the live system (no DESTDIR) whose kernel enforces AppArmor, load it
+	@# now; an image built with DESTDIR gets it from the apparmor service at boot
+	@# (and sysvisord loads it at start when missing).
+	if [ -z "$(DESTDIR)" ] && [ -d /sys/kernel/security/apparmor ] && command -v apparmor_parser >/dev/null; then \
+		apparmor_parser --replace --skip-cache $(APPARMORDIR)/sysvisor-default; fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) $(DESTDIR)$(UNITDIR)/sysvisord.service
 	rm -f $(addprefix $(DESTDIR)$(POLICYDIR)/,$(notdir $(POLICIES)))
+	@# The profile stays loaded: unloading it would leave running containers
+	@# unconfined (apparmor_parser -R sysvisor-default, once none runs).
+	rm -f $(DESTDIR)$(APPARMORDIR)/sysvisor-default
 
 # Installs what the tests and the demo need on a Debian host.
 deps:

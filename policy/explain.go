@@ -63,6 +63,11 @@ func Explain(p *Policy) string {
 			can = append(can, what+"sysvisord only logs the excess (limits action \"log\")")
 		}
 	}
+	aa := p.AppArmor
+	if aa == "" {
+		aa = "sysvisor-default"
+	}
+	fmt.Fprintf(&b, "  AppArmor (hosts that enforce it): %s in place of the engine's default profile; a profile the user names is kept\n", aa)
 	b.WriteString("\nA container under this policy can:\n")
 	for _, s := range can {
 		fmt.Fprintf(&b, "  - %s\n", s)

@@ -11,6 +11,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/apparmor"
 	"github.com/sysvisor/sysvisor/handlers/catalog"
 )
 
@@ -106,7 +107,7 @@ func Parse(name, file string, src []byte) (*Policy, error) {
 
 func decode(p *Policy, body hcl.Body) hcl.Diagnostics {
 	schema := &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}, {Name: "description"}, {Name: "views"}},
+		Attributes: []hcl.AttributeSchema{{Name: "version", Required: true}, {Name: "description"}, {Name: "views"}, {Name: "apparmor"}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "syscall", LabelNames: []string{"name"}}, {Type: "limits"}},
 	}
 	for b := range reservedBlocks {
@@ -133,6 +134,15 @@ func decode(p *Policy, body hcl.Body) hcl.Diagnostics {
 		v, d := boolean(a)
 		diags = append(diags, d...)
 		p.Views = v
+	}
+	if a := content.Attributes["apparmor"]; a != nil {
+		s, d := str(a)
+		diags = append(diags, d...)
+		if !d.HasErrors() && !apparmor.ValidName(s) {
+			diags = append(diags, errAt(a.Expr.Range(), fmt.Sprintf("invalid AppArmor profile name %q", s),
+				"a loaded profile's name: letters, digits, '.', '_', '-', '+', '/' (at most 255 bytes), e.g. \"sysvisor-default\"; leave the key out for sysvisor's own"))
+		}
+		p.AppArmor = s
 	}
 	seen := map[string]*hcl.Block{}
 	rules := map[string]Rule{}

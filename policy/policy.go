@@ -65,6 +65,10 @@ type Policy struct {
 	Rules []Rule `json:"rules"`
 	// Limits is the resource guard; nil: none.
 	Limits *Limits `json:"limits,omitempty"`
+	// AppArmor names the AppArmor profile that takes the place of an
+	// engine's default profile; empty: sysvisor-default. A profile the
+	// user named is kept whatever this says (docs/apparmor.md).
+	AppArmor string `json:"apparmor,omitempty"`
 }
 
 // LimitAction is what the guard does past the rate.

@@ -179,6 +179,22 @@ func TestParse(t *testing.T) {
 		{name: "limits without rate", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  burst = 5\n}\n", want: []string{`3:8 Missing required argument`}},
 		{name: "limits twice", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\nlimits {\n  notifications_per_second = 1\n}\nlimits {\n  notifications_per_second = 2\n}\n", want: []string{`6:1 duplicate limits block`}},
 
+		{name: "apparmor profile", src: "version = 1\napparmor = \"site-sysctr\"\nsyscall \"sysinfo\" { action = \"emulate\" }\n", check: func(t *testing.T, p *Policy) {
+			if p.AppArmor != "site-sysctr" {
+				t.Errorf("apparmor %q", p.AppArmor)
+			}
+		}},
+		{name: "apparmor unset", src: "version = 1\nsyscall \"sysinfo\" { action = \"emulate\" }\n", check: func(t *testing.T, p *Policy) {
+			if p.AppArmor != "" {
+				t.Errorf("apparmor %q", p.AppArmor)
+			}
+		}},
+		{name: "apparmor with a blank", src: "version = 1\napparmor = \"my profile\"\nsyscall \"sysinfo\" { action = \"emulate\" }\n", want: []string{`2:12 invalid AppArmor profile name "my profile"`}},
+		{name: "apparmor empty", src: "version = 1\napparmor = \"\"\nsyscall \"sysinfo\" { action = \"emulate\" }\n", want: []string{`2:12 invalid AppArmor profile name ""`}},
+		{name: "apparmor namespace", src: "version = 1\napparmor = \":host:unconfined\"\nsyscall \"sysinfo\" { action = \"emulate\" }\n", want: []string{`2:12 invalid AppArmor profile name`}},
+		{name: "apparmor not a string", src: "version = 1\napparmor = true\nsyscall \"sysinfo\" { action = \"emulate\" }\n", want: []string{`2:12 apparmor must be a string`}},
+		{name: "apparmor as a block", src: "version = 1\napparmor {\n}\nsyscall \"sysinfo\" { action = \"emulate\" }\n", want: []string{`2:1 Unsupported block type`}},
+
 		{name: "typo in key", src: "version = 1\nsyscall \"sysinfo\" {\n  actoin = \"emulate\"\n}\n",
 			want: []string{"2:19 Missing required argument", `3:3 Unsupported argument`}},
 		{name: "typo in top-level key", src: "verison = 1\n", want: []string{"1:1 Missing required argument", "1:1 Unsupported argument"}},

@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/apparmor"
 	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -289,6 +290,9 @@ func (r *runner) create() int {
 		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir}
 	if spec.Linux != nil {
 		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
+		// The rewrite adds these; sysvisord masks them in the procfs and
+		// sysfs it builds for the container too.
+		req.MaskedPaths = append(slices.Clone(req.MaskedPaths), appArmorMasks(apparmor.Enabled())...)
 	}
 	resp, err := control.Call(r.runDir, req, controlTimeout)
 	if err == nil && resp.Policy == nil {
@@ -334,10 +338,16 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		return 1, fmt.Errorf("own path for runc's hooks: %w", err)
 	}
 	systemd, engine := initIsSystemd(spec, rootfs), runsEngine(rootfs)
+	engineAA := spec.Process.ApparmorProfile
+	aa, err := prepareAppArmor(spec, r.inv.ID, pol)
+	if err != nil {
+		return 1, err
+	}
 	err = Rewrite(spec, RewriteOptions{
 		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
 		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd, Engine: engine,
+		AppArmor: aa,
 	})
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)
@@ -347,6 +357,9 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		return 1, err
 	}
 	if err := recordInit(ContainerDir(r.runDir, r.inv.ID), systemd); err != nil {
+		return 1, err
+	}
+	if err := recordAppArmor(ContainerDir(r.runDir, r.inv.ID), engineAA, spec.Process.ApparmorProfile); err != nil {
 		return 1, err
 	}
 	r.phases.mark("mounts")
@@ -433,6 +446,9 @@ func (r *runner) rewriteExecProcess() error {
 		return err
 	}
 	rewriteCaps(&p, caps)
+	if err := execAppArmor(ContainerDir(r.runDir, r.inv.ID), &p); err != nil {
+		return err
+	}
 	out, err := json.Marshal(&p)
 	if err != nil {
 		return err

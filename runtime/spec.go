@@ -45,6 +45,9 @@ type RewriteOptions struct {
 	// Systemd: the container's init is systemd. Engine: the image runs a
 	// container engine. Either makes it boot like a machine (freshRun).
 	Systemd, Engine bool
+	// AppArmor: the profile in place of the engine's default, and when
+	// (runtime/apparmor.go).
+	AppArmor AppArmorOptions
 }
 
 // Reallowed are syscalls an engine's default profile refuses because, on a
@@ -158,6 +161,7 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 	}
 	rewriteCaps(s.Process, o.HostCaps)
 	clampRlimits(s.Process, o.Rlimits)
+	rewriteAppArmor(s, o.AppArmor)
 	if err := rewriteSeccomp(s, o); err != nil {
 		return err
 	}

@@ -225,6 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	defer stopMetrics()
+	s.loadAppArmor(ctx)
 	if !s.cfg.NoViews {
 		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)
@@ -399,6 +400,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if len(cs) == 0 {
 			return control.Response{Error: fmt.Sprintf("no container %q", req.ID)}
 		}
+		cs[0].AppArmor = appArmorLabel(cs[0].Record)
 		return control.Response{Containers: cs}
 	case control.OpReady:
 		return s.ready(req.ID)

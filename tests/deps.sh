@@ -12,6 +12,7 @@ PKGS=(
 	iptables debootstrap       # Docker-in-Docker demo image
 	procps psmisc kmod         # pgrep/pkill/fuser in tests
 	lxcfs                      # bench/ figure 5 baseline; started by bench/run only, never as a service
+	apparmor                   # apparmor_parser: apparmor/ compiles sysvisor-default with it (no kernel AppArmor needed)
 )
 
 if [ "$(id -u)" != 0 ]; then

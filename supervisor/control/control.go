@@ -81,6 +81,10 @@ type ContainerInfo struct {
 	Notifications uint64  `json:"notifications"`
 	Listeners     int32   `json:"listeners"`
 	UptimeSeconds float64 `json:"uptimeSeconds,omitempty"`
+	// AppArmor (inspect) is the label init runs under, read from the
+	// kernel: "sysvisor-default (enforce)", "unconfined"; empty without
+	// AppArmor or a running init.
+	AppArmor string `json:"apparmor,omitempty"`
 }
 
 // Response is the answer; Error is set on failure.
