@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sysvisor/sysvisor/apparmor"
 	"github.com/sysvisor/sysvisor/kernel"
 )
 
@@ -261,6 +262,10 @@ type AppArmorState struct {
 	// Profiles is /sys/kernel/security/apparmor/profiles ("" if
 	// unreadable).
 	Profiles string
+	// Installed: sysvisor's profile file is where make install puts it
+	// (apparmor.Path); sysvisord and sysvisor-runc load it from there,
+	// else from the copy built into them.
+	Installed bool
 }
 
 // DockerProfile is the profile Docker applies to a container that names
@@ -292,14 +297,18 @@ func AppArmor(s AppArmorState) Result {
 	if !applies {
 		return ok(check, fmt.Sprintf("enabled; Docker confines no container (%s)", how))
 	}
-	loaded := ""
-	if s.Profiles != "" {
-		if strings.Contains(s.Profiles, DockerProfile+" (") {
-			loaded = ", loaded"
-		} else {
-			loaded = ", not loaded yet (dockerd loads it)"
-		}
+	if s.Profiles != "" && strings.Contains(s.Profiles, apparmor.Profile+" (") {
+		return ok(check, fmt.Sprintf("enabled; Docker applies %s by default (%s), and system containers get %s in its place, loaded",
+			DockerProfile, how, apparmor.Profile))
 	}
-	return warn(check, fmt.Sprintf("enabled; Docker applies %s%s to every container that names no profile (%s)", DockerProfile, loaded, how),
-		"it denies mount and /proc/sys writes inside system containers (tmpfs mounts, sysctls, inner engines fail): run them with --security-opt apparmor=unconfined until sysvisor ships a profile of its own")
+	if s.Parser == "" {
+		return fail(check, fmt.Sprintf("enabled; Docker applies %s (%s), %s is not loaded and apparmor_parser is missing", DockerProfile, how, apparmor.Profile),
+			"install the apparmor package: sysvisord and sysvisor-runc load "+apparmor.Profile+" with it, and a create fails without it")
+	}
+	from := "the copy built into sysvisord"
+	if s.Installed {
+		from = apparmor.Path()
+	}
+	return warn(check, fmt.Sprintf("enabled; Docker applies %s (%s); %s is not loaded yet", DockerProfile, how, apparmor.Profile),
+		"sysvisord loads it from "+from+" when it starts, sysvisor-runc at the next create; `systemctl restart sysvisord` loads it now")
 }

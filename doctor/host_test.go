@@ -164,16 +164,18 @@ func TestAppArmor(t *testing.T) {
 		{"not built", AppArmorState{EnabledErr: fs.ErrNotExist}, OK, "not in this kernel"},
 		{"disabled", AppArmorState{Enabled: "N"}, OK, "disabled"},
 		{"enabled, no parser", AppArmorState{Enabled: "Y"}, OK, "Docker confines no container (apparmor_parser absent)"},
-		{"enabled, parser", AppArmorState{Enabled: "Y", Parser: "/usr/sbin/apparmor_parser", Profiles: profiles}, Warn,
-			"Docker applies docker-default, loaded to every container that names no profile (apparmor_parser at /usr/sbin/apparmor_parser)"},
-		{"engine says so", AppArmorState{Enabled: "Y", DockerSecurity: []string{"name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"}}, Warn,
-			"docker-default to every container that names no profile (docker info)"},
+		{"enabled, ours not loaded", AppArmorState{Enabled: "Y", Parser: "/usr/sbin/apparmor_parser", Profiles: profiles}, Warn,
+			"Docker applies docker-default (apparmor_parser at /usr/sbin/apparmor_parser); sysvisor-default is not loaded yet"},
+		{"engine says so, ours loaded", AppArmorState{Enabled: "Y", Parser: "/usr/sbin/apparmor_parser", Profiles: profiles + "sysvisor-default (enforce)\n",
+			DockerSecurity: []string{"name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"}}, OK,
+			"system containers get sysvisor-default in its place, loaded"},
+		{"engine says so, no parser", AppArmorState{Enabled: "Y", DockerSecurity: []string{"name=apparmor"}}, Fail, "apparmor_parser is missing"},
 		{"engine says no", AppArmorState{Enabled: "Y", Parser: "/usr/sbin/apparmor_parser", DockerSecurity: []string{"name=seccomp,profile=builtin"}}, OK,
 			"confines no container (docker info)"},
-		{"not loaded yet", AppArmorState{Enabled: "Y", Parser: "/sbin/apparmor_parser", Profiles: "/usr/bin/man (enforce)\n"}, Warn, "not loaded yet"},
+		{"installed, not loaded", AppArmorState{Enabled: "Y", Parser: "/sbin/apparmor_parser", Profiles: "/usr/bin/man (enforce)\n", Installed: true}, Warn, "loads it from /etc/apparmor.d/sysvisor-default"},
 	} {
 		r := AppArmor(tc.s)
-		if r.Verdict != tc.want || !strings.Contains(r.Detail, tc.text) {
+		if r.Verdict != tc.want || !strings.Contains(r.Detail+" hint: "+r.Hint, tc.text) {
 			t.Errorf("%s: %+v, want %v with %q", tc.name, r, tc.want, tc.text)
 		}
 	}

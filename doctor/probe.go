@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/apparmor"
 	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	svruntime "github.com/sysvisor/sysvisor/runtime"
@@ -174,8 +175,8 @@ func readParent(root, rel string) ParentControllers {
 	return p
 }
 
-// probeAppArmor reads AppArmor's state and whether Docker applies its
-// profile. Kept apart: sysvisor's own profile will be judged here too.
+// probeAppArmor reads AppArmor's state, whether Docker applies its
+// profile, and whether sysvisor's is loaded and installed.
 func probeAppArmor(o Options) AppArmorState {
 	var s AppArmorState
 	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
@@ -198,6 +199,8 @@ func probeAppArmor(o Options) AppArmorState {
 	if p, err := os.ReadFile("/sys/kernel/security/apparmor/profiles"); err == nil {
 		s.Profiles = string(p)
 	}
+	_, err = os.Stat(apparmor.Path())
+	s.Installed = err == nil
 	return s
 }
 
