@@ -22,9 +22,12 @@ import (
 // for systemd as init the few things it checks at boot.
 
 // hookDelegate is the createRuntime hook's subcommand: runc runs it on the
-// host after it has put the container's init in its cgroups and before the
-// container's process starts (for `create` and `run` alike), with the
-// container's state on stdin.
+// host with the container's state on stdin, for `create` and `run` alike,
+// after it has put the container's init in its cgroups, init has unshared
+// the cgroup namespace (runc's nsexec does that before init's Go code
+// starts) and runc has written the limits (runc 1.1 calls the cgroup
+// manager's Set just before the hooks), and before the container's process
+// starts.
 const hookDelegate = "delegate-cgroups"
 
 // cgroupsWritable lets the container write its cgroup mount. With the cgroup
@@ -61,7 +64,11 @@ func addDelegateHook(s *specs.Spec, self string) {
 // on stdin; nothing the container controls is read: the pid is runc's, and
 // /proc/<pid>/cgroup is written by the kernel while init still runs runc's
 // code.
-func runHook(args []string, stdin io.Reader) error {
+func runHook(args []string, stdin io.Reader) error { return delegateHook(args, stdin, false) }
+
+// delegateHook is runHook; forceUnified takes the v2-only path on any host
+// (tests of it on a hybrid host's unified hierarchy).
+func delegateHook(args []string, stdin io.Reader, forceUnified bool) error {
 	if len(args) != 1 || args[0] != hookDelegate {
 		return fmt.Errorf("hook: unknown hook %q (want %s)", strings.Join(args, " "), hookDelegate)
 	}
@@ -81,10 +88,38 @@ func runHook(args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("hook %s: container %s: %w", hookDelegate, st.ID, err)
 	}
-	if err := cgroup.Delegate(paths, mounts, int(base), int(base)); err != nil {
+	if dir, ok := paths[""]; ok && forceUnified {
+		paths = cgroup.Paths{"": dir}
+	}
+	if err := delegateCgroups(paths, mounts, int(base)); err != nil {
 		return fmt.Errorf("hook %s: container %s: %w", hookDelegate, st.ID, err)
 	}
 	return nil
+}
+
+// delegateCgroups gives the container's root (host ID id) its cgroups. On a
+// v2-only host the container's processes move to a leaf below its cgroup,
+// which then hands every controller it has down (cgroup.DelegateUnified).
+// On a v1 or hybrid host each hierarchy's directory is delegated and the
+// processes stay where runc put them: inner engines set limits through the
+// v1 controllers, the unified hierarchy holds none to hand down, and runc
+// 1.1 has no fallback there for an exec process the kernel refuses in the
+// container's cgroup.
+func delegateCgroups(paths cgroup.Paths, mounts cgroup.Mounts, id int) error {
+	dir, ok := paths.Unified()
+	if !ok {
+		return cgroup.Delegate(paths, mounts, id, id)
+	}
+	named := cgroup.Paths{}
+	for k, v := range paths {
+		if k != "" {
+			named[k] = v
+		}
+	}
+	if err := cgroup.Delegate(named, mounts, id, id); err != nil {
+		return err
+	}
+	return cgroup.DelegateUnified(dir, mounts[""], id, id)
 }
 
 // Storage an inner engine keeps under these paths must not be on the
