@@ -45,6 +45,9 @@ type RewriteOptions struct {
 	// Systemd: the container's init is systemd. Engine: the image runs a
 	// container engine. Either makes it boot like a machine (freshRun).
 	Systemd, Engine bool
+	// LeafInHook: the delegation hook moves the container's processes
+	// into their leaf cgroup itself (`run`: no `start` follows).
+	LeafInHook bool
 }
 
 // Reallowed are syscalls an engine's default profile refuses because, on a
@@ -149,7 +152,7 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 
 	clampPingGroupRange(s.Linux.Sysctl, o.IDSize)
 	cgroupsWritable(s)
-	addDelegateHook(s, o.Self)
+	addDelegateHook(s, o.Self, o.LeafInHook)
 	if o.Systemd {
 		forSystemd(s)
 	}
