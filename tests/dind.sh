@@ -86,6 +86,8 @@ THROTTLED='timeout 1 sh -c "while :; do :; done"; c=/sys/fs/cgroup
 cgroup_of() {
 	if [ -n "$V2" ]; then awk -F: '$1=="0"{print $3}' /proc/"$1"/cgroup; else awk -F: '$2=="memory"{print $3}' /proc/"$1"/cgroup; fi
 }
+# owners FILE...: their owners' uids on one line.
+owners() { echo $(stat -c %u "$@"); }
 # container_cgroup NAME: the host directory of system container NAME's own
 # cgroup, where its limits are: on v2 the parent of its init's leaf.
 container_cgroup() {
@@ -193,7 +195,7 @@ check_dind() { # NAME
 	if [ -n "$V2" ]; then
 		# The container's processes start in a leaf, so its cgroup can
 		# hand down the controllers the outer engine gave it.
-		expect "$base $base $base 0 0" stat -c %u "$cgd/cgroup.subtree_control" "$cgd/init.scope" \
+		expect "$base $base $base 0 0" owners "$cgd/cgroup.subtree_control" "$cgd/init.scope" \
 			"$cgd/init.scope/memory.max" "$cgd/memory.max" "$cgd/cpu.max"
 		expect "$(cat "$cgd/cgroup.controllers")" cat "$cgd/cgroup.subtree_control"
 		expect "" cat "$cgd/cgroup.procs"
