@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -144,6 +145,9 @@ func delegateCgroups(paths cgroup.Paths, mounts cgroup.Mounts, id int, leaf bool
 // (/proc/<pid>/cgroup, uid_map).
 func leafOnStart(runcRoot, id string, forceUnified bool) error {
 	b, err := os.ReadFile(filepath.Join(runcRoot, id, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // no such container: runc start says so
+	}
 	if err != nil {
 		return fmt.Errorf("runc state: %w", err)
 	}

@@ -190,9 +190,15 @@ func TestHookRejectsBadState(t *testing.T) {
 
 func TestLeafOnStartLeavesOthersAlone(t *testing.T) {
 	root := t.TempDir()
-	// No state: an error naming it.
-	if err := leafOnStart(root, "nope", false); err == nil || !strings.Contains(err.Error(), "runc state") {
+	// No such container: left to runc start, which says so.
+	if err := leafOnStart(root, "nope", false); err != nil {
 		t.Errorf("missing state: %v", err)
+	}
+	// A broken state: an error naming it.
+	os.MkdirAll(filepath.Join(root, "bad"), 0o700)
+	os.WriteFile(filepath.Join(root, "bad", "state.json"), []byte(`{`), 0o600)
+	if err := leafOnStart(root, "bad", false); err == nil || !strings.Contains(err.Error(), "runc state of bad") {
+		t.Errorf("broken state: %v", err)
 	}
 	// A pid whose start time is not the one runc recorded (init gone, the
 	// pid reused): nothing is moved, runc start reports the dead init.
