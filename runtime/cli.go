@@ -68,6 +68,7 @@ var commandFlags = map[string]map[string]bool{
 	"run":    {"bundle": true, "b": true, "console-socket": true, "pid-file": true, "preserve-fds": true, "pidfd-socket": true},
 	"delete": {},
 	"kill":   {},
+	"start":  {},
 	"exec": {"console-socket": true, "pidfd-socket": true, "cwd": true, "env": true, "e": true, "user": true, "u": true,
 		"additional-gids": true, "g": true, "process": true, "p": true, "process-label": true, "apparmor": true,
 		"cap": true, "c": true, "preserve-fds": true, "pid-file": true, "cgroup": true},

@@ -176,9 +176,10 @@ func TestParse(t *testing.T) {
 			want: want{global: Global{LogFormat: "json", Pass: []string{"--log-format", "json"}}, command: cmd[0], args: cmd[1:]},
 		})
 	}
-	// kill's id is parsed: its signal may be rewritten (killArgs).
+	// kill's id is parsed: its signal may be rewritten (killArgs); start's
+	// too: its processes move to their leaf cgroup first (leafOnStart).
 	for i := range tests {
-		if tests[i].name == "passthrough kill" {
+		if tests[i].name == "passthrough kill" || tests[i].name == "passthrough start" {
 			tests[i].want.id = "c"
 		}
 	}

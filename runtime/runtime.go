@@ -98,6 +98,11 @@ func Main(argv []string) int {
 			return 1
 		}
 		return 0
+	case "start":
+		if err := leafOnStart(r.root, inv.ID, false); err != nil {
+			r.log.Errorf("start %s: cgroup leaf: %v", inv.ID, err)
+			return 1
+		}
 	case "kill":
 		r.inv.Args = killArgs(inv.Args, inv.ID, ContainerDir(r.runDir, inv.ID))
 	case "exec":
@@ -348,6 +353,7 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
 		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd, Engine: engine,
 		AppArmor: aa,
+		LeafInHook: r.inv.Command == "run",
 	})
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)

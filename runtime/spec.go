@@ -48,6 +48,9 @@ type RewriteOptions struct {
 	// AppArmor: the profile in place of the engine's default, and when
 	// (runtime/apparmor.go).
 	AppArmor AppArmorOptions
+	// LeafInHook: the delegation hook moves the container's processes
+	// into their leaf cgroup itself (`run`: no `start` follows).
+	LeafInHook bool
 }
 
 // Reallowed are syscalls an engine's default profile refuses because, on a
@@ -152,7 +155,7 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 
 	clampPingGroupRange(s.Linux.Sysctl, o.IDSize)
 	cgroupsWritable(s)
-	addDelegateHook(s, o.Self)
+	addDelegateHook(s, o.Self, o.LeafInHook)
 	if o.Systemd {
 		forSystemd(s)
 	}

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +23,12 @@ import (
 // for systemd as init the few things it checks at boot.
 
 // hookDelegate is the createRuntime hook's subcommand: runc runs it on the
-// host after it has put the container's init in its cgroups and before the
-// container's process starts (for `create` and `run` alike), with the
-// container's state on stdin.
+// host with the container's state on stdin, for `create` and `run` alike,
+// after it has put the container's init in its cgroups, init has unshared
+// the cgroup namespace (runc's nsexec does that before init's Go code
+// starts) and runc has written the limits (runc 1.1 calls the cgroup
+// manager's Set just before the hooks), and before the container's process
+// starts.
 const hookDelegate = "delegate-cgroups"
 
 // cgroupsWritable lets the container write its cgroup mount. With the cgroup
@@ -43,28 +47,40 @@ func cgroupsWritable(s *specs.Spec) {
 	}
 }
 
-// addDelegateHook asks runc to run `<self> hook delegate-cgroups` once the
-// container's cgroups exist.
-func addDelegateHook(s *specs.Spec, self string) {
+// hookLeaf is the delegation hook's argument when the hook moves the
+// container's processes into the leaf itself: for `run`, which no `start`
+// follows. After `create` the move waits for `start` (leafOnStart).
+const hookLeaf = "leaf"
+
+// addDelegateHook asks runc to run `<self> hook delegate-cgroups [leaf]`
+// once the container's cgroups exist.
+func addDelegateHook(s *specs.Spec, self string, leaf bool) {
 	if self == "" {
 		return
 	}
 	if s.Hooks == nil {
 		s.Hooks = &specs.Hooks{}
 	}
-	s.Hooks.CreateRuntime = append(s.Hooks.CreateRuntime, specs.Hook{
-		Path: self, Args: []string{"sysvisor-runc", "hook", hookDelegate},
-	})
+	args := []string{"sysvisor-runc", "hook", hookDelegate}
+	if leaf {
+		args = append(args, hookLeaf)
+	}
+	s.Hooks.CreateRuntime = append(s.Hooks.CreateRuntime, specs.Hook{Path: self, Args: args})
 }
 
 // runHook serves the hooks the rewrite installs. The state comes from runc
 // on stdin; nothing the container controls is read: the pid is runc's, and
 // /proc/<pid>/cgroup is written by the kernel while init still runs runc's
 // code.
-func runHook(args []string, stdin io.Reader) error {
-	if len(args) != 1 || args[0] != hookDelegate {
-		return fmt.Errorf("hook: unknown hook %q (want %s)", strings.Join(args, " "), hookDelegate)
+func runHook(args []string, stdin io.Reader) error { return delegateHook(args, stdin, false) }
+
+// delegateHook is runHook; forceUnified takes the v2-only path on any host
+// (tests of it on a hybrid host's unified hierarchy).
+func delegateHook(args []string, stdin io.Reader, forceUnified bool) error {
+	if len(args) == 0 || len(args) > 2 || args[0] != hookDelegate || (len(args) == 2 && args[1] != hookLeaf) {
+		return fmt.Errorf("hook: unknown hook %q (want %s [%s])", strings.Join(args, " "), hookDelegate, hookLeaf)
 	}
+	leaf := len(args) == 2
 	var st specs.State
 	if err := json.NewDecoder(io.LimitReader(stdin, 1<<20)).Decode(&st); err != nil {
 		return fmt.Errorf("hook %s: container state on stdin: %w", hookDelegate, err)
@@ -81,10 +97,128 @@ func runHook(args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("hook %s: container %s: %w", hookDelegate, st.ID, err)
 	}
-	if err := cgroup.Delegate(paths, mounts, int(base), int(base)); err != nil {
+	if dir, ok := paths[""]; ok && forceUnified {
+		paths = cgroup.Paths{"": dir}
+	}
+	if err := delegateCgroups(paths, mounts, int(base), leaf); err != nil {
 		return fmt.Errorf("hook %s: container %s: %w", hookDelegate, st.ID, err)
 	}
 	return nil
+}
+
+// delegateCgroups gives the container's root (host ID id) its cgroups: the
+// directory in each hierarchy and its delegation files. On a v2-only host
+// the container's processes also move to a leaf below its cgroup, which
+// then hands every controller it has down (cgroup.DelegateUnified): here
+// when leaf is set, else at `start` (leafOnStart). On a v1 or hybrid host
+// the processes stay where runc put them: inner engines set limits through
+// the v1 controllers, the unified hierarchy holds none to hand down, and
+// runc 1.1 has no fallback there for an exec process the kernel would
+// refuse in the container's cgroup.
+func delegateCgroups(paths cgroup.Paths, mounts cgroup.Mounts, id int, leaf bool) error {
+	dir, ok := paths.Unified()
+	if !ok || !leaf {
+		return cgroup.Delegate(paths, mounts, id, id)
+	}
+	named := cgroup.Paths{}
+	for k, v := range paths {
+		if k != "" {
+			named[k] = v
+		}
+	}
+	if err := cgroup.Delegate(named, mounts, id, id); err != nil {
+		return err
+	}
+	return cgroup.DelegateUnified(dir, mounts[""], id, id)
+}
+
+// leafOnStart moves a created container's processes into its leaf on a
+// v2-only host, just before runc starts it. Not at create: the engine's
+// shim (containerd's runc shim, which Docker and Kubernetes use) takes the
+// cgroup it reports stats and OOM events from, and watches, from init's
+// /proc/<pid>/cgroup once create returns; it must find the container's
+// cgroup, where the limits are and which counts every process of the
+// container, not the leaf. Until start, init is still runc's code waiting
+// to exec the container's process, so nothing of the container has run:
+// the pid comes from runc's state and is checked against the start time
+// runc recorded, the cgroup and the ID base come from the kernel
+// (/proc/<pid>/cgroup, uid_map).
+func leafOnStart(runcRoot, id string, forceUnified bool) error {
+	b, err := os.ReadFile(filepath.Join(runcRoot, id, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // no such container: runc start says so
+	}
+	if err != nil {
+		return fmt.Errorf("runc state: %w", err)
+	}
+	var st struct {
+		Pid   int    `json:"init_process_pid"`
+		Start uint64 `json:"init_process_start"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.Pid <= 0 {
+		return fmt.Errorf("runc state of %s: no init pid (%v)", id, err)
+	}
+	if start, err := procStartTime(st.Pid); err != nil || start != st.Start {
+		// Init is gone (runc start will say so): nothing to move.
+		return nil
+	}
+	mounts, err := cgroup.HostMounts()
+	if err != nil {
+		return err
+	}
+	paths, err := cgroup.Of(st.Pid, mounts)
+	if err != nil {
+		return err
+	}
+	if dir, ok := paths[""]; ok && forceUnified {
+		paths = cgroup.Paths{"": dir}
+	}
+	dir, ok := paths.Unified()
+	if !ok || filepath.Base(dir) == cgroup.Leaf {
+		return nil
+	}
+	base, err := idBase(st.Pid)
+	if err != nil {
+		return err
+	}
+	return cgroup.DelegateUnified(dir, mounts[""], base, base)
+}
+
+// procStartTime is field 22 of /proc/<pid>/stat, the start time runc
+// records for init.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// idBase is the host ID that pid's user namespace maps its root to: the
+// container's ID base. A process in the host's user namespace has none.
+func idBase(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 || f[0] != "0" || f[1] == "0" {
+		return 0, fmt.Errorf("/proc/%d/uid_map %q: not a system container's", pid, strings.TrimSpace(string(b)))
+	}
+	v, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/uid_map: %w", pid, err)
+	}
+	return v, nil
 }
 
 // Storage an inner engine keeps under these paths must not be on the

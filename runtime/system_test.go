@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,16 @@ func TestRewriteAddsDelegateHook(t *testing.T) {
 	if h.Path != o.Self || !slices.Equal(h.Args, []string{"sysvisor-runc", "hook", hookDelegate}) {
 		t.Errorf("hook %+v", h)
 	}
+	// For `run` the hook moves the processes into the leaf itself.
+	s = dockerSpec(t)
+	o.LeafInHook = true
+	if err := Rewrite(s, o); err != nil {
+		t.Fatal(err)
+	}
+	if h := s.Hooks.CreateRuntime[0]; !slices.Equal(h.Args, []string{"sysvisor-runc", "hook", hookDelegate, hookLeaf}) {
+		t.Errorf("run's hook %+v", h)
+	}
+	o.LeafInHook = false
 	// The engine's own hooks stay, in their place.
 	s = dockerSpec(t)
 	s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/proc/1/exe", Args: []string{"cleanup"}}},
@@ -170,7 +181,44 @@ func TestHookRejectsBadState(t *testing.T) {
 			t.Errorf("state %q: %v", in, err)
 		}
 	}
-	if err := runHook([]string{"other"}, strings.NewReader("{}")); err == nil {
-		t.Error("unknown hook accepted")
+	for _, args := range [][]string{{"other"}, {hookDelegate, "now"}, {hookDelegate, hookLeaf, hookLeaf}, nil} {
+		if err := runHook(args, strings.NewReader("{}")); err == nil || !strings.Contains(err.Error(), "unknown hook") {
+			t.Errorf("hook %q: %v", args, err)
+		}
+	}
+}
+
+func TestLeafOnStartLeavesOthersAlone(t *testing.T) {
+	root := t.TempDir()
+	// No such container: left to runc start, which says so.
+	if err := leafOnStart(root, "nope", false); err != nil {
+		t.Errorf("missing state: %v", err)
+	}
+	// A broken state: an error naming it.
+	os.MkdirAll(filepath.Join(root, "bad"), 0o700)
+	os.WriteFile(filepath.Join(root, "bad", "state.json"), []byte(`{`), 0o600)
+	if err := leafOnStart(root, "bad", false); err == nil || !strings.Contains(err.Error(), "runc state of bad") {
+		t.Errorf("broken state: %v", err)
+	}
+	// A pid whose start time is not the one runc recorded (init gone, the
+	// pid reused): nothing is moved, runc start reports the dead init.
+	os.MkdirAll(filepath.Join(root, "c1"), 0o700)
+	os.WriteFile(filepath.Join(root, "c1", "state.json"), []byte(`{"init_process_pid": 1, "init_process_start": 1}`), 0o600)
+	if err := leafOnStart(root, "c1", true); err != nil {
+		t.Errorf("reused pid: %v", err)
+	}
+	// This test process, recorded as init: it is in the host's user
+	// namespace, so it is not a system container's init and is refused
+	// rather than moved (on a v2-only host; elsewhere nothing happens).
+	start, err := procStartTime(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(root, "c1", "state.json"), []byte(fmt.Sprintf(`{"init_process_pid": %d, "init_process_start": %d}`, os.Getpid(), start)), 0o600)
+	if err := leafOnStart(root, "c1", false); err != nil && !strings.Contains(err.Error(), "not a system container's") {
+		t.Errorf("host process: %v", err)
+	}
+	if _, err := idBase(os.Getpid()); err == nil {
+		t.Error("the host's user namespace has an ID base")
 	}
 }

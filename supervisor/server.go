@@ -562,6 +562,9 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		if err != nil {
 			log.Warn("cannot resolve init's cgroups; resource views fall back to the host", "error", err)
 		}
+		// The container's cgroup, where its limits are: on a v2-only
+		// host init is in the leaf below it.
+		cg = cg.Container()
 		// Before the mounts are read: what it mounts is protected too.
 		s.prepareProcSys(c, pid, log)
 		s.prepareSysfs(c, pid, log)

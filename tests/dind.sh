@@ -63,6 +63,38 @@ step "Docker-in-Docker image (debootstrap once, then cached)"
 "$ENV" dind-image >/dev/null 2>&1 || fail "tests/env.sh dind-image"
 ok
 CGP=$("$ENV" cgroup-parent)
+# A v2-only host keeps every controller on cgroup2 at /sys/fs/cgroup; a v1
+# or hybrid host (this project's CI machine) has them on v1 hierarchies.
+V2=
+[ -f /sys/fs/cgroup/cgroup.controllers ] && V2=1
+
+# LIMITS, run in an inner container, prints its memory limit, CPU quota and
+# period, pids limit and cpuset, from v2's files or v1's (it looks at its
+# own /sys/fs/cgroup), in one line: "67108864 50000 100000 100 0".
+LIMITS='c=/sys/fs/cgroup
+if [ -f $c/cgroup.controllers ]; then echo $(cat $c/memory.max $c/cpu.max $c/pids.max $c/cpuset.cpus)
+else echo $(cat $c/memory/memory.limit_in_bytes $c/cpu/cpu.cfs_quota_us $c/cpu/cpu.cfs_period_us $c/pids/pids.max $c/cpuset/cpuset.cpus); fi'
+LIMIT_FLAGS="--memory 64m --memory-swap 64m --cpus 0.5 --pids-limit 100 --cpuset-cpus 0"
+LIMIT_WANT="67108864 50000 100000 100 0"
+# THROTTLED, run in a container with a CPU quota: spins for a second, then
+# prints how many periods the kernel throttled it in.
+THROTTLED='timeout 1 sh -c "while :; do :; done"; c=/sys/fs/cgroup
+[ -f $c/cpu.stat ] || c=$c/cpu; awk "/^nr_throttled/{print \$2}" $c/cpu.stat'
+
+# cgroup_of PID: the process's cgroup, as the host sees it, in the memory
+# hierarchy (v1) or cgroup2 (v2).
+cgroup_of() {
+	if [ -n "$V2" ]; then awk -F: '$1=="0"{print $3}' /proc/"$1"/cgroup; else awk -F: '$2=="memory"{print $3}' /proc/"$1"/cgroup; fi
+}
+# owners FILE...: their owners' uids on one line.
+owners() { echo $(stat -c %u "$@"); }
+# container_cgroup NAME: the host directory of system container NAME's own
+# cgroup, where its limits are: on v2 the parent of its init's leaf.
+container_cgroup() {
+	local cg
+	cg=$(cgroup_of "$(D inspect -f '{{.State.Pid}}' "$1")")
+	if [ -n "$V2" ]; then echo "/sys/fs/cgroup${cg%/init.scope}"; else echo "/sys/fs/cgroup/memory$cg"; fi
+}
 
 # inner NAME CMD...: run CMD in system container NAME.
 inner() { local n=$1; shift; D exec "$n" "$@"; }
@@ -127,20 +159,27 @@ check_dind() { # NAME
 	wait_for 10 inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/" || fail "no NAT to $gw:8081"
 	expect nat inner "$n" docker run --rm sysvisor-test/busybox wget -qO- "http://$gw:8081/"
 	ok
-	step "[$n] docker run --memory 64m: limit set and enforced"
-	expect 67108864 inner "$n" docker run --rm --memory 64m --memory-swap 64m sysvisor-test/busybox \
-		cat /sys/fs/cgroup/memory/memory.limit_in_bytes
-	local rc=0
+	step "[$n] inner --memory --cpus --pids-limit --cpuset-cpus: limits set"
+	# shellcheck disable=SC2086
+	expect "$LIMIT_WANT" inner "$n" docker run --rm $LIMIT_FLAGS sysvisor-test/busybox sh -c "$LIMITS"
+	ok
+	step "[$n] inner limits enforced: OOM kill at 64 MiB, throttled at 0.5 CPU, no fork beyond 20 pids"
+	local rc=0 thr
 	inner "$n" docker run --rm --memory 64m --memory-swap 64m sysvisor-test/busybox \
 		sh -c 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo ${#x}' >/dev/null 2>&1 || rc=$?
 	[ "$rc" = 137 ] || fail "200 MB under a 64 MiB limit: exit $rc, want 137 (OOM kill)"
+	thr=$(inner "$n" docker run --rm --cpus 0.5 sysvisor-test/busybox sh -c "$THROTTLED" 2>/dev/null) || fail "throttle probe: $thr"
+	[ "${thr:-0}" -gt 0 ] 2>/dev/null || fail "a second of spinning under --cpus 0.5: nr_throttled '$thr', want > 0"
+	expect refused inner "$n" docker run --rm --pids-limit 20 sysvisor-test/busybox \
+		sh -c 'for i in $(seq 40); do sleep 2 & done 2>&1 | grep -q fork && echo refused'
 	ok
 	step "[$n] inner limits land inside the system container's cgroup"
 	local outer inner_cg
-	outer=$(awk -F: '$2=="memory"{print $3}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/cgroup)
+	outer=$(cgroup_of "$(D inspect -f '{{.State.Pid}}' "$n")")
+	[ -z "$V2" ] || outer=${outer%/init.scope}
 	pid=$(inner "$n" docker inspect -f '{{.State.Pid}}' srv)
 	pid=$(D top "$n" -eo pid,args | awk -v p="$pid" 'NR>1 && $0 ~ /httpd -f -p 8080/ {print $1; exit}')
-	inner_cg=$(awk -F: '$2=="memory"{print $3}' /proc/"$pid"/cgroup)
+	inner_cg=$(cgroup_of "$pid")
 	case "$inner_cg" in "$outer"/*) ;; *) fail "inner container's cgroup $inner_cg is not below $outer" ;; esac
 	ok
 	step "[$n] host sees inner processes under the container's ID range"
@@ -149,15 +188,41 @@ check_dind() { # NAME
 	[ "$base" -ge 100000 ] || fail "base $base"
 	ok
 	step "[$n] cgroups delegated: directories the container's, limit files root's"
-	expect "$base" stat -c %u "/sys/fs/cgroup/memory$outer"
-	expect "$base" stat -c %u "/sys/fs/cgroup/memory$outer/cgroup.procs"
-	expect 0 stat -c %u "/sys/fs/cgroup/memory$outer/memory.limit_in_bytes"
-	local v2
-	v2=$(awk -F: '$1=="0"{print $3}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/cgroup)
-	if [ -n "$v2" ] && [ -d "/sys/fs/cgroup/unified$v2" ]; then
-		expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2"
-		expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2/cgroup.procs"
+	local cgd
+	cgd=$(container_cgroup "$n")
+	expect "$base" stat -c %u "$cgd"
+	expect "$base" stat -c %u "$cgd/cgroup.procs"
+	if [ -n "$V2" ]; then
+		# The container's processes start in a leaf, so its cgroup can
+		# hand down the controllers the outer engine gave it.
+		expect "$base $base $base 0 0" owners "$cgd/cgroup.subtree_control" "$cgd/init.scope" \
+			"$cgd/init.scope/memory.max" "$cgd/memory.max" "$cgd/cpu.max"
+		expect "$(cat "$cgd/cgroup.controllers")" cat "$cgd/cgroup.subtree_control"
+		expect "" cat "$cgd/cgroup.procs"
+		expect "0::/init.scope" inner "$n" sh -c 'grep ^0:: /proc/1/cgroup'
+	else
+		expect 0 stat -c %u "$cgd/memory.limit_in_bytes"
+		local v2
+		v2=$(awk -F: '$1=="0"{print $3}' /proc/"$(D inspect -f '{{.State.Pid}}' "$n")"/cgroup)
+		if [ -n "$v2" ] && [ -d "/sys/fs/cgroup/unified$v2" ]; then
+			expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2"
+			expect "$base" stat -c %u "/sys/fs/cgroup/unified$v2/cgroup.procs"
+		fi
 	fi
+	ok
+	step "[$n] the system container under its engine: exec, top, stats, update --memory"
+	# docker exec: runc puts the process in the container's cgroup, or, where
+	# the kernel refuses (v2: it hands controllers down), in init's leaf.
+	[ -z "$V2" ] || expect "0::/init.scope" inner "$n" sh -c 'grep ^0:: /proc/self/cgroup'
+	local top
+	top=$(D top "$n" -eo pid,args) || fail "docker top: $top"
+	case "$top" in *"httpd -f -p 8080"*) ;; *) fail "docker top does not list the inner containers' processes" ;; esac
+	local st
+	st=$(D stats --no-stream --format '{{.MemUsage}} {{.PIDs}}' "$n") || fail "docker stats: $st"
+	case "$st" in 0B* | *" 0") fail "docker stats: $st" ;; esac
+	D update --memory 1g --memory-swap 2g "$n" >/dev/null || fail "docker update"
+	if [ -n "$V2" ]; then expect 1073741824 cat "$cgd/memory.max"; else expect 1073741824 cat "$cgd/memory.limit_in_bytes"; fi
+	expect 1048576 inner "$n" awk '/^MemTotal:/{print $2}' /proc/meminfo
 	ok
 	step "[$n] docker exec, stop, start and restart of an inner container"
 	expect hello inner "$n" docker exec srv cat /www/index.html
@@ -173,6 +238,10 @@ check_dind() { # NAME
 	inner "$n" sh -c 'echo 1 >/proc/sysrq-trigger' 2>/dev/null && fail "sysrq-trigger written"
 	inner "$n" sh -c 'echo 1 >/sys/module/printk/parameters/time' 2>/dev/null && fail "module parameter written"
 	inner "$n" sh -c 'echo 999999999999 >/sys/fs/cgroup/memory/memory.limit_in_bytes' 2>/dev/null && fail "own memory limit raised"
+	if [ -n "$V2" ]; then
+		inner "$n" sh -c 'echo max >/sys/fs/cgroup/memory.max' 2>/dev/null && fail "own memory limit raised"
+		inner "$n" sh -c 'echo max >/sys/fs/cgroup/pids.max' 2>/dev/null && fail "own pids limit raised"
+	fi
 	inner "$n" sh -c 'echo 1 >/proc/sys/kernel/panic' 2>/dev/null || true
 	inner "$n" docker run --rm sysvisor-test/busybox sh -c 'echo 2 >/proc/sys/kernel/panic' 2>/dev/null || true
 	expect "$panic" cat /proc/sys/kernel/panic
@@ -224,6 +293,14 @@ check_systemd() { # NAME
 	D save sysvisor-test/busybox | D exec -i "$n" docker load >/dev/null 2>&1 || fail "docker load"
 	expect hi inner "$n" docker run --rm sysvisor-test/busybox echo hi
 	ok
+	step "[$n] under systemd: inner limits set and enforced"
+	# shellcheck disable=SC2086
+	expect "$LIMIT_WANT" inner "$n" docker run --rm $LIMIT_FLAGS sysvisor-test/busybox sh -c "$LIMITS"
+	local rc=0
+	inner "$n" docker run --rm --memory 64m --memory-swap 64m sysvisor-test/busybox \
+		sh -c 'x=$(head -c 200000000 /dev/zero | tr "\0" a); echo ${#x}' >/dev/null 2>&1 || rc=$?
+	[ "$rc" = 137 ] || fail "200 MB under a 64 MiB limit: exit $rc, want 137 (OOM kill)"
+	ok
 	step "[$n] docker stop: systemd shuts down cleanly, well within the timeout"
 	t=$(date +%s.%N)
 	D stop -t 20 "$n" >/dev/null || fail "stop"
@@ -258,7 +335,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	[ -z "$(ls "$SV_DIR/run/containers" 2>/dev/null)" ] || fail "runtime state left: $(ls "$SV_DIR/run/containers")"
 	leases=$("$ROOT/bin/sysvisorctl" --run-dir "$SV_DIR/run" ps 2>/dev/null | tail -n +2)
 	[ -z "$leases" ] || fail "containers still registered: $leases"
-	for d in /sys/fs/cgroup/*/"$CGP"; do
+	for d in /sys/fs/cgroup/*/"$CGP" /sys/fs/cgroup/"$CGP"; do
 		[ -z "$(find "$d" -mindepth 1 -type d 2>/dev/null)" ] || fail "cgroups left under $d"
 	done
 	ok

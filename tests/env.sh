@@ -17,7 +17,9 @@ BIN=${SV_BIN:-$ROOT/bin}
 DOCKER=/usr/bin/docker   # Debian's client matches Debian's engine
 export DOCKER_HOST=unix://$SV_DIR/docker.sock
 # Every container's cgroup goes under this parent, removed by 'down': the
-# host's cgroup tree is left as it was found.
+# host's cgroup tree is left as it was found. The cgroupfs driver is named:
+# on a cgroup-v2 host with systemd, dockerd would pick the systemd driver,
+# which takes only a slice as parent.
 CGROUP_PARENT=sysvisor-$(basename "$SV_DIR")
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -59,6 +61,7 @@ up() {
     "sysvisor-runc": {"path": "$BIN/sysvisor-runc", "runtimeArgs": ["--run-dir", "$SV_DIR/run", "--policy-dir", "$SV_DIR/policies"]}
   },
   "storage-driver": "overlay2",
+  "exec-opts": ["native.cgroupdriver=cgroupfs"],
   "cgroup-parent": "/$CGROUP_PARENT"
 }
 JSON

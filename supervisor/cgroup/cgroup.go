@@ -98,6 +98,57 @@ func ParseProcCgroup(data []byte, mounts Mounts) Paths {
 	return p
 }
 
+// Leaf is the child cgroup that a container's processes start in on a
+// cgroup2-only host, below the container's own cgroup (see
+// DelegateUnified). cgroup v2 lets only a cgroup without processes hand
+// domain controllers (memory, io) down to children, so the container's
+// cgroup, the root of its cgroup namespace, must stay empty for an inner
+// engine to use them. The name is the one systemd gives PID 1's cgroup:
+// systemd as init strips a trailing "/init.scope" from its own cgroup to
+// find its root, so it finds the container's cgroup, as on a host; other
+// inits do not care (moby's dind script makes and uses a sibling, "init").
+const Leaf = "init.scope"
+
+// Unified returns the cgroup2 directory when the host keeps every resource
+// controller on cgroup2 (a v2-only host), and false on a v1 or hybrid host,
+// where the limits live in the v1 hierarchies and the unified one holds no
+// controller an engine sets limits with. Named v1 hierarchies
+// (name=systemd), which some v2 hosts mount for old containers, have no
+// controllers and do not count.
+func (p Paths) Unified() (string, bool) {
+	dir, ok := p[""]
+	if !ok {
+		return "", false
+	}
+	for k := range p {
+		if k != "" && !strings.HasPrefix(k, "name=") {
+			return "", false
+		}
+	}
+	return dir, true
+}
+
+// Container returns the container's own cgroup directories given those of
+// its init at registration. On a v2-only host the delegation hook has put
+// init in Leaf below the container's cgroup, which is where the outer
+// engine set the limits and where the accounting covers every process of
+// the container, inner containers included: the parent is returned. The
+// supervisor reads init's cgroup before the container's own code has run
+// (the listener arrives while init still runs runc's code), so init is
+// still where the hook put it. Elsewhere paths are returned as they are.
+func (p Paths) Container() Paths {
+	dir, ok := p.Unified()
+	if !ok || filepath.Base(dir) != Leaf {
+		return p
+	}
+	out := make(Paths, len(p))
+	for k, v := range p {
+		out[k] = v
+	}
+	out[""] = filepath.Dir(dir)
+	return out
+}
+
 // Of resolves pid's cgroup directories.
 func Of(pid int, mounts Mounts) (Paths, error) {
 	data, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))

@@ -454,3 +454,44 @@ func TestReadPids(t *testing.T) {
 		t.Errorf("garbage pids.current: %v", err)
 	}
 }
+
+func TestUnifiedAndContainer(t *testing.T) {
+	const scope = "/sys/fs/cgroup/system.slice/docker-abc.scope"
+	tests := []struct {
+		name      string
+		paths     Paths
+		unified   bool
+		container Paths
+	}{
+		{"v2 host, init in the leaf", Paths{"": scope + "/init.scope"}, true, Paths{"": scope}},
+		{"v2 host with a named v1 hierarchy", Paths{"": scope + "/init.scope", "name=systemd": "/sys/fs/cgroup/systemd/x"}, true,
+			Paths{"": scope, "name=systemd": "/sys/fs/cgroup/systemd/x"}},
+		// No leaf (a container sysvisor did not create, or a hook that
+		// did not run): the directory is the container's.
+		{"v2 host, no leaf", Paths{"": scope}, true, Paths{"": scope}},
+		// Hybrid: limits on v1, no leaf is made; the unified directory is
+		// left as it is whatever its name.
+		{"hybrid", Paths{"memory": "/sys/fs/cgroup/memory/docker/abc", "": "/sys/fs/cgroup/unified/x/init.scope"}, false,
+			Paths{"memory": "/sys/fs/cgroup/memory/docker/abc", "": "/sys/fs/cgroup/unified/x/init.scope"}},
+		{"v1 only", Paths{"memory": "/sys/fs/cgroup/memory/init.scope"}, false, Paths{"memory": "/sys/fs/cgroup/memory/init.scope"}},
+		{"nothing", nil, false, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Paths{}
+			for k, v := range tc.paths {
+				in[k] = v
+			}
+			if _, ok := tc.paths.Unified(); ok != tc.unified {
+				t.Errorf("Unified %v, want %v", ok, tc.unified)
+			}
+			got := tc.paths.Container()
+			if len(got) != len(tc.container) || (len(got) > 0 && !reflect.DeepEqual(got, tc.container)) {
+				t.Errorf("Container:\n\tgot  %v\n\twant %v", got, tc.container)
+			}
+			if tc.paths != nil && !reflect.DeepEqual(in, tc.paths) {
+				t.Errorf("Container changed its receiver: %v", tc.paths)
+			}
+		})
+	}
+}

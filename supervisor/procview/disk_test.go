@@ -56,6 +56,10 @@ func TestDiskstats(t *testing.T) {
 	}{
 		{"v1", cgroup.Paths{"blkio": "testdata/v1/blkio"}, " 254       0 vda 300 0 2400 0 300 0 2400 0 0 0 0 0 0 0 0 0 0\n"},
 		{"v2", cgroup.Paths{"": "testdata/v2"}, " 254       0 vda 300 0 2400 0 1000 0 8000 0 0 0 0 0 0 0 0 0 0\n"},
+		// Recorded: 50003968 bytes written in 19 requests, 97664 sectors.
+		{"v2-docker-1g", cgroup.Paths{"": "testdata/v2-docker-1g"}, " 254       0 vda 0 0 0 0 19 0 97664 0 0 0 0 0 0 0 0 0 0\n"},
+		// Recorded: no I/O yet, an empty io.stat.
+		{"v2-docker-256m", cgroup.Paths{"": "testdata/v2-docker-256m"}, ""},
 	} {
 		io, err := ReadBlkIO(c.paths, files{})
 		if err != nil {

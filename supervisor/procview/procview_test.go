@@ -30,9 +30,15 @@ func host(t *testing.T, name string) []byte {
 	return b
 }
 
-// fixtures are recorded cgroup directories: Docker's --memory 512m
-// --memory-swap 1g --cpus 1.5 --cpuset-cpus 0 on cgroup v1, an unlimited v1
-// container, and a v2 container with 1 GiB and half a CPU over cpuset 0-1.
+// fixtures are cgroup directories: Docker's --memory 512m --memory-swap 1g
+// --cpus 1.5 --cpuset-cpus 0 on cgroup v1, an unlimited v1 container, a v2
+// container with 1 GiB and half a CPU over cpuset 0-1, and two recorded on
+// a cgroup-v2-only VM (Debian 13, kernel 7.2, Docker 26 with the systemd
+// driver, sysvisor-runc): the container's cgroup (the parent of its init's
+// leaf) under --memory 256m --cpuset-cpus 0 --pids-limit 200 (Docker's
+// default swap: as much again), and under --memory 1g --memory-swap 2g
+// --cpus 1.5 --cpuset-cpus 0-1 after writing a 50 MB file (inactive file
+// cache) and 20 MB of anonymous memory, since freed.
 var fixtures = []struct {
 	name  string
 	paths cgroup.Paths
@@ -60,6 +66,18 @@ var fixtures = []struct {
 		paths: cgroup.Paths{"": "testdata/v2"},
 		total: 1 << 30, free: 1<<30 - (200<<20 - 50<<20),
 		cpus: []int{0}, usage: 3 * time.Second,
+	},
+	{
+		name:  "v2-docker-256m",
+		paths: cgroup.Paths{"": "testdata/v2-docker-256m"},
+		total: 256 << 20, free: 256<<20 - (684032 - 4096), swapTotal: 256 << 20, swapFree: 256 << 20,
+		cpus: []int{0}, usage: 1868469 * time.Microsecond,
+	},
+	{
+		name:  "v2-docker-1g",
+		paths: cgroup.Paths{"": "testdata/v2-docker-1g"},
+		total: 1 << 30, free: 1<<30 - (52129792 - 50003968), swapTotal: 1 << 30, swapFree: 1 << 30,
+		cpus: []int{0, 1}, usage: 16045017 * time.Microsecond,
 	},
 }
 
@@ -323,5 +341,50 @@ func TestTasks(t *testing.T) {
 	}
 	if lvl, err := NSLevel("testdata/tasks/proc", 1003); err != nil || lvl != 2 {
 		t.Errorf("NSLevel: %d %v", lvl, err)
+	}
+}
+
+// TestV1V2SameFlags reads two recorded containers started with the same
+// flags (--memory 512m --memory-swap 1g --cpus 1.5 --cpuset-cpus 0) and the
+// same work (a 50 MB file written, 20 MB of anonymous memory since freed),
+// one on this cgroup v1 host (hybrid, kernel 6.18, Docker's cgroupfs
+// driver), one on a cgroup-v2-only VM (Debian 13, kernel 6.12, Docker 26's
+// systemd driver; the container's cgroup, the parent of init's leaf): the
+// views must tell the same story from v1's files and from v2's.
+func TestV1V2SameFlags(t *testing.T) {
+	hostMem := host(t, "meminfo")
+	memTotal, _ := HostMemTotals(hostMem)
+	hostOnline, _ := ParseCPUList(string(host(t, "online")))
+	type view struct {
+		total, free, swapTotal, swapFree uint64
+		cpus                             []int
+	}
+	read := func(p cgroup.Paths) view {
+		t.Helper()
+		mem, err := p.ReadMemoryFrom(files{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := ReadMemStat(p, files{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := Figures(memTotal, 4<<30, mem, st)
+		mi := Meminfo(hostMem, f, st)
+		return view{meminfoField(t, mi, "MemTotal"), meminfoField(t, mi, "MemFree"),
+			meminfoField(t, mi, "SwapTotal"), meminfoField(t, mi, "SwapFree"),
+			ReadCPULimits(p, files{}).Visible(hostOnline)}
+	}
+	d := "testdata/v1-docker-512m/"
+	v1 := read(cgroup.Paths{"memory": d + "memory", "cpu": d + "cpu", "cpuacct": d + "cpuacct", "cpuset": d + "cpuset"})
+	v2 := read(cgroup.Paths{"": "testdata/v2-docker-512m"})
+	if v1.total != 512<<20 || v2.total != v1.total || v1.swapTotal != 512<<20 || v2.swapTotal != v1.swapTotal ||
+		v2.swapFree != v1.swapFree || !slices.Equal(v1.cpus, []int{0}) || !slices.Equal(v2.cpus, v1.cpus) {
+		t.Errorf("v1 %+v\nv2 %+v\nwant 512 MiB, 512 MiB of swap, CPU 0 on both", v1, v2)
+	}
+	// The same work leaves 2-3 MiB used on each (the file is inactive
+	// cache, counted as free by both).
+	if diff := int64(v1.free) - int64(v2.free); v1.free < 500<<20 || diff > 4<<20 || diff < -4<<20 {
+		t.Errorf("MemFree v1 %d, v2 %d: want within 4 MiB, above 500 MiB", v1.free, v2.free)
 	}
 }

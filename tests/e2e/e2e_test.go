@@ -552,13 +552,28 @@ func TestContainerdCtr(t *testing.T) {
 	}
 	// Under the environment's cgroup parent, which env.sh down removes.
 	cg := "/" + strings.TrimSpace(parent) + "/" + name
-	out, err := ctr("run", "--rm", "--cgroup", cg, "--runc-binary", wrapper, ref, name, "cat", "/proc/self/uid_map")
+	out, err := ctr("run", "--rm", "--cgroup", cg, "--runc-binary", wrapper, ref, name,
+		"sh", "-c", "cat /proc/self/uid_map; grep ^0:: /proc/self/cgroup")
 	if err != nil {
 		t.Fatalf("ctr run: %v\n%s", err, out)
 	}
-	m := parseMap(t, strings.TrimSpace(out))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	m := parseMap(t, strings.TrimSpace(lines[0]))
 	if m.inside != 0 || m.outside < 100000 || m.size != 65536 {
 		t.Errorf("uid_map under ctr = %+v", m)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		// A v2-only host: the delegation hook ran under containerd's shim
+		// too, and put the container's process in the leaf below its
+		// cgroup, the root of its cgroup namespace.
+		if len(lines) < 2 || strings.TrimSpace(lines[1]) != "0::/init.scope" {
+			t.Errorf("cgroup under ctr: %q, want 0::/init.scope", out)
+		}
+	}
+	for _, d := range []string{"/sys/fs/cgroup" + cg, "/sys/fs/cgroup/memory" + cg, "/sys/fs/cgroup/unified" + cg} {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s left after ctr run --rm", d)
+		}
 	}
 	if _, ok := leases(t)[name]; ok {
 		t.Errorf("lease of %s kept after ctr run --rm", name)
