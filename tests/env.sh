@@ -81,7 +81,11 @@ JSON
 # static helpers for the tests: a sysinfo(2) printer, and mountcall and
 # mountrace for the mount emulation.
 image() {
-	"$DOCKER" image inspect sysvisor-test/busybox >/dev/null 2>&1 && return 0
+	# Labelled with a hash of the helpers' sources, so an edited helper
+	# rebuilds the image instead of testing the old binary.
+	local sum
+	sum=$(cat "$ROOT"/tests/testdata/*.c | sha256sum | cut -c1-16)
+	[ "$("$DOCKER" image inspect -f '{{index .Config.Labels "sysvisor.testdata"}}' sysvisor-test/busybox 2>/dev/null)" = "$sum" ] && return 0
 	say "building image sysvisor-test/busybox"
 	local r
 	r=$(mktemp -d)
@@ -97,7 +101,7 @@ image() {
 	gcc -static -O2 -o "$r/bin/seccomplisten" "$ROOT/tests/testdata/seccomplisten.c"
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
-	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' - sysvisor-test/busybox >/dev/null
+	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' -c "LABEL sysvisor.testdata=$sum" - sysvisor-test/busybox >/dev/null
 	rm -rf "$r"
 }
 
