@@ -12,6 +12,8 @@ PKGS=(
 	iptables debootstrap       # Docker-in-Docker demo image
 	procps psmisc kmod         # pgrep/pkill/fuser in tests
 	lxcfs                      # bench/ figure 5 baseline; started by bench/run only, never as a service
+	qemu-system-x86 qemu-utils # tests/hosts: the VM matrix (qemu-img for overlays)
+	e2fsprogs                  # tests/hosts: mkfs.ext4 -d makes the VM disk from a directory
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -145,6 +145,21 @@ stage_kernels() {
 	stamp kernels
 }
 
+# What the end-to-end suite needs in the VM besides the engines, kept out of
+# the DinD image: gcc and libc6-dev (tests/env.sh builds the static test
+# helpers; the suite looks for gcc), debootstrap (the suite looks for it).
+stage_tools() {
+	done_ tools && return 0
+	chroot_mounts
+	say "tools for the e2e suite: gcc, libc6-dev, debootstrap"
+	in_root apt-get -q update >>"$BUILD/tools.log" 2>&1
+	in_root apt-get -q install -y --no-install-recommends gcc libc6-dev debootstrap >>"$BUILD/tools.log" 2>&1 ||
+		{ tail -30 "$BUILD/tools.log" >&2; exit 1; }
+	cache_debs "$ROOT/var/cache/apt/archives"
+	chroot_umount
+	stamp tools
+}
+
 # The Docker-in-Docker image is the clean root itself, taken before the VM's
 # own configuration and kernels go in: Debian 13 with docker.io 26, iptables,
 # containerd and systemd.
@@ -210,6 +225,8 @@ stage_disk() {
 	mkdir -p "$ROOT/etc/systemd/system/multi-user.target.wants"
 	ln -sf ../hostjob-install.service ../hostjob.service "$ROOT/etc/systemd/system/multi-user.target.wants/"
 	in_root dpkg-query -W -f '${Package} ${Version}\n' >"$BUILD/packages"
+	# Downloads stay in $HC/debs, not in the image.
+	rm -rf "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/lib/hostsapt "$ROOT"/var/lib/apt/lists/*
 	mkfs.ext4 -q -L sysvisor-vm -d "$ROOT" "$BUILD/disk.raw" "${HOSTS_DISK_SIZE:-16G}"
 	stamp disk
 }
@@ -263,6 +280,7 @@ main() {
 	timed dindtar stage_dindtar
 	timed configure stage_configure
 	timed kernels stage_kernels
+	timed tools stage_tools
 	timed export stage_export
 	timed disk stage_disk
 	timed prep stage_prep

@@ -3,6 +3,40 @@ HC=${HOSTS_CACHE:-/var/cache/sysvisor/hosts}
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'tests/hosts: %s\n' "$*" >&2; exit 1; }
 
+# build_payload REPO DIR: sysvisor installed into DIR as docs/install.md says.
+build_payload() {
+	local repo=$1 d=$2
+	say "building $repo and installing it into the payload (make install DESTDIR=...)"
+	make -C "$repo" -s install DESTDIR="$d" >&2 || die "make install failed in $repo"
+	mkdir -p "$d/etc/docker"
+	cat >"$d/etc/docker/daemon.json" <<'JSON'
+{
+  "runtimes": {
+    "sysvisor-runc": {"path": "/usr/local/bin/sysvisor-runc"}
+  }
+}
+JSON
+}
+
+# build_busybox REPO TAR: the test image's rootfs as tests/env.sh builds it.
+build_busybox() {
+	local repo=$1 tar=$2 r c
+	r=$(mktemp -d)
+	mkdir -p "$r"/{bin,sbin,etc,tmp,root,proc,sys,dev,usr/bin,var/tmp}
+	chmod 1777 "$r/tmp" "$r/var/tmp"
+	cp /bin/busybox "$r/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"
+	done
+	for c in "$repo"/tests/testdata/*.c; do
+		gcc -static -O2 -pthread -o "$r/bin/$(basename "$c" .c)" "$c" || die "gcc $c"
+	done
+	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
+	tar -C "$r" -cf "$tar" .
+	rm -rf "$r"
+}
+
 # vm_boot --kernel K --disk OVERLAY --workdir W --cmd FILE [--payload DIR]
 #         [--setup FILE] [--append ARGS] [--timeout S] [--smp N] [--mem M]
 #         [--results-size SIZE] [--file SRC:NAME]... [--ro-disk FILE:SERIAL]...
