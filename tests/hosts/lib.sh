@@ -117,13 +117,13 @@ vm_boot() {
 		if [ -n "$done_at" ] && [ $((SECONDS - done_at)) -gt "${HOSTS_POWEROFF_GRACE:-120}" ]; then
 			echo "tests/hosts: the job finished but the VM did not power off within ${HOSTS_POWEROFF_GRACE:-120} s: killed" >>"$w/qemu.log"
 			status=poweroff-hang
-			kill "$qpid" 2>/dev/null
+			kill "$qpid" 2>/dev/null || true
 			break
 		fi
 		if [ $((SECONDS - t0)) -gt "$timeout" ]; then
 			echo "tests/hosts: no end after $timeout s: killed" >>"$w/qemu.log"
 			status=timeout
-			kill "$qpid" 2>/dev/null
+			kill "$qpid" 2>/dev/null || true
 			break
 		fi
 		sleep 2
