@@ -13,6 +13,8 @@ PKGS=(
 	procps psmisc kmod         # pgrep/pkill/fuser in tests
 	lxcfs                      # bench/ figure 5 baseline; started by bench/run only, never as a service
 	apparmor                   # apparmor_parser: apparmor/ compiles sysvisor-default with it (no kernel AppArmor needed)
+	qemu-system-x86 qemu-utils # tests/hosts: the VM matrix (qemu-img for overlays)
+	e2fsprogs                  # tests/hosts: mkfs.ext4 -d makes the VM disk from a directory
 )
 
 if [ "$(id -u)" != 0 ]; then

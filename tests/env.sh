@@ -6,6 +6,7 @@
 #   tests/env.sh up      start sysvisord + dockerd, build the busybox image
 #   tests/env.sh down    stop them, unmount and remove $SV_DIR
 #   tests/env.sh dind-image  import the Docker-in-Docker image (built once, cached)
+#   tests/env.sh dind-tar    only build (or find) the image's cached rootfs tarball
 #   tests/env.sh docker ARGS...   the docker CLI pointed at the private engine
 #
 # SV_SYSVISORD_ARGS adds flags to sysvisord's command line (tests: --no-views).
@@ -55,6 +56,9 @@ up() {
 		echo $! >"$SV_DIR/sysvisord.pid"
 		wait_for 10 test -S "$SV_DIR/run/control.sock" || { cat "$SV_DIR/log/sysvisord.log"; exit 1; }
 	fi
+	# The cgroupfs driver whatever the host: on a systemd host (the VMs of
+	# tests/hosts) dockerd would pick the systemd driver, which takes a
+	# slice name, not the cgroup-parent path below.
 	cat >"$SV_DIR/daemon.json" <<JSON
 {
   "runtimes": {
@@ -109,12 +113,12 @@ image() {
 # systemd, from debootstrap (no registry is reachable). The rootfs tarball
 # is cached under $SYSVISOR_CACHE (default /var/cache/sysvisor) between
 # runs: building it takes ~40 s plus the downloads. Delete the file to
-# rebuild it.
+# rebuild it. SV_DIND_TAR names another tarball (tests/hosts: a read-only
+# disk holding the host's, in a VM without network).
 CACHE=${SYSVISOR_CACHE:-/var/cache/sysvisor}
-DIND_TAR=$CACHE/dind-bookworm.tar
-dind_image() {
-	"$DOCKER" image inspect sysvisor-test/dind >/dev/null 2>&1 && return 0
-	if [ ! -s "$DIND_TAR" ]; then
+DIND_TAR=${SV_DIND_TAR:-$CACHE/dind-bookworm.tar}
+dind_tar() {
+	if [ ! -s "$DIND_TAR" ] && [ ! -b "$DIND_TAR" ]; then
 		say "building the Docker-in-Docker rootfs with debootstrap (cached in $DIND_TAR)"
 		mkdir -p "$CACHE"
 		local r
@@ -128,6 +132,10 @@ dind_image() {
 		mv "$DIND_TAR.tmp" "$DIND_TAR"
 		rm -rf "$r"
 	fi
+}
+dind_image() {
+	"$DOCKER" image inspect sysvisor-test/dind >/dev/null 2>&1 && return 0
+	dind_tar
 	say "importing image sysvisor-test/dind"
 	"$DOCKER" import -c 'CMD ["/sbin/init"]' "$DIND_TAR" sysvisor-test/dind >/dev/null
 }
@@ -161,7 +169,8 @@ case "${1:-}" in
 up) up ;;
 cgroup-parent) echo "$CGROUP_PARENT" ;;
 dind-image) dind_image ;;
+dind-tar) dind_tar ;;
 down) down ;;
 docker) shift; exec "$DOCKER" "$@" ;;
-*) echo "usage: $0 up|down|dind-image|docker ARGS..." >&2; exit 2 ;;
+*) echo "usage: $0 up|down|dind-image|dind-tar|docker ARGS..." >&2; exit 2 ;;
 esac
