@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,33 +208,51 @@ func (s *server) waitContainer(id, what string, cond func(control.ContainerInfo)
 	}
 }
 
-// testCgroup is a v1 memory (and pids) cgroup made for one test.
+// testCgroup is a memory and pids cgroup made for one test: a directory in
+// each of the v1 memory and pids hierarchies (hybrid hosts), or one cgroup2
+// directory on a v2-only host.
 type testCgroup struct {
 	dirs   []string // memory first
 	memory string
 	pids   string
+	v2     bool
 }
 
 const cgroupPrefix = "sysvisor-itest-"
 
-// newCgroup creates sysvisor-itest-<pid>-<rand> in the v1 memory and pids
-// hierarchies with the given limits and removes it when the test ends. Tests
-// must register their children's cleanup after this, so that the children
-// are gone by the time the directories are removed.
+// newCgroup creates sysvisor-itest-<pid>-<rand> with the given limits, in
+// the v1 memory and pids hierarchies or at the top of cgroup2, and removes it
+// when the test ends. Tests must register their children's cleanup after
+// this, so that the children are gone by the time the directories are
+// removed.
 func newCgroup(t *testing.T, memLimit uint64, pidsMax int) *testCgroup {
 	t.Helper()
 	mounts, err := cgroup.HostMounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	memMnt, pidsMnt := mounts["memory"], mounts["pids"]
-	if memMnt == "" || pidsMnt == "" {
-		cannotRun(t, "needs cgroup v1 memory and pids hierarchies (mounts %v)", mounts)
-	}
-	sweepStaleCgroups(memMnt, pidsMnt)
 	name := fmt.Sprintf("%s%d-%s", cgroupPrefix, os.Getpid(), randHex(4))
-	cg := &testCgroup{memory: filepath.Join(memMnt, name), pids: filepath.Join(pidsMnt, name)}
-	for _, d := range []string{cg.memory, cg.pids} {
+	cg := &testCgroup{}
+	memMnt, pidsMnt := mounts["memory"], mounts["pids"]
+	switch {
+	case memMnt != "" && pidsMnt != "":
+		cg.memory, cg.pids = filepath.Join(memMnt, name), filepath.Join(pidsMnt, name)
+		sweepStaleCgroups(memMnt, pidsMnt)
+	case memMnt == "" && pidsMnt == "" && mounts[""] != "":
+		// A child of the cgroup2 root gets the controllers the root hands
+		// down; systemd enables memory and pids there.
+		ctl, _ := os.ReadFile(filepath.Join(mounts[""], "cgroup.subtree_control"))
+		if f := strings.Fields(string(ctl)); !slices.Contains(f, "memory") || !slices.Contains(f, "pids") {
+			cannotRun(t, "cgroup2 root does not hand down memory and pids (subtree_control %q)", ctl)
+		}
+		cg.v2 = true
+		cg.memory = filepath.Join(mounts[""], name)
+		cg.pids = cg.memory
+		sweepStaleCgroups(mounts[""])
+	default:
+		cannotRun(t, "needs the memory and pids controllers on cgroup v1 or v2 alone (mounts %v)", mounts)
+	}
+	for _, d := range slices.Compact([]string{cg.memory, cg.pids}) {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			cg.remove(t)
 			t.Fatalf("create cgroup: %v", err)
@@ -246,9 +265,22 @@ func newCgroup(t *testing.T, memLimit uint64, pidsMax int) *testCgroup {
 			t.Fatalf("write %s: %v", path, err)
 		}
 	}
-	write(filepath.Join(cg.memory, "memory.limit_in_bytes"), strconv.FormatUint(memLimit, 10))
+	if cg.v2 {
+		write(filepath.Join(cg.memory, "memory.max"), strconv.FormatUint(memLimit, 10))
+	} else {
+		write(filepath.Join(cg.memory, "memory.limit_in_bytes"), strconv.FormatUint(memLimit, 10))
+	}
 	write(filepath.Join(cg.pids, "pids.max"), strconv.Itoa(pidsMax))
 	return cg
+}
+
+// recorded says whether the cgroups the supervisor recorded for a
+// container are this one.
+func (cg *testCgroup) recorded(paths map[string]string) bool {
+	if cg.v2 {
+		return paths[""] == cg.memory
+	}
+	return paths["memory"] == cg.memory && paths["pids"] == cg.pids
 }
 
 func (cg *testCgroup) add(pid int) error {

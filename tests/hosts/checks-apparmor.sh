@@ -179,7 +179,7 @@ mkdir -p "$SV_DIR"
 D save $BB >"$SV_DIR/busybox.tar"
 for spec in $dinds; do
 	name=${spec%%:*} img=${spec#*:}
-	if [ -f "$img" ]; then
+	if [ -f "$img" ] || [ -b "$img" ]; then
 		tar=$img img=sysvisor-test/dind-$name
 		D image inspect "$img" >/dev/null 2>&1 || D import -c 'CMD ["/sbin/init"]' "$tar" "$img" >/dev/null || { bad "[$name] import $tar"; continue; }
 	fi

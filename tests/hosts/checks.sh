@@ -33,8 +33,9 @@ CHECKS=(
 	dind-dockerd dind-memory dind-cpus dind-pids dind-cpuset
 	systemd-init systemd-dind systemd-stop
 	containerd-ctr
+	apparmor
 	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-runtime go-doctor
-	e2e-suite
+	demo e2e-suite
 )
 
 # Per-check time limits (s); TCG is slow.
@@ -42,7 +43,9 @@ limit() {
 	case $1 in
 	go-*) echo 1500 ;;
 	e2e-suite) echo 7200 ;;
+	demo) echo 1200 ;;
 	dind-dockerd | systemd-init) echo 400 ;;
+	apparmor) echo 1500 ;;
 	*) echo 300 ;;
 	esac
 }
@@ -513,9 +516,11 @@ c_dind-pids() {
 	needs_create
 	need_inner
 	local out
-	# Builtins only once the limit bites (read, [, arithmetic): no fork needed to report.
+	# The forks run in a subshell: ash gives up the shell running the loop at
+	# the first fork that fails. The reporting shell then uses builtins only
+	# (read, echo): no fork needed once the limit bites.
 	out=$(D exec keep-dind docker run --rm --pids-limit 20 $IMG sh -c 'read m </sys/fs/cgroup/pids.max; echo "max $m"
-		i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i + 1)); done 2>/dev/null
+		(i=0; while [ $i -lt 40 ]; do sleep 30 & i=$((i + 1)); done) 2>/dev/null
 		read c </sys/fs/cgroup/pids.current; echo "current $c"' 2>&1)
 	echo "$out"
 	echo "$out" | grep -q '^max ' || fail "inner docker run --pids-limit 20: $(last "$out")"
@@ -609,6 +614,23 @@ c_containerd-ctr() {
 	pass "ctr run --runc-binary: uid_map 0 $2 65536"
 }
 
+# ---- AppArmor: tests/hosts/checks-apparmor.sh on the system engine, with
+# AppArmor as the cell's kernel command line asked (on: the profile, what it
+# allows and refuses in system and inner containers, bookworm's and trixie's
+# inner engines; off: containers unaffected).
+c_apparmor() {
+	needs_create
+	local want=on out rc=0 dind="trixie:$DIND"
+	grep -qw apparmor=0 /proc/cmdline && want=off
+	[ ! -b /dev/disk/by-id/virtio-dindbookworm ] || dind+=" bookworm:/dev/disk/by-id/virtio-dindbookworm"
+	out=$(AA_ENGINE=system AA_REQUIRE=$want AA_DIND="$dind" bash "$JOB/src/tests/hosts/checks-apparmor.sh" 2>&1) || rc=$?
+	echo "$out"
+	local sum
+	sum=$(echo "$out" | grep -E '^# [0-9]+ ok' | tail -1 | sed 's/^# //')
+	[ $rc = 0 ] || fail "AppArmor $want: ${sum:-exit $rc}; failed: $(echo "$out" | sed -n 's/^FAIL  //p' | tr '\n' ';' | cut -c1-220)"
+	pass "AppArmor $want: $sum"
+}
+
 # ---- Go test binaries of the kernel-sensitive packages
 gotest() { # PKG
 	local name=${1//\//-} b
@@ -633,6 +655,22 @@ c_go-cgroup() { needs_create_go; gotest supervisor/cgroup; }
 c_go-runtime() { needs_create_go; gotest runtime; }
 c_go-doctor() { needs_create_go; gotest doctor; }
 needs_create_go() { :; } # unit tests run below the floor too
+
+# ---- README's first command on this host: tests/demo.sh (what `make demo`
+# runs after its installs and build) with this build, against a private
+# dockerd; the DinD image from the read-only bookworm disk (no network here).
+c_demo() {
+	[ -x "$JOB/gotest/tests-e2e.test" ] || skip "not asked for (HOSTS_E2E=1)"
+	needs_create
+	cd "$JOB/src" || fail "no source tree"
+	D ps -aq | xargs -r docker rm -f >/dev/null 2>&1
+	local t0=$SECONDS rc=0 log=$OUT/checks/demo.out
+	SV_DIND_TAR=/dev/disk/by-id/virtio-dindbookworm bash tests/demo.sh >"$log" 2>&1 || rc=$?
+	cat "$log"
+	[ $rc = 0 ] || fail "tests/demo.sh exit $rc after $((SECONDS - t0)) s: $(last "$(cat "$log")")"
+	grep -q 'hello from an inner container, memory limit 67108864' "$log" || fail "no inner container with its 64 MiB limit in the demo's output"
+	pass "tests/demo.sh in $((SECONDS - t0)) s: inner docker run with memory limit 67108864"
+}
 
 # ---- the whole end-to-end suite against a private dockerd (cgroupfs driver)
 c_e2e-suite() {
@@ -675,12 +713,13 @@ cleanup_containers() {
 # group CHECK: floor runs alone first; then the plain-container checks (1)
 # and the DinD/systemd/containerd ones (2) run side by side, each group in
 # order (CHECK_JOBS=1: one after the other); the Go tests and the e2e suite
-# (3) run last, alone, as they look at the whole host.
+# (3) run last, alone, as they look at the whole host (apparmor restarts
+# sysvisord and unloads the profile).
 group() {
 	case $1 in
 	floor) echo 0 ;;
 	dind-* | systemd-* | containerd-*) echo 2 ;;
-	go-* | e2e-*) echo 3 ;;
+	apparmor | go-* | demo | e2e-*) echo 3 ;;
 	*) echo 1 ;;
 	esac
 }
