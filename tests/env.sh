@@ -7,6 +7,7 @@
 #   tests/env.sh down    stop them, unmount and remove $SV_DIR
 #   tests/env.sh dind-image  import the Docker-in-Docker image (built once, cached)
 #   tests/env.sh dind-tar    only build (or find) the image's cached rootfs tarball
+#   tests/env.sh busybox-tar FILE  the busybox test image's rootfs as a tarball
 #   tests/env.sh docker ARGS...   the docker CLI pointed at the private engine
 #
 # SV_SYSVISORD_ARGS adds flags to sysvisord's command line (tests: --no-views).
@@ -82,16 +83,12 @@ JSON
 }
 
 # busybox image from Debian's busybox-static (no registry needed), plus
-# static helpers for the tests: a sysinfo(2) printer, and mountcall and
-# mountrace for the mount emulation.
-image() {
-	# Labelled with a hash of the helpers' sources, so an edited helper
-	# rebuilds the image instead of testing the old binary.
-	local sum
-	sum=$(cat "$ROOT"/tests/testdata/*.c | sha256sum | cut -c1-16)
-	[ "$("$DOCKER" image inspect -f '{{index .Config.Labels "sysvisor.testdata"}}' sysvisor-test/busybox 2>/dev/null)" = "$sum" ] && return 0
-	say "building image sysvisor-test/busybox"
-	local r
+# static helpers for the tests (tests/testdata/*.c): a sysinfo(2) printer,
+# mountcall and mountrace for the mount emulation, seccomplisten.
+# busybox_tar FILE writes its rootfs as a tarball (tests/hosts imports the
+# same into its VMs).
+busybox_tar() {
+	local r c
 	r=$(mktemp -d)
 	mkdir -p "$r"/{bin,sbin,etc,tmp,root,proc,sys,dev,usr/bin,var/tmp}
 	chmod 1777 "$r/tmp" "$r/var/tmp"
@@ -99,14 +96,25 @@ image() {
 	for a in $(/bin/busybox --list); do
 		[ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"
 	done
-	gcc -static -O2 -o "$r/bin/sysinfo" "$ROOT/tests/testdata/sysinfo.c"
-	gcc -static -O2 -o "$r/bin/mountcall" "$ROOT/tests/testdata/mountcall.c"
-	gcc -static -O2 -pthread -o "$r/bin/mountrace" "$ROOT/tests/testdata/mountrace.c"
-	gcc -static -O2 -o "$r/bin/seccomplisten" "$ROOT/tests/testdata/seccomplisten.c"
+	for c in "$ROOT"/tests/testdata/*.c; do
+		gcc -static -O2 -pthread -o "$r/bin/$(basename "$c" .c)" "$c" || { rm -rf "$r"; return 1; }
+	done
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
-	tar -C "$r" -c . | "$DOCKER" import -c 'CMD ["/bin/sh"]' -c "LABEL sysvisor.testdata=$sum" - sysvisor-test/busybox >/dev/null
+	tar -C "$r" -cf "$1" .
 	rm -rf "$r"
+}
+image() {
+	# Labelled with a hash of the helpers' sources, so an edited helper
+	# rebuilds the image instead of testing the old binary.
+	local sum t
+	sum=$(cat "$ROOT"/tests/testdata/*.c | sha256sum | cut -c1-16)
+	[ "$("$DOCKER" image inspect -f '{{index .Config.Labels "sysvisor.testdata"}}' sysvisor-test/busybox 2>/dev/null)" = "$sum" ] && return 0
+	say "building image sysvisor-test/busybox"
+	t=$(mktemp)
+	busybox_tar "$t" || { rm -f "$t"; exit 1; }
+	"$DOCKER" import -c 'CMD ["/bin/sh"]' -c "LABEL sysvisor.testdata=$sum" "$t" sysvisor-test/busybox >/dev/null
+	rm -f "$t"
 }
 
 # The Docker-in-Docker image: Debian bookworm with docker.io, iptables and
@@ -170,7 +178,8 @@ up) up ;;
 cgroup-parent) echo "$CGROUP_PARENT" ;;
 dind-image) dind_image ;;
 dind-tar) dind_tar ;;
+busybox-tar) busybox_tar "$2" ;;
 down) down ;;
 docker) shift; exec "$DOCKER" "$@" ;;
-*) echo "usage: $0 up|down|dind-image|dind-tar|docker ARGS..." >&2; exit 2 ;;
+*) echo "usage: $0 up|down|dind-image|dind-tar|busybox-tar FILE|docker ARGS..." >&2; exit 2 ;;
 esac

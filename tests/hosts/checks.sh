@@ -682,11 +682,22 @@ c_e2e-suite() {
 	SYSVISOR_E2E=required SV_DIND_TAR=/dev/disk/by-id/virtio-dindbookworm \
 		"$JOB/gotest/tests-e2e.test" -test.count=1 -test.timeout 115m -test.v >"$log" 2>&1 || rc=$?
 	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$log"
-	local npass nfail
+	local npass nfail t1=$SECONDS
 	npass=$(grep -c '^--- PASS' "$log")
 	nfail=$(grep -c '^--- FAIL' "$log")
 	[ $rc = 0 ] || fail "exit $rc after $((SECONDS - t0)) s; $nfail failed: $(grep '^--- FAIL' "$log" | awk '{print $3}' | tr '\n' ' ' | cut -c1-220)"
-	pass "$npass tests passed in $((SECONDS - t0)) s"
+	# Then, as make test does, the tests that reach interfaces newer than the
+	# floor again with every fallback forced.
+	local re flog=$OUT/checks/e2e-fallbacks.go.log
+	re=$(sed -n 's/^FALLBACK_TESTS ?= //p' "$JOB/src/Makefile")
+	[ -n "$re" ] || fail "no FALLBACK_TESTS in the Makefile"
+	SYSVISOR_E2E=required SYSVISOR_KERNEL_FALLBACKS=all SV_DIND_TAR=/dev/disk/by-id/virtio-dindbookworm \
+		"$JOB/gotest/tests-e2e.test" -test.count=1 -test.timeout 60m -test.v -test.run "$re" >"$flog" 2>&1 || rc=$?
+	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$flog"
+	local fpass
+	fpass=$(grep -c '^--- PASS' "$flog")
+	[ $rc = 0 ] || fail "$npass passed in $((t1 - t0)) s; with every fallback forced, exit $rc; failed: $(grep '^--- FAIL' "$flog" | awk '{print $3}' | tr '\n' ' ' | cut -c1-200)"
+	pass "$npass tests passed in $((t1 - t0)) s; with every fallback forced, $fpass in $((SECONDS - t1)) s"
 }
 
 # ---- runner

@@ -20,21 +20,7 @@ JSON
 
 # build_busybox REPO TAR: the test image's rootfs as tests/env.sh builds it.
 build_busybox() {
-	local repo=$1 tar=$2 r c
-	r=$(mktemp -d)
-	mkdir -p "$r"/{bin,sbin,etc,tmp,root,proc,sys,dev,usr/bin,var/tmp}
-	chmod 1777 "$r/tmp" "$r/var/tmp"
-	cp /bin/busybox "$r/bin/busybox"
-	for a in $(/bin/busybox --list); do
-		[ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"
-	done
-	for c in "$repo"/tests/testdata/*.c; do
-		gcc -static -O2 -pthread -o "$r/bin/$(basename "$c" .c)" "$c" || die "gcc $c"
-	done
-	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
-	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
-	tar -C "$r" -cf "$tar" .
-	rm -rf "$r"
+	"$1/tests/env.sh" busybox-tar "$2" || die "tests/env.sh busybox-tar failed"
 }
 
 # vm_boot --kernel K --disk OVERLAY --workdir W --cmd FILE [--payload DIR]
