@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
@@ -264,11 +265,17 @@ var (
 
 // accessible reports whether [addr, addr+n) lies in mappings of the
 // process whose /proc/<pid>/maps is open as maps that allow a: by
-// PROCMAP_QUERY (Linux 6.11+, one lookup per mapping) or else by reading
-// the listing.
+// PROCMAP_QUERY (kernel.ProcmapQuery, one lookup per mapping) or else by
+// reading the listing.
 func accessible(maps int, addr, n uint64, a access) bool {
-	if ok, err := queryAccess(maps, addr, n, a); err == nil {
-		return ok
+	return accessibleBy(maps, addr, n, a, kernel.ProcmapQuery.Has())
+}
+
+func accessibleBy(maps int, addr, n uint64, a access, query bool) bool {
+	if query {
+		if ok, err := queryAccess(maps, addr, n, a); err == nil {
+			return ok
+		}
 	}
 	b, err := readAt0(maps)
 	if err != nil {

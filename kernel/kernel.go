@@ -54,6 +54,14 @@ var (
 		Fallback: "the tree is built in a private staging mount namespace of sysvisord's, then cloned detached",
 		probe:    probeDetachedMounts,
 	}
+	// ProcmapQuery: the PROCMAP_QUERY ioctl on /proc/<pid>/maps, one
+	// mapping's permissions without rendering the whole listing.
+	ProcmapQuery = &Feature{
+		Name: "procmap-query", Since: Version{6, 11},
+		What:     "PROCMAP_QUERY on /proc/<pid>/maps",
+		Fallback: "the caller's memory permissions are read from its /proc/<pid>/maps listing",
+		probe:    probeProcmapQuery,
+	}
 	// PidMaxPerPidNS: kernel.pid_max kept per pid namespace.
 	PidMaxPerPidNS = &Feature{
 		Name: "pidns-pid-max", Since: Version{6, 14},
@@ -87,7 +95,7 @@ var (
 
 // Features lists every feature, newest first.
 func Features() []*Feature {
-	return []*Feature{ProcfsPidNS, DetachedMounts, PidMaxPerPidNS, Statmount, OverlayLowerdirAppend, NotifySyncWakeUp}
+	return []*Feature{ProcfsPidNS, DetachedMounts, PidMaxPerPidNS, ProcmapQuery, Statmount, OverlayLowerdirAppend, NotifySyncWakeUp}
 }
 
 // Has reports whether the feature is there and not forced off. The probe

@@ -82,6 +82,30 @@ func probeDetachedMounts() error {
 	return nil
 }
 
+// probeProcmapQuery asks PROCMAP_QUERY about a mapping of this process (the
+// page of a global): older kernels answer ENOTTY.
+func probeProcmapQuery() error {
+	maps, err := unix.Open("/proc/self/maps", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /proc/self/maps: %w", err)
+	}
+	defer unix.Close(maps)
+	// struct procmap_query of linux/fs.h: size, flags, address, then what
+	// the kernel fills in.
+	var q [13]uint64
+	q[0], q[2] = uint64(unsafe.Sizeof(q)), uint64(uintptr(unsafe.Pointer(&probeAnchor)))
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(maps), ioctlProcmapQuery, uintptr(unsafe.Pointer(&q))); e != 0 {
+		return missing("ioctl PROCMAP_QUERY", e)
+	}
+	return nil
+}
+
+// probeAnchor is a global whose mapping the PROCMAP_QUERY probe asks about.
+var probeAnchor byte
+
+// ioctlProcmapQuery is _IOWR('f', 17, struct procmap_query), 104 bytes.
+const ioctlProcmapQuery = 0xc0686611
+
 func probeStatmount() error {
 	var st unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, "/", unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID_UNIQUE, &st); err != nil {
