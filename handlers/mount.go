@@ -339,7 +339,7 @@ const lockedPrefix = "flags:"
 func (fs *callerFS) locked(m *mountinfo.Entry, isProtected func(string) bool) bool {
 	p := fs.parentOf(m)
 	if p == nil {
-		return false
+		return fs.unknownParent(m)
 	}
 	sig := sigOf(m, p)
 	return isProtected(sig) || isProtected(lockedPrefix+sig)

@@ -48,6 +48,9 @@ type callerFS struct {
 	nsRoot   int
 	root     string
 	atNSRoot bool
+	// rootFD is the caller's root itself (its /proc/<pid>/root): a root
+	// covered by a mount on top of it has no path.
+	rootFD int
 	// The caller as the host numbers it. Its ids from the host's pid
 	// namespace inwards (NStgid, NSpid) and its start time, read from the
 	// host's /proc when a path needs them, are enough to find it in
@@ -187,7 +190,7 @@ func (c *callerFS) nsPath(fd int) (string, error) {
 }
 
 func (c *callerFS) enterNSRoot() error {
-	if c.atNSRoot {
+	if c.atNSRoot || c.mounts.CallersView() {
 		return nil
 	}
 	if err := unix.Fchdir(c.nsRoot); err != nil {
@@ -329,7 +332,7 @@ func inCallerFS(req caller, ns nsSet, detached func() error, fn func(*callerFS) 
 			return fmt.Errorf("namespace root: %w", err)
 		}
 		defer unix.Close(nsRoot)
-		env := &callerFS{proc: proc, nsRoot: nsRoot, pid: pid, mounts: mountinfo.NewTable(proc)}
+		env := &callerFS{proc: proc, nsRoot: nsRoot, rootFD: byName["root"], pid: pid, mounts: mountinfo.NewTable(proc)}
 		if err := unix.Fchdir(byName["root"]); err != nil {
 			return fmt.Errorf("caller's root: %w", err)
 		}
@@ -484,8 +487,37 @@ func (c *callerFS) mountOf(fd int) (*mountinfo.Entry, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	m, err := c.stat(id)
-	return m, root, err
+	if err := c.enterNSRoot(); err != nil {
+		return nil, false, err
+	}
+	e, err := c.mounts.Stat(id)
+	if (err == unix.ENOENT || err == nil && e.Mountpoint == "") && !c.mounts.CallersView() {
+		// Not reached from the namespace's root: the caller's root is
+		// covered (see mountinfo.Table.UseCallersView). Named from the
+		// caller's root, as the caller sees it.
+		if err := c.enterCallersRoot(); err != nil {
+			return nil, false, err
+		}
+		e, err = c.mounts.Stat(id)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("statmount %d: %w", id, err)
+	}
+	return &e, root, nil
+}
+
+// enterCallersRoot moves the thread's root to the caller's, for good: no
+// path of the caller's is opened after that either.
+func (c *callerFS) enterCallersRoot() error {
+	if err := unix.Fchdir(c.rootFD); err != nil {
+		return fmt.Errorf("caller's root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot to caller's root: %w", err)
+	}
+	c.atNSRoot = true
+	c.mounts.UseCallersView()
+	return nil
 }
 
 func (c *callerFS) stat(id uint64) (*mountinfo.Entry, error) {
@@ -499,13 +531,14 @@ func (c *callerFS) stat(id uint64) (*mountinfo.Entry, error) {
 	return &e, nil
 }
 
-// parentOf returns m's parent, or nil for the namespace's root mount.
+// parentOf returns m's parent, or nil for the namespace's root mount and
+// for a parent the thread's root does not reach.
 func (c *callerFS) parentOf(m *mountinfo.Entry) *mountinfo.Entry {
 	if m.Parent == m.ID {
 		return nil
 	}
 	p, err := c.stat(uint64(m.Parent))
-	if err != nil {
+	if err != nil || p.Mountpoint == "" {
 		return nil
 	}
 	return p
@@ -551,7 +584,20 @@ func (c *callerFS) lookDown(m *mountinfo.Entry) (*mountinfo.Entry, []mountinfo.E
 // protected reports whether m is one of the container's protected mounts.
 func (c *callerFS) protected(m *mountinfo.Entry, isProtected func(string) bool) bool {
 	p := c.parentOf(m)
-	return p != nil && isProtected(sigOf(m, p))
+	if p == nil {
+		return c.unknownParent(m)
+	}
+	return isProtected(sigOf(m, p))
+}
+
+// unknownParent: m's parent cannot be seen, so neither can its signature.
+// Only in the caller's view (mountinfo.Table.Resolve) is that a mount other
+// than the namespace's root: the caller's own root mount, which the caller
+// chose (it may have chrooted into a protected mount). It counts as
+// protected; a runtime between pivot_root and its umount of the old root
+// never needs to unmount or move it.
+func (c *callerFS) unknownParent(m *mountinfo.Entry) bool {
+	return c.mounts.CallersView() && m.Parent != m.ID
 }
 
 // hostProc is sysvisord's own /proc, opened once and kept: the host's pid

@@ -17,12 +17,14 @@ import (
 // mount ids (STATX_MNT_ID), which stay right for as long as the copy does.
 //
 // A Table belongs to one locked OS thread: thread-self is the thread that
-// asks.
+// asks, and mount points are named from its root, as statmount and
+// mountinfo both name them.
 type Table struct {
-	proc   int // the host's /proc
-	native bool
-	byID   map[uint64]*Entry
-	kids   map[uint64][]uint64
+	proc    int // the host's /proc
+	native  bool
+	byID    map[uint64]*Entry
+	kids    map[uint64][]uint64
+	callers bool // the thread's root is the caller's (UseCallersView)
 }
 
 // NewTable returns a Table that reads mountinfo, when it must, through
@@ -34,7 +36,22 @@ func newTable(proc int, native bool) *Table { return &Table{proc: proc, native: 
 // Invalidate drops the copy: the thread changed the mounts, or its root.
 func (t *Table) Invalidate() { t.byID, t.kids = nil, nil }
 
-// Stat describes mount id.
+// UseCallersView says the thread has moved its root to the caller's: a
+// mount the caller named lies where the namespace's root does not reach
+// (between a runtime's pivot_root(".", ".") and its umount of the old root,
+// the new root lies under the old one). Mounts are named from there on;
+// the parent of the caller's root mount is then beyond the root, and
+// unknown.
+func (t *Table) UseCallersView() {
+	t.Invalidate()
+	t.callers = true
+}
+
+// CallersView reports whether UseCallersView was called.
+func (t *Table) CallersView() bool { return t.callers }
+
+// Stat describes mount id. Where the thread's root does not reach it,
+// statmount names no Mountpoint ("") and mountinfo leaves it out (ENOENT).
 func (t *Table) Stat(id uint64) (Entry, error) {
 	if t.native {
 		return Stat(id)
@@ -44,6 +61,8 @@ func (t *Table) Stat(id uint64) (Entry, error) {
 	}
 	e, ok := t.byID[id]
 	if !ok {
+		// Gone, or not reached from the thread's root: mountinfo leaves
+		// those out.
 		return Entry{}, unix.ENOENT
 	}
 	return *e, nil

@@ -665,6 +665,38 @@ func TestMountRacingRewrites(t *testing.T) {
 	}
 }
 
+// TestMountCoveredRootAfterPivot: the dance of runc and systemd: a
+// recursive bind of "/" becomes the root with pivot_root(".", "."), which
+// stacks the old root on top of it, and umount2(".", MNT_DETACH) takes the
+// old root away. In between, the caller's root lies under the old root (no
+// mountinfo of the namespace's root lists it: the fallback for kernels
+// without statmount reads the caller's own); the copies of the protected
+// mounts stay protected, also from a caller chrooted into one.
+func TestMountCoveredRootAfterPivot(t *testing.T) {
+	watchHost(t)
+	id := startDetached(t, "sysvisor-runc")
+	r := results(t, sh(t, id, `
+		mkdir -p /mnt/t /r && mount -t tmpfs t /mnt/t && mount --rbind / /r
+		before=$(grep -c . /proc/self/mountinfo)
+		cd /r && pivot_root . .
+		echo "sys-copy $(mountcall umount /proc/sys detach)"
+		echo "chroot-sys-copy $(mountcall --chroot /proc/sys umount / detach)"
+		echo "tmpfs-copy $(mountcall umount /mnt/t detach)"
+		echo "old-root $(mountcall umount . detach)"
+		cd /
+		echo "halved $([ $(grep -c . /proc/self/mountinfo) -eq $((before / 2 - 1)) ] && echo yes || echo "no: $before before, now $(grep -c . /proc/self/mountinfo)")"
+		echo "sys-after $(mountcall umount /proc/sys detach)"
+		echo "sys-ro $(grep -c ' /proc/sys ro,' /proc/self/mountinfo)"
+	`))
+	expect(t, r, "sys-copy", "EPERM")
+	expect(t, r, "chroot-sys-copy", "EPERM")
+	expect(t, r, "tmpfs-copy", "ok")
+	expect(t, r, "old-root", "ok")
+	expect(t, r, "halved", "yes")
+	expect(t, r, "sys-after", "EPERM")
+	expect(t, r, "sys-ro", "1")
+}
+
 // TestMountPathsResolveInContainer: symlinks to "/", through
 // /proc/<pid>/root, "..", absolute and chroot-relative paths, as mount
 // sources and targets, all resolve in the caller's root.

@@ -10,6 +10,8 @@
  *   mountcall badptr                            bad pointers in every slot,
  *                                               one "op slot kind result" line each
  *
+ *   mountcall --chroot DIR ...                  chroot(DIR) and chdir("/") first
+ *
  * Exit status 0 when the (last) call succeeded, 1 otherwise.
  */
 #define _GNU_SOURCE
@@ -258,6 +260,14 @@ static void badptr(void)
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc >= 3 && strcmp(argv[1], "--chroot") == 0) {
+		if (chroot(argv[2]) != 0 || chdir("/") != 0) {
+			perror("mountcall: chroot");
+			return 2;
+		}
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc >= 7 && strcmp(argv[1], "mount") == 0)
 		return report(mount(arg(argv[2]), arg(argv[3]), arg(argv[4]), parseflags(argv[5]), arg(argv[6])));
 	if (argc >= 4 && strcmp(argv[1], "umount") == 0)
