@@ -72,7 +72,7 @@ lint:
 # Then the end-to-end tests that reach kernel interfaces newer than the
 # floor again, with every fallback forced (SYSVISOR_KERNEL_FALLBACKS=all):
 # the paths older kernels take, run on this one too.
-FALLBACK_TESTS ?= Mount|Sysfs|ProductUUID|Sysctl|Sysinfo|Views|UIDMap|WritableLayer|BindMount|Restart|Nothing
+FALLBACK_TESTS ?= DockerInDocker|Mount|Sysfs|ProductUUID|Sysctl|Sysinfo|Views|UIDMap|WritableLayer|BindMount|Restart|Nothing
 test: deps build lint
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} $(GO) test -count=1 -timeout 30m ./...
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} SYSVISOR_KERNEL_FALLBACKS=all \
