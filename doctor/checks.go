@@ -72,7 +72,7 @@ func Runc(path, version string, featuresJSON []byte, err error) []Result {
 	}
 	if !slices.Contains(sc.SupportedFlags, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV") {
 		return append(out, warn("runc seccomp", lib+": SCMP_ACT_NOTIFY, no SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
-			"a signal can make a trapped call arrive twice (handlers cope); a runc built with libseccomp >= 2.6 avoids it"))
+			"a signal can make a trapped call arrive twice (handlers cope); runc 1.2 or later, built with libseccomp 2.6 or later, sets the flag"))
 	}
 	return append(out, ok("runc seccomp", lib+": SCMP_ACT_NOTIFY, SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"))
 }
