@@ -81,7 +81,7 @@ test: deps build lint
 # The host matrix: this build installed as docs/install.md says in Debian 13
 # VMs on the kernels of Debian 12 (6.1), 13 (6.12) and sid (7.x), booted
 # under qemu, AppArmor off and on, each running tests/hosts/checks.sh; one
-# table, check x host.
+# table, check x host. HOSTS_CELLS=all: all five cells.
 # HOSTS_CELLS, HOSTS_CHECKS, HOSTS_E2E=1, HOSTS_JOBS: see tests/hosts/matrix.
 test-hosts: deps build
 	./tests/hosts/matrix
