@@ -42,7 +42,7 @@ CHECKS=(
 limit() {
 	case $1 in
 	go-*) echo 1500 ;;
-	e2e-suite) echo 7200 ;;
+	e2e-suite) echo "${E2E_LIMIT:-7200}" ;;
 	demo) echo 1200 ;;
 	dind-dockerd | systemd-init) echo 400 ;;
 	apparmor) echo 1500 ;;
