@@ -61,6 +61,10 @@ type Record struct {
 	// Views is the directory of the container's /proc and /sys views
 	// (sysvisord's FUSE mount); empty when it has none.
 	Views string `json:"views,omitempty"`
+	// ViewSlot numbers the container's directory on the views mount: its
+	// FUSE node ids derive from it, so it is never given twice (a new
+	// sysvisord serving the same mount must answer the same node ids).
+	ViewSlot uint64 `json:"viewSlot,omitempty"`
 	// Sysctls are the values the container wrote to emulated sysctls
 	// (path under /proc/sys → value as the file shows it); a sysctl it
 	// never wrote reads as the host's.
@@ -177,6 +181,13 @@ func (c *Container) InitPid() int { return c.rec.Load().InitPid }
 func (c *Container) RootIDs() (uint32, uint32) {
 	l := c.rec.Load().Lease
 	return l.Start, l.Start
+}
+
+// IDs returns the container's host ID range: root's uid (and gid) and the
+// count. Every process of the container runs as a host uid in it.
+func (c *Container) IDs() (base, size uint32) {
+	l := c.rec.Load().Lease
+	return l.Start, l.Size
 }
 
 // Protected implements handlers.Container. A linear scan: mount calls are
