@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/holder"
 	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
@@ -54,6 +55,12 @@ type Config struct {
 	// MetricsAddr, when set, serves Prometheus metrics there
 	// (host:port, see metrics.Addr).
 	MetricsAddr string
+	// NoHolder serves without a holder: a restart of sysvisord then
+	// breaks every running container (benchmarks, tests of that).
+	NoHolder bool
+	// HolderBinary is the sysvisor-holder started when none runs
+	// (default: next to sysvisord's binary, else from $PATH).
+	HolderBinary string
 }
 
 // Server is a running supervisor.
@@ -73,8 +80,16 @@ type Server struct {
 	trace       trace.Hub
 	metricsAddr atomic.Pointer[string]
 
+	// link is the holder keeping copies of the listener and views fds,
+	// nil without one; journal is where each listener receives its
+	// notifications, nil without a holder.
+	link    *holdLink
+	journal *holder.Journal
+
 	mu        sync.Mutex
-	listeners map[string]map[*notify.Fd]struct{} // container id -> live listener fds
+	listeners map[string]map[*notify.Fd]string // container id -> live listener fds -> held name
+	slots     map[int]bool                     // journal slots in use
+	nextSlot  int
 	wg        sync.WaitGroup
 	ctx       context.Context
 	lock      *os.File // flock on the state dir, held until Run returns
@@ -138,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("cgroup mounts: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, leases: leases, reg: reg, table: table, mounts: mounts,
-		listeners: map[string]map[*notify.Fd]struct{}{}, lock: lock, stats: stats.NewSet()}
+		listeners: map[string]map[*notify.Fd]string{}, slots: map[int]bool{}, lock: lock, stats: stats.NewSet()}
 	// Last good copies live in the state directory: a restart that finds
 	// a broken file serves the version that was active before.
 	s.policies = policy.NewStore(policy.Dir(cfg.PolicyDir), filepath.Join(cfg.StateDir, "policies"), func(p *policy.Policy) error {
@@ -154,17 +169,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // reconcile runs at start. Records of containers deleted while the
-// supervisor was down give back their leases; containers still running lost
-// their listeners with the old process (their trapped syscalls fail with
-// ENOSYS until recovery of listener fds lands), but stay listed as running.
+// supervisor was down give back their leases. Running containers get their
+// listeners back from the holder in Run (reattach).
 func (s *Server) reconcile() {
-	for _, c := range s.reg.List() {
-		rec := c.Snapshot()
-		if rec.Status == registry.StatusRunning {
-			s.log.Warn("container's seccomp listeners were lost with the previous supervisor; its trapped syscalls now fail with ENOSYS", "container", rec.ID)
-		}
-	}
-	s.collect()
 	for _, l := range s.leases.List() {
 		if _, ok := s.reg.Get(l.ID); !ok {
 			s.log.Info("releasing lease without a container record", "container", l.ID)
@@ -226,14 +233,26 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer stopMetrics()
 	s.loadAppArmor(ctx)
+	held := s.startHolder()
 	if !s.cfg.NoViews {
 		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)
 			s.views = nil
 		}
 	}
+	attached, lost := s.reattach(held)
+	s.collect()
 	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
-		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version)
+		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version,
+		"reattached_listeners", attached, "lost_listeners", lost, "holder", s.link != nil)
+	if err := sdNotify("READY=1"); err != nil {
+		s.log.Warn("cannot tell systemd we are ready", "error", err)
+	}
+	holderDone := make(chan struct{})
+	if s.link != nil {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); s.link.keep(holderDone) }()
+	}
 	s.wg.Add(4)
 	go func() {
 		defer s.wg.Done()
@@ -249,6 +268,12 @@ func (s *Server) Run(ctx context.Context) error {
 	<-ctx.Done()
 	ctl.Close()
 	sec.Close()
+	close(holderDone)
+	if s.link != nil {
+		// The holder keeps its copies: the containers wait for the
+		// next sysvisord.
+		s.link.close()
+	}
 	s.mu.Lock()
 	for _, fds := range s.listeners {
 		for fd := range fds {
@@ -257,6 +282,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if s.journal != nil {
+		s.journal.Close()
+	}
 	// Control connections are done: no create can mount views any more.
 	// Running containers' view files fail with ENOTCONN from here on.
 	if s.views != nil {
@@ -483,7 +511,8 @@ func (s *Server) forget(id string) error {
 	delete(s.listeners, id)
 	err := s.reg.Remove(id)
 	s.mu.Unlock()
-	for fd := range fds {
+	for fd, name := range fds {
+		s.dropHeld(name)
 		fd.Close()
 	}
 	s.stats.Forget(id)
@@ -601,6 +630,16 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		log.Error("seccomp handoff", "error", err)
 		return
 	}
+	s.attach(c, fd, acts, init, -1, log)
+}
+
+// attach serves listener fd of container c (init's or an exec's) from
+// now on: it takes a journal slot (slot < 0: a new one; else the slot the
+// listener had in a previous sysvisord, whose notification in flight is
+// answered first), deposits a copy with the holder, and starts the notify
+// loop. It takes fd.
+func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init bool, slot int, log hclog.Logger) bool {
+	id := c.ID()
 	if !s.cfg.NoSyncWakeUp && kernel.NotifySyncWakeUp.Has() {
 		if err := fd.SetSyncWakeUp(); err != nil {
 			log.Debug("SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP unavailable", "error", err)
@@ -610,20 +649,49 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
 		fd.Close()
-		return
+		return false
 	}
 	if cur, ok := s.reg.Get(id); !ok || cur != c {
 		s.mu.Unlock()
 		fd.Close()
-		log.Warn("seccomp handoff for a container deleted meanwhile; dropped")
-		return
+		log.Warn("seccomp listener for a container deleted meanwhile; dropped")
+		return false
+	}
+	adopted := slot >= 0
+	if s.journal != nil && !adopted {
+		slot = s.freeSlotLocked()
+		if slot < 0 {
+			s.mu.Unlock()
+			fd.Close()
+			log.Error("seccomp handoff: every journal slot is taken; listener dropped", "slots", holder.JournalSlots)
+			return false
+		}
+	}
+	name := ""
+	if s.journal != nil {
+		s.slots[slot] = true
+		name = holder.ListenerName(slot, id, init)
 	}
 	if s.listeners[id] == nil {
-		s.listeners[id] = map[*notify.Fd]struct{}{}
+		s.listeners[id] = map[*notify.Fd]string{}
 	}
-	s.listeners[id][fd] = struct{}{}
+	s.listeners[id][fd] = name
 	s.mu.Unlock()
-	log.Info("seccomp listener attached", "init", init)
+	// Where the notification is received: the journal slot, so that one
+	// in flight when we die is found by the next sysvisord.
+	n := new(notify.Notif)
+	if s.journal != nil {
+		n = (*notify.Notif)(s.journal.Slot(slot))
+		if !adopted {
+			*n = notify.Notif{}
+		}
+		s.link.put(name, func(send func(int) error) error { return fd.Control(send) })
+	}
+	if adopted {
+		log.Info("seccomp listener re-attached", "init", init, "slot", slot)
+	} else {
+		log.Info("seccomp listener attached", "init", init)
+	}
 	c.Listeners.Add(1)
 	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace, log: log}
 	if l := c.Snapshot().Limits; l != nil {
@@ -632,31 +700,77 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveListener(c, fd, acts, obs, log)
+		s.serveListener(c, fd, n, acts, obs, log)
 		s.stats.Retire(obs.shard)
 		c.Listeners.Add(-1)
 		s.mu.Lock()
 		if fds := s.listeners[id]; fds != nil {
 			delete(fds, fd)
 		}
+		stopping := s.ctx.Err() != nil
+		if !stopping && s.journal != nil {
+			delete(s.slots, slot)
+		}
 		s.mu.Unlock()
 		fd.Close()
-		// At shutdown the container lives on; only its listener ends.
-		if init && s.ctx.Err() == nil {
+		// At shutdown the container lives on, and the holder keeps the
+		// listener for the next sysvisord; only our copy ends.
+		if stopping {
+			return
+		}
+		if name != "" {
+			s.dropHeld(name)
+		}
+		if init {
 			if _, err := s.reg.Update(id, func(r *registry.Record) { r.Status = registry.StatusStopped }); err == nil {
 				log.Info("container init's listener closed: container stopped")
 			}
 		}
 	}()
+	return true
+}
+
+// freeSlotLocked finds a journal slot no listener uses (s.mu held).
+func (s *Server) freeSlotLocked() int {
+	for i := 0; i < holder.JournalSlots; i++ {
+		slot := (s.nextSlot + i) % holder.JournalSlots
+		if !s.slots[slot] {
+			s.nextSlot = slot + 1
+			return slot
+		}
+	}
+	return -1
+}
+
+func (s *Server) dropHeld(name string) {
+	if s.link != nil && name != "" {
+		s.link.del(name)
+	}
 }
 
 // serveListener is the notify loop of one listener fd. It owns the fd's
 // notifications and never blocks other containers: waiting is done in the
 // poller, not on a thread.
-func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts actions, obs *observer, log hclog.Logger) {
-	var n notify.Notif
+//
+// n is where notifications are received (the listener's journal slot). A
+// notification already in it is one a previous sysvisord received and
+// may not have answered: if the kernel still has it pending, it is
+// dispatched again before anything new is received.
+func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts actions, obs *observer, log hclog.Logger) {
+	pending := n.ID != 0 && fd.Valid(n.ID)
+	if n.ID != 0 && !pending {
+		n.ID = 0
+	}
+	if pending {
+		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid)
+	}
 	for {
-		err := fd.Receive(&n)
+		var err error
+		if pending {
+			pending = false
+		} else {
+			err = fd.Receive(n)
+		}
 		switch {
 		case errors.Is(err, notify.ErrClosed):
 			return
@@ -667,12 +781,12 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 			return
 		}
 		c.Notified.Add(1)
-		ob := obs.begin(fd, &n, acts)
+		ob := obs.begin(fd, n, acts)
 		var resp handlers.Response
 		if ob.limited {
 			resp = handlers.Fail(unix.EAGAIN)
 		} else {
-			resp = dispatch(c, fd, &n, acts, log)
+			resp = dispatch(c, fd, n, acts, log)
 		}
 		var serr error
 		switch resp.Kind {
@@ -685,6 +799,12 @@ func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, acts action
 		}
 		if serr != nil && !errors.Is(serr, notify.ErrGone) {
 			log.Warn("seccomp respond", "error", serr)
+		}
+		if serr == nil || errors.Is(serr, notify.ErrGone) {
+			// Answered (or no longer awaited): nothing for a successor.
+			// After a failed send, e.g. our copy closed at shutdown, the
+			// id stays for the next sysvisord to answer.
+			n.ID = 0
 		}
 		obs.end(&ob, resp, serr)
 	}

@@ -251,6 +251,8 @@ func TestReconcile(t *testing.T) {
 	s.lock.Close()
 
 	s2 := e.start(t)
+	// Run collects once the held listeners are re-attached (none here).
+	s2.collect()
 	if _, ok := s2.reg.Get("gone"); ok {
 		t.Error("a container deleted while sysvisord was down kept its record")
 	}

@@ -86,6 +86,7 @@ type server struct {
 	done     chan error
 	stopped  bool
 	srv      *supervisor.Server
+	cfg      supervisor.Config
 }
 
 // startServer starts an in-process sysvisord; opts adjust its config.
@@ -123,7 +124,7 @@ func startServer(t *testing.T, opts ...func(*supervisor.Config)) *server {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &server{t: t, runDir: runDir, stateDir: stateDir, log: logs, cancel: cancel, done: make(chan error, 1), srv: srv}
+	s := &server{t: t, runDir: runDir, stateDir: stateDir, log: logs, cancel: cancel, done: make(chan error, 1), srv: srv, cfg: cfg}
 	go func() { s.done <- srv.Run(ctx) }()
 	t.Cleanup(func() {
 		if !s.stopped {
@@ -135,16 +136,38 @@ func startServer(t *testing.T, opts ...func(*supervisor.Config)) *server {
 			t.Logf("supervisor log:\n%s", logs.String())
 		}
 	})
+	s.waitServing()
+	return s
+}
+
+func (s *server) waitServing() {
+	s.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := control.Call(runDir, control.Request{Op: control.OpPing}, time.Second); err == nil {
-			break
+		if _, err := control.Call(s.runDir, control.Request{Op: control.OpPing}, time.Second); err == nil {
+			return
 		} else if time.Now().After(deadline) {
-			t.Fatalf("supervisor not answering: %v", err)
+			s.t.Fatalf("supervisor not answering: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return s
+}
+
+// restart starts a new in-process sysvisord on the same directories, as
+// a restart of the daemon would (stop it first: s.stop).
+func (s *server) restart() {
+	s.t.Helper()
+	if !s.stopped {
+		s.t.Fatal("restart of a running supervisor")
+	}
+	srv, err := supervisor.New(s.cfg)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.srv, s.cancel, s.stopped, s.done = srv, cancel, false, make(chan error, 1)
+	go func(done chan error) { done <- srv.Run(ctx) }(s.done)
+	s.waitServing()
 }
 
 func (s *server) seccompSock() string { return filepath.Join(s.runDir, control.SeccompSocket) }

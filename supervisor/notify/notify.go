@@ -182,3 +182,17 @@ func (n *Fd) send(r *Resp) error {
 
 // Close releases the fd; a goroutine blocked in Receive returns ErrClosed.
 func (n *Fd) Close() error { return n.f.Close() }
+
+// Control runs fn with the raw fd, which stays open until fn returns; it
+// fails without calling fn once the Fd is closed.
+func (n *Fd) Control(fn func(fd int) error) error {
+	rc, err := n.f.SyscallConn()
+	if err != nil {
+		return ErrClosed
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return ErrClosed
+	}
+	return ferr
+}
