@@ -20,7 +20,7 @@ LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION) \
 	-X github.com/sysvisor/sysvisor/policy.DefaultDir=$(POLICYDIR) \
 	-X github.com/sysvisor/sysvisor/apparmor.Dir=$(APPARMORDIR)
 POLICIES  := $(wildcard policy/builtin/*.hcl)
-BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl
+BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl bin/sysvisor-holder
 
 .PHONY: all build install uninstall test test-unit test-integration test-e2e test-hosts bench demo deps lint clean
 
@@ -39,8 +39,9 @@ FORCE:
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
 	install -m 0755 $(BINS) $(DESTDIR)$(BINDIR)/
-	sed 's|@BINDIR@|$(BINDIR)|g' docs/sysvisord.service.in > $(DESTDIR)$(UNITDIR)/sysvisord.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/sysvisord.service
+	for u in sysvisord sysvisor-holder; do \
+		sed 's|@BINDIR@|$(BINDIR)|g' docs/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service || exit 1; done
 	install -d $(DESTDIR)$(POLICYDIR)
 	install -m 0644 $(POLICIES) $(DESTDIR)$(POLICYDIR)/
 	install -d $(DESTDIR)$(APPARMORDIR)
@@ -52,7 +53,7 @@ install: build
 		apparmor_parser --replace --skip-cache $(APPARMORDIR)/sysvisor-default; fi
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) $(DESTDIR)$(UNITDIR)/sysvisord.service
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINS))) $(DESTDIR)$(UNITDIR)/sysvisord.service $(DESTDIR)$(UNITDIR)/sysvisor-holder.service
 	rm -f $(addprefix $(DESTDIR)$(POLICYDIR)/,$(notdir $(POLICIES)))
 	@# The profile stays loaded: unloading it would leave running containers
 	@# unconfined (apparmor_parser -R sysvisor-default, once none runs).

@@ -132,15 +132,21 @@ func New(cfg Config) (*Server, error) {
 			lock.Close()
 		}
 	}()
+	// State written by a newer sysvisord is refused before anything
+	// (the ID pool, a lease) is written.
+	leasesPath := filepath.Join(cfg.StateDir, "leases.json")
+	if err := lease.CheckFormat(leasesPath); err != nil {
+		return nil, err
+	}
+	reg, err := registry.Open(filepath.Join(cfg.StateDir, "containers"))
+	if err != nil {
+		return nil, err
+	}
 	pool, err := lease.EnsurePool(cfg.SubUID, cfg.SubGID)
 	if err != nil {
 		return nil, fmt.Errorf("subordinate ID pool: %w", err)
 	}
-	leases, err := lease.Open(filepath.Join(cfg.StateDir, "leases.json"), pool)
-	if err != nil {
-		return nil, err
-	}
-	reg, err := registry.Open(filepath.Join(cfg.StateDir, "containers"))
+	leases, err := lease.Open(leasesPath, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -186,14 +192,17 @@ const collectEvery = 30 * time.Second
 
 // collect releases the leases of containers whose runtime state is gone and
 // marks as stopped running containers whose init has exited unseen (no
-// listener left to tell us). A fresh record is spared: between the lease and
-// runc's state file, a create is in flight.
+// listener left to tell us). A fresh record not yet running is spared:
+// between the lease and runc's state file, a create is in flight.
 func (s *Server) collect() {
 	for _, c := range s.reg.List() {
 		rec := c.Snapshot()
 		// Live listeners prove the container exists, whatever the state
 		// directory says (a runtime with an unexpected --root).
-		if rec.RuncRoot != "" && time.Since(rec.Created) > time.Minute && c.Listeners.Load() == 0 {
+		// A record still in "created" may be a create in flight (leased,
+		// runc's state not written yet); one that ran is not.
+		settled := rec.Status != registry.StatusCreated || time.Since(rec.Created) > time.Minute
+		if rec.RuncRoot != "" && settled && c.Listeners.Load() == 0 {
 			if _, err := os.Stat(filepath.Join(rec.RuncRoot, rec.ID, "state.json")); os.IsNotExist(err) {
 				s.log.Info("container gone without a delete reaching the supervisor; releasing its lease", "container", rec.ID)
 				s.forget(rec.ID)

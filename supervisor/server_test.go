@@ -283,3 +283,65 @@ func TestReconcile(t *testing.T) {
 		t.Errorf("container being created: %s", got)
 	}
 }
+
+// An older sysvisord meeting state a newer one wrote refuses to start,
+// names the file and both versions, and changes nothing: not the ID pool,
+// not the leases, not the record.
+func TestNewerStateRefused(t *testing.T) {
+	for _, tc := range []struct{ name, file, content, want string }{
+		{"record", "containers/c1.json", `{"format": 99, "id": "c1", "status": "running"}`, "container record"},
+		{"leases", "leases.json", `{"version": 7, "pool": {"start": 100000, "size": 65536}, "leases": {}}`, "leases"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			path := filepath.Join(e.cfg.StateDir, tc.file)
+			os.MkdirAll(filepath.Dir(path), 0o700)
+			if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(e.cfg.SubUID)
+			_, err := New(e.cfg)
+			if err == nil {
+				t.Fatal("New accepted a newer state")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, path) || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "reads versions up to") {
+				t.Errorf("error %q: want the file, its version and ours", msg)
+			}
+			after, _ := os.ReadFile(e.cfg.SubUID)
+			if string(after) != string(before) {
+				t.Errorf("subuid changed:\n%s", after)
+			}
+			if got, _ := os.ReadFile(path); string(got) != tc.content {
+				t.Errorf("%s changed: %s", tc.file, got)
+			}
+			if tc.name == "record" {
+				if _, err := os.Stat(filepath.Join(e.cfg.StateDir, "leases.json")); err == nil {
+					t.Error("leases.json written")
+				}
+			}
+		})
+	}
+}
+
+// Records written before formats were versioned (no "format") are read
+// as format 1, and written back with the current one.
+func TestOlderRecordRead(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(e.cfg.StateDir, "containers")
+	os.MkdirAll(dir, 0o700)
+	old := `{"id": "c1", "bundle": "/b", "policy": "default", "lease": {"start": 100000, "size": 65536}, "status": "created", "created": "2026-12-01T00:00:00Z"}`
+	os.WriteFile(filepath.Join(dir, "c1.json"), []byte(old), 0o600)
+	s := e.start(t)
+	c, ok := s.reg.Get("c1")
+	if !ok || c.Snapshot().Bundle != "/b" {
+		t.Fatalf("old record not read: %v", ok)
+	}
+	if _, err := s.reg.Update("c1", func(r *registry.Record) { r.Bundle = "/b2" }); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "c1.json"))
+	if !strings.Contains(string(b), `"format": 2`) {
+		t.Errorf("rewritten record lacks the format:\n%s", b)
+	}
+}

@@ -163,6 +163,12 @@ down() {
 		kill "$(cat "$SV_DIR/sysvisord.pid")"
 		wait_for 10 bash -c "$(declare -f alive); ! alive $SV_DIR/sysvisord.pid" || true
 	fi
+	# sysvisord started a holder of its own, which outlives it by design.
+	if alive "$SV_DIR/run/holder.pid"; then
+		say "stopping sysvisor-holder"
+		kill "$(cat "$SV_DIR/run/holder.pid")" 2>/dev/null || true
+		wait_for 10 bash -c "$(declare -f alive); ! alive $SV_DIR/run/holder.pid" || true
+	fi
 	for d in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
 		[ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
 	done

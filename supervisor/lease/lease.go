@@ -63,6 +63,9 @@ func Open(path string, pool Range) (*Store, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("parse leases %s: %w", path, err)
 	}
+	if err := checkVersion(path, f.Version); err != nil {
+		return nil, err
+	}
 	for id, l := range f.Leases {
 		if !s.inPool(l.Range) {
 			return nil, fmt.Errorf("leases %s: lease of %s (%d+%d) lies outside pool %d+%d", path, id, l.Start, l.Size, pool.Start, pool.Size)
@@ -71,6 +74,37 @@ func Open(path string, pool Range) (*Store, error) {
 		s.leases[id] = l
 	}
 	return s, nil
+}
+
+// FormatVersion is the version of leases.json this build writes; it reads
+// every older one.
+const FormatVersion = 1
+
+func checkVersion(path string, v int) error {
+	if v > FormatVersion {
+		return fmt.Errorf("leases %s: format version %d, but this sysvisord reads versions up to %d: a newer sysvisord wrote it; run that one (nothing was changed)", path, v, FormatVersion)
+	}
+	return nil
+}
+
+// CheckFormat fails if the leases file at path has a newer format than
+// this build reads; a missing file is fine. Run it before changing
+// anything, so an older binary leaves a newer one's state alone.
+func CheckFormat(path string) error {
+	data, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read leases %s: %w", path, err)
+	}
+	var f struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("parse leases %s: %w", path, err)
+	}
+	return checkVersion(path, f.Version)
 }
 
 func (s *Store) inPool(r Range) bool {
@@ -155,7 +189,7 @@ func (s *Store) List() []Lease {
 func (s *Store) Pool() Range { return s.pool }
 
 func (s *Store) saveLocked() error {
-	b, err := json.MarshalIndent(fileFormat{Version: 1, Pool: s.pool, Leases: s.leases}, "", "  ")
+	b, err := json.MarshalIndent(fileFormat{Version: FormatVersion, Pool: s.pool, Leases: s.leases}, "", "  ")
 	if err != nil {
 		return err
 	}

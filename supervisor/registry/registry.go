@@ -31,8 +31,15 @@ const (
 	StatusStopped = "stopped" // init's listener closed: every task is gone
 )
 
+// Format is the version of the record files this build writes; it reads
+// every older one. 2: viewSlot (the shared views mount) and format.
+const Format = 2
+
 // Record is the persisted part of a container.
 type Record struct {
+	// Format is the record's format version (Format); 0 in records of
+	// builds before versions were written, which are format 1.
+	Format   int    `json:"format,omitempty"`
 	ID       string `json:"id"`
 	Bundle   string `json:"bundle"`
 	RuncRoot string `json:"runcRoot,omitempty"`
@@ -259,6 +266,9 @@ func Open(dir string) (*Registry, error) {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return nil, fmt.Errorf("parse %s: %w", p, err)
 		}
+		if rec.Format > Format {
+			return nil, fmt.Errorf("container record %s: format version %d, but this sysvisord reads versions up to %d: a newer sysvisord wrote it; run that one (nothing was changed)", p, rec.Format, Format)
+		}
 		r.m[rec.ID] = newContainer(r, &rec)
 	}
 	return r, nil
@@ -357,6 +367,7 @@ func (r *Registry) List() []*Container {
 func (r *Registry) path(id string) string { return filepath.Join(r.dir, id+".json") }
 
 func (r *Registry) save(rec *Record) error {
+	rec.Format = Format
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
