@@ -95,6 +95,7 @@ func Run(o Options) []Result {
 	rs = append(rs, probeFuse())
 	rs = append(rs, probePolicies(o.PolicyDir))
 	rs = append(rs, probeSysvisord(o.RunDir, root))
+	rs = append(rs, probeHolder(o.RunDir, root))
 	dj, derr := os.ReadFile(o.DaemonJSON)
 	rs = append(rs, DockerRegistration(o.DaemonJSON, dj, derr, executable))
 	if derr != nil {
@@ -322,4 +323,27 @@ func probeSysvisord(runDir string, root bool) Result {
 		detail += fmt.Sprintf(", ID pool %d+%d", resp.Pool.Start, resp.Pool.Size)
 	}
 	return ok(check, detail+" at "+runDir)
+}
+
+// probeHolder says whether running containers would survive a restart of
+// sysvisord: a holder keeps copies of their fds.
+func probeHolder(runDir string, root bool) Result {
+	const check = "holder"
+	if !root {
+		return warn(check, "not probed: sysvisord's control socket is root-only", "run sysvisorctl doctor as root")
+	}
+	resp, err := control.Call(runDir, control.Request{Op: control.OpVersion}, 5*time.Second)
+	if err != nil {
+		return warn(check, "not probed: sysvisord is not reachable", "start sysvisord; it starts or finds sysvisor-holder")
+	}
+	h := resp.Holder
+	if h == nil {
+		return warn(check, "sysvisord "+resp.Version+" predates the holder", "upgrade sysvisord: running containers do not survive its restarts")
+	}
+	at := fmt.Sprintf("at start %d listener(s) re-attached, %d lost", h.Reattached, h.Lost)
+	if !h.Connected {
+		return fail(check, "sysvisord has no holder: a restart of sysvisord would break every running container ("+at+")",
+			"systemctl enable --now sysvisor-holder (or check <run-dir>/holder.log); sysvisord reconnects by itself")
+	}
+	return ok(check, fmt.Sprintf("%d fd(s) held; %s", h.Deposits, at))
 }

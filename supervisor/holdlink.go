@@ -216,3 +216,13 @@ func sdNotify(state string) error {
 	}
 	return nil
 }
+
+// status reports the link for `sysvisorctl doctor`.
+func (l *holdLink) status() (connected bool, deposits int) {
+	if l == nil {
+		return false, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.client != nil, len(l.deposits)
+}

@@ -85,6 +85,8 @@ type Server struct {
 	// notifications, nil without a holder.
 	link    *holdLink
 	journal *holder.Journal
+	// reattached and lost count the held listeners at start.
+	reattached, lost atomic.Int64
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]string // container id -> live listener fds -> held name
@@ -250,6 +252,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	attached, lost := s.reattach(held)
+	s.reattached.Store(int64(attached))
+	s.lost.Store(int64(lost))
 	s.collect()
 	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
 		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version,
@@ -378,7 +382,9 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		return control.Response{}
 	case control.OpVersion:
 		p := s.leases.Pool()
-		return control.Response{Version: Version, Pool: &p}
+		h := &control.HolderInfo{Reattached: int(s.reattached.Load()), Lost: int(s.lost.Load())}
+		h.Connected, h.Deposits = s.link.status()
+		return control.Response{Version: Version, Pool: &p, Holder: h}
 	case control.OpCreate:
 		if err := registry.ValidID(req.ID); err != nil {
 			return control.Response{Error: err.Error()}

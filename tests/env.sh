@@ -84,7 +84,8 @@ JSON
 
 # busybox image from Debian's busybox-static (no registry needed), plus
 # static helpers for the tests (tests/testdata/*.c): a sysinfo(2) printer,
-# mountcall and mountrace for the mount emulation, seccomplisten.
+# mountcall and mountrace for the mount emulation, seccomplisten, rereader;
+# and the scripts there (survivor).
 # busybox_tar FILE writes its rootfs as a tarball (tests/hosts imports the
 # same into its VMs).
 busybox_tar() {
@@ -99,6 +100,9 @@ busybox_tar() {
 	for c in "$ROOT"/tests/testdata/*.c; do
 		gcc -static -O2 -pthread -o "$r/bin/$(basename "$c" .c)" "$c" || { rm -rf "$r"; return 1; }
 	done
+	for c in "$ROOT"/tests/testdata/*.sh; do
+		install -m 0755 "$c" "$r/bin/$(basename "$c" .sh)"
+	done
 	printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$r/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
 	tar -C "$r" -cf "$1" .
@@ -108,7 +112,7 @@ image() {
 	# Labelled with a hash of the helpers' sources, so an edited helper
 	# rebuilds the image instead of testing the old binary.
 	local sum t
-	sum=$(cat "$ROOT"/tests/testdata/*.c | sha256sum | cut -c1-16)
+	sum=$(cat "$ROOT"/tests/testdata/*.c "$ROOT"/tests/testdata/*.sh | sha256sum | cut -c1-16)
 	[ "$("$DOCKER" image inspect -f '{{index .Config.Labels "sysvisor.testdata"}}' sysvisor-test/busybox 2>/dev/null)" = "$sum" ] && return 0
 	say "building image sysvisor-test/busybox"
 	t=$(mktemp)

@@ -108,6 +108,21 @@ type Response struct {
 	Reload *policy.Report `json:"reload,omitempty"`
 	// Stats (stats): one row per syscall and action seen.
 	Stats []stats.Row `json:"stats,omitempty"`
+	// Holder (version): what keeps the containers across a restart.
+	Holder *HolderInfo `json:"holder,omitempty"`
+}
+
+// HolderInfo is sysvisord's link to sysvisor-holder.
+type HolderInfo struct {
+	// Connected: a holder keeps copies of what sysvisord deposits.
+	Connected bool `json:"connected"`
+	// Deposits counts the fds deposited (listeners, journals, views).
+	Deposits int `json:"deposits"`
+	// Reattached and Lost count the listeners the holder had kept at
+	// sysvisord's start: served again, or dropped (their container was
+	// deleted meanwhile, or the fd did not match).
+	Reattached int `json:"reattached"`
+	Lost       int `json:"lost"`
 }
 
 // ErrUnavailable wraps failures to reach sysvisord, so callers can say so.

@@ -107,7 +107,7 @@ func unavailable() string {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		return "busybox-static not installed (make deps)"
 	}
-	for _, b := range []string{"sysvisor-runc", "sysvisord", "sysvisorctl"} {
+	for _, b := range []string{"sysvisor-runc", "sysvisord", "sysvisorctl", "sysvisor-holder"} {
 		if _, err := os.Stat(filepath.Join(repo, "bin", b)); err != nil {
 			return "bin/" + b + " missing (make build)"
 		}

@@ -33,7 +33,7 @@ CHECKS=(
 	dind-dockerd dind-memory dind-cpus dind-pids dind-cpuset
 	systemd-init systemd-dind systemd-stop
 	containerd-ctr
-	apparmor
+	apparmor restart
 	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-runtime go-doctor
 	demo e2e-suite
 )
@@ -46,6 +46,7 @@ limit() {
 	demo) echo 1200 ;;
 	dind-dockerd | systemd-init) echo 400 ;;
 	apparmor) echo 1500 ;;
+	restart) echo 600 ;;
 	*) echo 300 ;;
 	esac
 }
@@ -700,6 +701,53 @@ c_e2e-suite() {
 	pass "$npass tests passed in $((t1 - t0)) s; with every fallback forced, $fpass in $((SECONDS - t1)) s"
 }
 
+# ---- restart: the installed units carry a running container across a
+# crash of sysvisord (systemd restarts it), `systemctl restart sysvisord`
+# and an upgrade (a new binary installed, then the restart), in its own
+# process tree: the survivor's loop pauses and goes on without a failure.
+# The holder stays the same process throughout.
+c_restart() {
+	needs_create
+	local out c=hc-restart holder0 how pid n0 n1 t0
+	out=$(D run -d --name $c $RT --memory 96m $IMG survivor 2>&1) || fail "docker run: $(last "$out")"
+	round() { D logs $c 2>/dev/null | sed -n 's/^round \([0-9]*\) up [0-9][0-9]*$/\1/p' | tail -1; }
+	wait_for 120 sh -c "[ \"\$(docker logs $c 2>/dev/null | grep -c '^round .* up [0-9]')\" -ge 3 ]" ||
+		{ died $c; fail "the survivor never ran 3 rounds: $(D logs $c 2>&1 | tail -1)"; }
+	holder0=$(systemctl show -p MainPID --value sysvisor-holder)
+	[ "${holder0:-0}" != 0 ] || fail "sysvisor-holder.service is not running: $(systemctl is-active sysvisor-holder)"
+	for how in kill restart upgrade; do
+		pid=$(systemctl show -p MainPID --value sysvisord)
+		t0=$SECONDS
+		case $how in
+		kill) kill -9 "$pid" ;;
+		restart) systemctl restart sysvisord ;;
+		upgrade)
+			# A new inode at the installed path, as a package upgrade
+			# or `make install` leaves it.
+			cp /usr/local/bin/sysvisord /tmp/sysvisord.new && install -m 0755 /tmp/sysvisord.new /usr/local/bin/sysvisord &&
+				systemctl restart sysvisord || fail "upgrade: install and restart failed"
+			;;
+		esac
+		wait_for 60 sh -c "[ \"\$(systemctl show -p MainPID --value sysvisord)\" != $pid ] && [ \"\$(systemctl show -p MainPID --value sysvisord)\" != 0 ] && systemctl is-active -q sysvisord" ||
+			fail "$how: sysvisord not back: $(systemctl status sysvisord 2>&1 | tail -3)"
+		n0=$(round)
+		wait_for 60 sh -c "[ \"\$(docker logs $c 2>/dev/null | sed -n 's/^round \([0-9]*\) up [0-9][0-9]*\$/\1/p' | tail -1)\" -gt $((n0 + 5)) ]" ||
+			{ died $c; fail "$how: the survivor stuck at round $n0 after sysvisord came back"; }
+		n1=$(round)
+		echo "$how: sysvisord back and the survivor at round $n1 (from $n0) $((SECONDS - t0)) s after the $how"
+	done
+	[ "$(systemctl show -p MainPID --value sysvisor-holder)" = "$holder0" ] || fail "the holder restarted (was $holder0)"
+	if D logs $c 2>&1 | grep -q FAIL; then
+		D logs $c 2>&1 | grep FAIL | head -20
+		fail "the survivor saw failures: $(D logs $c 2>&1 | grep FAIL | head -1)"
+	fi
+	sysvisorctl ps | grep -q "^$(D inspect -f '{{.Id}}' $c | cut -c1-12) *running" || fail "sysvisorctl ps: $(sysvisorctl ps 2>&1 | tail -1)"
+	out=$(sysvisorctl doctor 2>&1 | grep -E '^(ok|warn|FAIL) +holder')
+	echo "$out"
+	case $out in ok*) ;; *) fail "doctor: $out" ;; esac
+	pass "the survivor went on through kill -9, systemctl restart and an upgrade of sysvisord; holder $holder0 kept; $(D logs $c 2>&1 | grep -c '^round') rounds"
+}
+
 # ---- runner
 one() { # NAME: run one check in this process
 	CHECK=$1
@@ -730,7 +778,7 @@ group() {
 	case $1 in
 	floor) echo 0 ;;
 	dind-* | systemd-* | containerd-*) echo 2 ;;
-	apparmor | go-* | demo | e2e-*) echo 3 ;;
+	apparmor | restart | go-* | demo | e2e-*) echo 3 ;;
 	*) echo 1 ;;
 	esac
 }

@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var roundRE = regexp.MustCompile(`(?m)^round (\d+) up (\d+)$`)
+
+// rounds returns the last round the survivor finished and its uptime.
+func rounds(t *testing.T, id string) (n, up int, log string) {
+	t.Helper()
+	log, _ = docker(t, "logs", id)
+	m := roundRE.FindAllStringSubmatch(log, -1)
+	if len(m) == 0 {
+		return 0, 0, log
+	}
+	n, _ = strconv.Atoi(m[len(m)-1][1])
+	up, _ = strconv.Atoi(m[len(m)-1][2])
+	return n, up, log
+}
+
+func waitRounds(t *testing.T, id string, past int, within time.Duration) (int, int) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n, up, log := rounds(t, id)
+		if n > past {
+			return n, up
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("survivor stuck at round %d for %v; log tail:\n%s", n, within, tail(log, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// stopSysvisord stops the environment's sysvisord with sig and waits for
+// it to be gone.
+func stopSysvisord(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	pid := sysvisordPid(t)
+	if err := syscall.Kill(pid, sig); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; syscall.Kill(pid, 0) == nil; i++ {
+		if i == 200 {
+			t.Fatalf("sysvisord %d still alive 10 s after %v", pid, sig)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRestartKeepsContainers: a container started before sysvisord is
+// killed (SIGKILL) or stopped (SIGTERM) and started again is served, in its
+// own process tree, as before: the loop pauses while sysvisord is away and
+// goes on without one failure, with fresh views and its sysctl.
+func TestRestartKeepsContainers(t *testing.T) {
+	id := mustDocker(t, "run", "-d", "--runtime=sysvisor-runc", "--memory", "96m", image, "survivor")
+	t.Cleanup(func() { docker(t, "rm", "-f", id) })
+	n0, up0 := waitRounds(t, id, 3, 30*time.Second)
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGKILL} {
+		stopSysvisord(t, sig)
+		// The loop waits (its trapped mount, its view reads), it does
+		// not fail.
+		time.Sleep(time.Second)
+		paused, _, _ := rounds(t, id)
+		time.Sleep(time.Second)
+		if n, _, log := rounds(t, id); n > paused+1 {
+			t.Errorf("after %v: rounds went on without sysvisord (%d then %d):\n%s", sig, paused, n, tail(log, 10))
+		}
+		start := time.Now()
+		if out, err := envsh("up"); err != nil {
+			t.Fatalf("start sysvisord again: %v\n%s", err, out)
+		}
+		ready := time.Since(start)
+		n, up := waitRounds(t, id, paused+1, 5*time.Second)
+		t.Logf("%v: paused at round %d; sysvisord up again in %v; round %d %v later", sig, paused, ready.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
+		if n, up = waitRounds(t, id, n+5, 10*time.Second); up < up0 {
+			t.Errorf("uptime went back: %d then %d", up0, up)
+		}
+		n0, up0 = n, up
+	}
+	_, _, log := rounds(t, id)
+	if strings.Contains(log, "FAIL") {
+		var fails []string
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, "FAIL") {
+				fails = append(fails, l)
+			}
+		}
+		t.Errorf("the survivor saw failures:\n%s", tail(strings.Join(fails, "\n"), 20))
+	}
+	if !strings.Contains(log, "rereader ok") {
+		t.Errorf("the /proc/stat reader never read:\n%s", tail(log, 10))
+	}
+	out, err := sysvisorctl(t, "ps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := ""
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, id[:12]) {
+			row = l
+		}
+	}
+	if !strings.Contains(row, "running") {
+		t.Errorf("sysvisorctl ps after the restarts: %q, want %s running\n%s", row, id[:12], out)
+	}
+	_ = n0
+}
