@@ -67,6 +67,20 @@ func (s *Server) reattach(held map[string]int) (attached, lost int) {
 		}
 		attached++
 	}
+	// Containers running with none of their listeners back: the holder
+	// did not keep them (it was killed along with the previous sysvisord,
+	// or none ran). Nothing brings them back.
+	for _, c := range s.reg.List() {
+		rec := c.Snapshot()
+		if rec.Status != registry.StatusRunning || c.Listeners.Load() > 0 || rec.InitPid == 0 {
+			continue
+		}
+		if start, err := procStart(rec.InitPid); err == nil && int64(start) == rec.InitStartNs {
+			s.log.Error("container runs but its seccomp listeners were lost (no holder kept them): its trapped syscalls fail with ENOSYS until it is recreated",
+				"container", rec.ID, "init_pid", rec.InitPid)
+			lost++
+		}
+	}
 	// The views take theirs first; anything left is unknown to this
 	// version.
 	for name, fd := range held {

@@ -245,3 +245,35 @@ func sysinfoSwitches(pid int) map[int]int {
 	}
 	return out
 }
+
+// TestIntegrationHolderAndSupervisorDown: with the holder and sysvisord
+// both gone, a container is as it was before the holder existed: its
+// trapped calls fail with ENOSYS (the kernel's answer once no listener
+// fd is left), the next sysvisord says so, and nothing hangs.
+func TestIntegrationHolderAndSupervisorDown(t *testing.T) {
+	requireRoot(t)
+	var h *holder.Holder
+	srv := startServer(t, withHolder(t, 30*time.Second, &h))
+	id := newID("both")
+	srv.create(id)
+	ch := startChild(t, srv, childOpts{scenario: "interactive", id: id, cgroup: newCgroup(t, 64*mib, pidsMax), interactive: true})
+	ch.send("call")
+	if ev := ch.next("call", 15*time.Second); ev.Errno != 0 {
+		t.Fatalf("first call: %+v", ev)
+	}
+	h.Close()
+	if err := srv.stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ch.send("call")
+	if ev := ch.next("call", 10*time.Second); ev.Errno != int(unix.ENOSYS) {
+		t.Fatalf("call with neither holder nor sysvisord: errno %v, want ENOSYS", unix.Errno(ev.Errno))
+	}
+	startHolderAt(t, srv.runDir, 30*time.Second)
+	srv.restart()
+	if !strings.Contains(srv.log.String(), "its seccomp listeners were lost") {
+		t.Error("the new sysvisord did not say the container lost its listeners")
+	}
+	ch.stdin.Close()
+	ch.mustExitZero()
+}
