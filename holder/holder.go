@@ -107,6 +107,7 @@ type Holder struct {
 	held     map[string]int
 	byFd     map[int]string
 	conn     *net.UnixConn // the attached sysvisord, nil when none
+	connDone chan struct{} // closed when conn's messages are all handled
 	detached time.Time     // when the last one went away
 	answer   bool          // answering trapped calls with DownErrno
 	closed   bool
@@ -177,15 +178,28 @@ func (h *Holder) Serve() {
 			continue
 		}
 		h.mu.Lock()
-		if h.conn != nil {
-			h.log.Warn("a new sysvisord attached; dropping the previous connection")
-			h.conn.Close()
-		}
-		h.conn = conn
+		prev, prevDone := h.conn, h.connDone
+		h.conn, h.connDone = conn, make(chan struct{})
 		h.setAnswering(false)
 		h.mu.Unlock()
-		h.log.Info("sysvisord attached", "held", h.count())
-		go h.serveConn(conn)
+		go func(done chan struct{}) {
+			defer close(done)
+			// What the previous sysvisord sent before it died is
+			// still queued on its connection: handle it first, or a
+			// listener deposited just before a crash would be lost.
+			// A previous one still alive is cut off after a while.
+			if prev != nil {
+				select {
+				case <-prevDone:
+				case <-time.After(2 * time.Second):
+					h.log.Warn("the previous sysvisord is still connected; dropping it")
+					prev.Close()
+					<-prevDone
+				}
+			}
+			h.log.Info("sysvisord attached", "held", h.count())
+			h.serveConn(conn)
+		}(h.connDone)
 	}
 	<-done
 }
@@ -221,7 +235,6 @@ func (h *Holder) Close() {
 
 func (h *Holder) serveConn(conn *net.UnixConn) {
 	defer func() {
-		conn.Close()
 		h.mu.Lock()
 		if h.conn == conn {
 			h.conn = nil
@@ -232,6 +245,7 @@ func (h *Holder) serveConn(conn *net.UnixConn) {
 			}
 		}
 		h.mu.Unlock()
+		conn.Close()
 	}()
 	buf := make([]byte, maxMsg)
 	oob := make([]byte, unix.CmsgSpace(4*4))
