@@ -109,6 +109,13 @@ func (s *Server) reattachOne(name string, fd int) bool {
 		log.Info("held listener of a container without a record (deleted while sysvisord was down); dropped")
 		return fail()
 	}
+	if init && c.Snapshot().InitPid == 0 {
+		// The previous sysvisord died while registering init (before
+		// its mounts were recorded as protected): the runtime's create
+		// waited for that and failed, and deletes the container.
+		log.Warn("held init listener of a container whose registration did not finish; dropped")
+		return fail()
+	}
 	acts, err := newActions(s.table, c.Snapshot().Rules)
 	if err != nil {
 		log.Error("held listener: container's policy", "error", err)
@@ -129,7 +136,7 @@ func (s *Server) reattachOne(name string, fd int) bool {
 	if init && c.Snapshot().Status != registry.StatusRunning {
 		s.reg.Update(id, func(r *registry.Record) { r.Status = registry.StatusRunning })
 	}
-	return s.attach(c, nfd, acts, init, slot, log)
+	return s.attach(c, nfd, acts, init, slot, true, log)
 }
 
 func closeHeld(held map[string]int) {

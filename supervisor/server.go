@@ -59,8 +59,11 @@ type Config struct {
 	// breaks every running container (benchmarks, tests of that).
 	NoHolder bool
 	// HolderBinary is the sysvisor-holder started when none runs
-	// (default: next to sysvisord's binary, else from $PATH).
+	// (default: next to sysvisord's binary).
 	HolderBinary string
+	// LockWait is how long New waits for another sysvisord to release
+	// the state directory (one killed a moment ago is still exiting).
+	LockWait time.Duration
 }
 
 // Server is a running supervisor.
@@ -124,9 +127,18 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", lockPath, err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("another sysvisord is using state dir %s (lock %s: %w)", cfg.StateDir, lockPath, err)
+	// A predecessor killed a moment ago may still be exiting: wait for it
+	// a little rather than fail the restart.
+	for deadline := time.Now().Add(cfg.LockWait); ; {
+		err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			lock.Close()
+			return nil, fmt.Errorf("another sysvisord is using state dir %s (lock %s: %w)", cfg.StateDir, lockPath, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	ok := false
 	defer func() {
@@ -595,10 +607,13 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		return
 	}
 	init := c.Snapshot().InitPid == 0
+	// Deposited with the holder before anything slow: should sysvisord
+	// die from here on, the next one serves this listener.
+	slot, name := s.reserve(id, init, msg.SeccompFd)
 	if init {
 		start, err := procStart(pid)
 		if err != nil {
-			unix.Close(msg.SeccompFd)
+			s.unreserve(slot, name, msg.SeccompFd)
 			log.Error("seccomp handoff: cannot read init's start time", "error", err)
 			return
 		}
@@ -616,7 +631,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 		// container's own code has run: the ones it may not undo.
 		protected, sysRO, err := handlers.RuntimeMounts(pid)
 		if err != nil {
-			unix.Close(msg.SeccompFd)
+			s.unreserve(slot, name, msg.SeccompFd)
 			log.Error("seccomp handoff: cannot read init's mounts", "error", err)
 			return
 		}
@@ -625,7 +640,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 			r.Protected, r.SysfsReadOnly = protected, sysRO
 		})
 		if err != nil {
-			unix.Close(msg.SeccompFd)
+			s.unreserve(slot, name, msg.SeccompFd)
 			log.Error("seccomp handoff: cannot record container", "error", err)
 			return
 		}
@@ -636,24 +651,60 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	// reads it without any lock.
 	acts, err := newActions(s.table, c.Snapshot().Rules)
 	if err != nil {
-		unix.Close(msg.SeccompFd)
+		s.unreserve(slot, name, msg.SeccompFd)
 		log.Error("seccomp handoff: container's policy", "error", err)
 		return
 	}
 	fd, err := notify.NewFd(msg.SeccompFd, "seccomp:"+id)
 	if err != nil {
+		s.unreserve(slot, name, -1)
 		log.Error("seccomp handoff", "error", err)
 		return
 	}
-	s.attach(c, fd, acts, init, -1, log)
+	s.attach(c, fd, acts, init, slot, false, log)
+}
+
+// reserve takes a journal slot for a listener just received and deposits
+// it with the holder; -1 and "" without a holder.
+func (s *Server) reserve(id string, init bool, fd int) (int, string) {
+	if s.journal == nil {
+		return -1, ""
+	}
+	s.mu.Lock()
+	slot := s.freeSlotLocked()
+	if slot >= 0 {
+		s.slots[slot] = true
+	}
+	s.mu.Unlock()
+	if slot < 0 {
+		return -1, ""
+	}
+	name := holder.ListenerName(slot, id, init)
+	s.link.put(name, rawDeposit(fd))
+	return slot, name
+}
+
+// unreserve undoes reserve for a listener that will not be served, and
+// closes fd (unless -1): in this order, so that the holder link never
+// sends a closed fd number.
+func (s *Server) unreserve(slot int, name string, fd int) {
+	if name != "" {
+		s.dropHeld(name)
+		s.mu.Lock()
+		delete(s.slots, slot)
+		s.mu.Unlock()
+	}
+	if fd >= 0 {
+		unix.Close(fd)
+	}
 }
 
 // attach serves listener fd of container c (init's or an exec's) from
-// now on: it takes a journal slot (slot < 0: a new one; else the slot the
-// listener had in a previous sysvisord, whose notification in flight is
-// answered first), deposits a copy with the holder, and starts the notify
-// loop. It takes fd.
-func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init bool, slot int, log hclog.Logger) bool {
+// now on, in journal slot slot (-1: take one now) and deposited with the
+// holder. An adopted listener is one a previous sysvisord served: its
+// slot may hold a notification in flight, which is answered first. It
+// takes fd.
+func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init bool, slot int, adopted bool, log hclog.Logger) bool {
 	id := c.ID()
 	if !s.cfg.NoSyncWakeUp && kernel.NotifySyncWakeUp.Has() {
 		if err := fd.SetSyncWakeUp(); err != nil {
@@ -667,23 +718,24 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init
 		return false
 	}
 	if cur, ok := s.reg.Get(id); !ok || cur != c {
+		if slot >= 0 {
+			delete(s.slots, slot)
+		}
 		s.mu.Unlock()
+		if slot >= 0 {
+			s.dropHeld(holder.ListenerName(slot, id, init))
+		}
 		fd.Close()
 		log.Warn("seccomp listener for a container deleted meanwhile; dropped")
 		return false
 	}
-	adopted := slot >= 0
-	if s.journal != nil && !adopted {
-		slot = s.freeSlotLocked()
-		if slot < 0 {
-			s.mu.Unlock()
-			fd.Close()
-			log.Error("seccomp handoff: every journal slot is taken; listener dropped", "slots", holder.JournalSlots)
-			return false
-		}
+	if s.journal != nil && slot < 0 {
+		// No slot was free at the handoff: served, but not kept
+		// across a restart.
+		log.Error("every journal slot is taken: this listener does not survive a restart of sysvisord", "slots", holder.JournalSlots)
 	}
 	name := ""
-	if s.journal != nil {
+	if s.journal != nil && slot >= 0 {
 		s.slots[slot] = true
 		name = holder.ListenerName(slot, id, init)
 	}
@@ -695,7 +747,7 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init
 	// Where the notification is received: the journal slot, so that one
 	// in flight when we die is found by the next sysvisord.
 	n := new(notify.Notif)
-	if s.journal != nil {
+	if name != "" {
 		n = (*notify.Notif)(s.journal.Slot(slot))
 		if !adopted {
 			*n = notify.Notif{}
@@ -723,7 +775,7 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init
 			delete(fds, fd)
 		}
 		stopping := s.ctx.Err() != nil
-		if !stopping && s.journal != nil {
+		if !stopping && name != "" {
 			delete(s.slots, slot)
 		}
 		s.mu.Unlock()

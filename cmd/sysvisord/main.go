@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/google/gops/agent"
 	"github.com/hashicorp/go-hclog"
@@ -86,7 +87,9 @@ func main() {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir, MetricsAddr: *metricsAddr})
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir, MetricsAddr: *metricsAddr,
+		// A predecessor killed a moment ago may still hold the state lock.
+		LockWait: 10 * time.Second})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		os.Exit(1)
