@@ -86,9 +86,10 @@ func TestRestartKeepsContainers(t *testing.T) {
 			t.Fatalf("start sysvisord again: %v\n%s", err, out)
 		}
 		ready := time.Since(start)
-		n, up := waitRounds(t, id, paused+1, 5*time.Second)
+		n, _ := waitRounds(t, id, paused+1, 5*time.Second)
 		t.Logf("%v: paused at round %d; sysvisord up again in %v; round %d %v later", sig, paused, ready.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
-		if n, up = waitRounds(t, id, n+5, 10*time.Second); up < up0 {
+		n, up := waitRounds(t, id, n+5, 10*time.Second)
+		if up < up0 {
 			t.Errorf("uptime went back: %d then %d", up0, up)
 		}
 		n0, up0 = n, up
