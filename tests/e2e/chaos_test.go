@@ -202,10 +202,32 @@ func killSysvisord(sig syscall.Signal) error {
 	}
 	for deadline := time.Now().Add(10 * time.Second); procRunning(pid); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("sysvisord %d alive 10 s after %v", pid, sig)
+			return fmt.Errorf("sysvisord %d not gone 10 s after %v; its threads:\n%s", pid, sig, threadStates(pid))
 		}
 	}
 	return nil
+}
+
+// threadStates says where pid's threads are: a killed sysvisord that does
+// not go is stuck in the kernel (seen: a thread in a FUSE request to its
+// own views, which nobody answers any more; the connection must be
+// aborted through fusectl, /sys/fs/fuse/connections/N/abort, N in the
+// fdinfo of its /dev/fuse fd).
+func threadStates(pid int) string {
+	var b strings.Builder
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, task.Name())
+		stat, _ := os.ReadFile(dir + "stat")
+		state := "?"
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) {
+			state = string(stat[i+2])
+		}
+		wchan, _ := os.ReadFile(dir + "wchan")
+		stack, _ := os.ReadFile(dir + "stack")
+		fmt.Fprintf(&b, "  %s %s %s\n%s", task.Name(), state, wchan, stack)
+	}
+	return b.String()
 }
 
 // procRunning: pid is there and not a zombie whose threads are all gone
