@@ -9,6 +9,7 @@
 #   tests/env.sh dind-tar    only build (or find) the image's cached rootfs tarball
 #   tests/env.sh busybox-tar FILE  the busybox test image's rootfs as a tarball
 #   tests/env.sh docker ARGS...   the docker CLI pointed at the private engine
+#   tests/env.sh sysvisord-cmd    sysvisord's command line here, one argument a line
 #
 # SV_SYSVISORD_ARGS adds flags to sysvisord's command line (tests: --no-views).
 set -euo pipefail
@@ -40,6 +41,16 @@ alive() {
 	[ -n "$p" ] && [ "$(ps -o stat= -p "$p" 2>/dev/null | cut -c1)" != Z ] && [ -n "$(ps -o stat= -p "$p" 2>/dev/null)" ]
 }
 
+# sysvisord_cmd sets SVD_CMD to sysvisord's command line in this
+# environment (bench/run's restart figure starts the same one:
+# `tests/env.sh sysvisord-cmd`, one argument per line).
+sysvisord_cmd() {
+	# shellcheck disable=SC2206 # SV_SYSVISORD_ARGS is a list of flags
+	SVD_CMD=("$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state"
+		--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --policy-dir "$SV_DIR/policies" --log-level "${SV_LOG_LEVEL:-info}"
+		${SV_SYSVISORD_ARGS:-})
+}
+
 up() {
 	mkdir -p "$SV_DIR"/{run,state,docker,exec,log,policies}
 	# The pool lives in copies of the ID files, so the host's stay untouched.
@@ -49,11 +60,16 @@ up() {
 		[ -f "$SV_DIR/$f" ] || { sed 's/^sysvisor:/sysvisor-host:/' "/etc/$f" 2>/dev/null || true; } >"$SV_DIR/$f"
 	done
 	if ! alive "$SV_DIR/sysvisord.pid"; then
+		# A sysvisord just killed may still hold its state lock: its
+		# leader is a zombie while its other threads finish exiting.
+		# A new one started meanwhile exits at once ("another
+		# sysvisord is using state dir").
+		[ -e "$SV_DIR/state/sysvisord.lock" ] && flock -w 10 "$SV_DIR/state/sysvisord.lock" true
+		# The dead one's socket would pass the wait below.
+		rm -f "$SV_DIR/run/control.sock"
 		say "starting sysvisord (log: $SV_DIR/log/sysvisord.log)"
-		setsid "$BIN/sysvisord" --run-dir "$SV_DIR/run" --state-dir "$SV_DIR/state" \
-			--subuid "$SV_DIR/subuid" --subgid "$SV_DIR/subgid" --policy-dir "$SV_DIR/policies" --log-level "${SV_LOG_LEVEL:-info}" \
-			${SV_SYSVISORD_ARGS:-} \
-			>>"$SV_DIR/log/sysvisord.log" 2>&1 </dev/null &
+		sysvisord_cmd
+		setsid "${SVD_CMD[@]}" >>"$SV_DIR/log/sysvisord.log" 2>&1 </dev/null &
 		echo $! >"$SV_DIR/sysvisord.pid"
 		wait_for 10 test -S "$SV_DIR/run/control.sock" || { cat "$SV_DIR/log/sysvisord.log"; exit 1; }
 	fi
@@ -190,6 +206,7 @@ dind-image) dind_image ;;
 dind-tar) dind_tar ;;
 busybox-tar) busybox_tar "$2" ;;
 down) down ;;
+sysvisord-cmd) sysvisord_cmd; printf '%s\n' "${SVD_CMD[@]}" ;;
 docker) shift; exec "$DOCKER" "$@" ;;
-*) echo "usage: $0 up|down|dind-image|dind-tar|busybox-tar FILE|docker ARGS..." >&2; exit 2 ;;
+*) echo "usage: $0 up|down|dind-image|dind-tar|busybox-tar FILE|docker ARGS...|sysvisord-cmd" >&2; exit 2 ;;
 esac

@@ -86,6 +86,10 @@ func chartRows(r *Results) []chartRow {
 	if b := r.Build; b != nil && b.Skipped == "" {
 		add("8  build job / runc (pairs)", b.PairRatio, 0)
 	}
+	if f := r.Restart; f != nil && f.Skipped == "" {
+		last := f.Points[len(f.Points)-1]
+		add(fmt.Sprintf("9  restart with %d ctrs / with 0", last.N), last.Ratio, 0)
+	}
 	return rows
 }
 

@@ -8,6 +8,8 @@
 //	benchtool bundle-config -in FILE -out FILE -root PATH -cgroups-path PATH -args ARG...
 //	                                         runc's default spec made to run ARGS without a terminal
 //	benchtool gops-stats -run-dir DIR -pid PID   goroutines and threads from sysvisord's gops agent
+//	benchtool restart -pidfile FILE -log FILE -run-dir DIR -- SYSVISORD ARGS...
+//	                                         kill -9 sysvisord, start it again, time until it serves
 //	benchtool report     -raw DIR -out FILE [-png FILE] [-table FILE]
 package main
 
@@ -35,7 +37,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|gops-stats|report [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool register|unregister|bundle-config|gops-stats|restart|report [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -48,6 +50,8 @@ func main() {
 		err = report(args)
 	case "gops-stats":
 		err = gopsStats(args)
+	case "restart":
+		err = restartOnce(args)
 	default:
 		err = fmt.Errorf("unknown command %q", cmd)
 	}
@@ -180,6 +184,7 @@ type Results struct {
 	Dind    *DindFigure       `json:"dindWorkloads"`
 	Scale   *ScaleFigure      `json:"scale"`
 	Build   *BuildFigure      `json:"realJob"`
+	Restart *RestartFigure    `json:"restart"`
 }
 
 // StartFigure is figure 1: docker run --rm IMAGE true, wall clock in ms.
@@ -276,6 +281,9 @@ func report(args []string) error {
 		return err
 	}
 	if res.Build, err = buildFigure(*raw); err != nil {
+		return err
+	}
+	if res.Restart, err = restartFigure(*raw); err != nil {
 		return err
 	}
 	var w io.Writer = os.Stdout
@@ -559,6 +567,7 @@ func printTable(w io.Writer, r *Results) {
 	printDind(w, r.Dind)
 	printScale(w, r.Scale)
 	printBuild(w, r.Build)
+	printRestart(w, r.Restart)
 }
 
 func printNotify(w io.Writer, n *NotifyFigure) {
