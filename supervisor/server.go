@@ -74,7 +74,9 @@ type Server struct {
 	reg    *registry.Registry
 	table  *handlers.Table
 	mounts cgroup.Mounts
-	views  *viewfs.Manager // nil: no views served
+	views  *viewfs.Server // nil: no views served
+	// slots numbers the containers on the views mount; under mu.
+	slots *viewSlots
 	// policies are the active policies a create can name; they change
 	// only on ReloadPolicies.
 	policies *policy.Store
@@ -258,7 +260,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.loadAppArmor(ctx)
 	held := s.startHolder()
 	if !s.cfg.NoViews {
-		if s.views, err = viewfs.NewManager(s.cfg.RunDir, s.log.Named("views")); err != nil {
+		if err := s.startViews(); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)
 			s.views = nil
 		}
@@ -311,11 +313,37 @@ func (s *Server) Run(ctx context.Context) error {
 		s.journal.Close()
 	}
 	// Control connections are done: no create can mount views any more.
-	// Running containers' view files fail with ENOTCONN from here on.
+	// Running containers' view files fail from here on.
 	if s.views != nil {
-		s.views.Close()
+		s.views.Unmount()
 	}
 	s.log.Info("sysvisord stopped")
+	return nil
+}
+
+// startViews serves the views mount and the containers recorded with a
+// slot on it.
+func (s *Server) startViews() error {
+	var inUse []uint64
+	for _, c := range s.reg.List() {
+		inUse = append(inUse, c.Snapshot().ViewSlot)
+	}
+	slots, err := openViewSlots(s.cfg.StateDir, inUse)
+	if err != nil {
+		return err
+	}
+	views, err := viewfs.Start(s.cfg.RunDir, viewfs.Held{Fuse: -1, Journal: -1}, s.log.Named("views"))
+	if err != nil {
+		return err
+	}
+	s.views, s.slots = views, slots
+	for _, c := range s.reg.List() {
+		if rec := c.Snapshot(); rec.ViewSlot != 0 && rec.Views != "" {
+			if _, err := views.Add(rec.ID, rec.ViewSlot, c); err != nil {
+				s.log.Warn("container's views not served", "container", rec.ID, "error", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -424,13 +452,20 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		resp := control.Response{Lease: &l.Range, Policy: pol}
 		if s.views != nil && pol.Views {
 			// Views are optional: the container is created without them.
-			dir, err := s.views.Mount(req.ID, c)
+			var dir string
+			s.mu.Lock()
+			slot, err := s.slots.take()
+			s.mu.Unlock()
+			if err == nil {
+				dir, err = s.views.Add(req.ID, slot, c)
+			}
 			if err == nil {
 				// Recorded for the procfs and sysfs mounted on the
-				// container's behalf later.
-				_, err = s.reg.Update(req.ID, func(r *registry.Record) { r.Views = dir })
+				// container's behalf later, and for a restarted
+				// sysvisord, which must serve the same slot.
+				_, err = s.reg.Update(req.ID, func(r *registry.Record) { r.Views, r.ViewSlot = dir, slot })
 				if err != nil {
-					s.views.Unmount(req.ID)
+					s.views.Remove(req.ID)
 				}
 			}
 			if err != nil {
@@ -544,7 +579,7 @@ func (s *Server) forget(id string) error {
 	}
 	s.stats.Forget(id)
 	if s.views != nil {
-		s.views.Unmount(id)
+		s.views.Remove(id)
 	}
 	if err != nil {
 		return err

@@ -24,7 +24,7 @@ func mountedAt(dir string) bool {
 	return false
 }
 
-// Views are mounted by create, gone after delete and after shutdown, and
+// Views are served by create, gone after delete and after shutdown, and
 // leave no goroutine behind.
 func TestViewsLifecycle(t *testing.T) {
 	if testing.Short() || os.Geteuid() != 0 {
@@ -57,12 +57,14 @@ func TestViewsLifecycle(t *testing.T) {
 		}
 		return r
 	}
+	views := filepath.Join(e.cfg.RunDir, "views")
 	r := call(control.OpCreate, "c1")
-	if r.Views != viewfs.Dir(e.cfg.RunDir, "c1") || !slices.Equal(r.ViewFiles, viewfs.AvailableFiles()) || !mountedAt(r.Views) {
-		t.Fatalf("create: views %q %v, mounted %v", r.Views, r.ViewFiles, mountedAt(r.Views))
+	if r.Views != viewfs.Dir(e.cfg.RunDir, "c1") || !slices.Equal(r.ViewFiles, viewfs.AvailableFiles()) || !mountedAt(views) {
+		t.Fatalf("create: views %q %v, mounted %v", r.Views, r.ViewFiles, mountedAt(views))
 	}
-	if c, ok := s.reg.Get("c1"); !ok || c.Views() != r.Views {
-		t.Errorf("record does not name the views")
+	c1, ok := s.reg.Get("c1")
+	if !ok || c1.Views() != r.Views || c1.Snapshot().ViewSlot == 0 {
+		t.Errorf("record does not name the views and their slot")
 	}
 	// Not registered yet: the host's file.
 	got, err := os.ReadFile(filepath.Join(r.Views, "sys/devices/system/cpu/online"))
@@ -71,19 +73,22 @@ func TestViewsLifecycle(t *testing.T) {
 		t.Errorf("online before registration: %q %v, want %q", got, err, want)
 	}
 	call(control.OpDelete, "c1")
-	if mountedAt(r.Views) {
-		t.Errorf("views still mounted after delete")
+	if _, err := os.Stat(r.Views); !os.IsNotExist(err) {
+		t.Errorf("views still served after delete: %v", err)
 	}
 	r2 := call(control.OpCreate, "c2")
-	if !mountedAt(r2.Views) {
-		t.Fatalf("c2 views not mounted")
+	if _, err := os.Stat(filepath.Join(r2.Views, "proc/meminfo")); err != nil {
+		t.Fatalf("c2 views not served: %v", err)
+	}
+	if c2, _ := s.reg.Get("c2"); c2 == nil || c2.Snapshot().ViewSlot <= c1.Snapshot().ViewSlot {
+		t.Errorf("c2's slot does not follow c1's")
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	done <- nil
-	if mountedAt(r2.Views) {
+	if mountedAt(views) {
 		t.Errorf("views still mounted after shutdown")
 	}
 	deadline := time.Now().Add(2 * time.Second)

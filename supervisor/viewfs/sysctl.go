@@ -1,18 +1,14 @@
 package viewfs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/supervisor/rawfile"
 	"github.com/sysvisor/sysvisor/supervisor/sysctl"
@@ -54,130 +50,55 @@ func Sysctls() []*sysctl.Sysctl {
 	return out
 }
 
-// sysctlNode is one per-container sysctl. It looks like the kernel's file
-// in a user-namespaced container (owned by the container's root, 0644) and
-// the kernel checks the mode at open (default_permissions): only the
-// container's root opens it for writing. Write then checks what the
-// kernel's handler checks on top (a capability for some), parses the
-// value as the kernel does, and records it in the container's record.
-type sysctlNode struct {
-	fs.Inode
-	id  string
-	s   *sysctl.Sysctl
-	c   Container
-	log hclog.Logger
-}
+// A per-container sysctl looks like the kernel's file in a user-namespaced
+// container (owned by the container's root, sysctl.Mode()) and the kernel
+// checks the mode at open (default_permissions): only the container's root
+// opens it for writing. A write then checks what the kernel's handler
+// checks on top (a capability for some), parses the value as the kernel
+// does, and records it in the container's record.
 
-var _ fs.NodeOpener = (*sysctlNode)(nil)
-var _ fs.NodeGetattrer = (*sysctlNode)(nil)
-var _ fs.NodeSetattrer = (*sysctlNode)(nil)
-
-// values returns the container's current values: its own, or the host's.
-func (n *sysctlNode) values() ([]int64, error) {
-	if v, ok := n.c.Sysctl(n.s.Name); ok {
-		if vals, err := n.s.Values(v); err == nil {
+// sysctlValues returns the container's current values: its own, or the
+// host's.
+func (s *Server) sysctlValues(c *ctr, sc *sysctl.Sysctl) ([]int64, error) {
+	if v, ok := c.c.Sysctl(sc.Name); ok {
+		if vals, err := sc.Values(v); err == nil {
 			return vals, nil
 		}
-		n.log.Warn("views: stored sysctl value unreadable; showing the host's", "container", n.id, "sysctl", n.s.Name, "value", v)
+		s.log.Warn("views: stored sysctl value unreadable; showing the host's", "container", c.id, "sysctl", sc.Name, "value", v)
 	}
-	b, err := host.ReadFile(hostPath(n.s))
+	b, err := host.ReadFile(hostPath(sc))
 	if err != nil {
 		return nil, err
 	}
-	return n.s.Values(string(b))
+	return sc.Values(string(b))
 }
 
-func (n *sysctlNode) render() ([]byte, error) {
-	vals, err := n.values()
+func (s *Server) sysctlRender(c *ctr, sc *sysctl.Sysctl) ([]byte, error) {
+	vals, err := s.sysctlValues(c, sc)
 	if err != nil {
 		return nil, err
 	}
 	return sysctl.Format(vals), nil
 }
 
-func (n *sysctlNode) fill(out *fuse.AttrOut, size int) {
-	out.Mode = syscall.S_IFREG | n.s.Mode()
-	out.Nlink = 1
-	out.Uid, out.Gid = n.c.RootIDs()
-	// procfs shows the time the inode was made, which for a sysctl is
-	// about when it is looked at; 1970 would stand out.
-	now := time.Now()
-	out.SetTimes(&now, &now, &now)
-	// As for the other views: sendfile stops at i_size (see fileNode).
-	out.Size = uint64(size + sizeSlack)
-	out.SetTimeout(attrTimeout)
-}
-
-// Getattr renders (a map lookup, or one host pread): the value is small.
-func (n *sysctlNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	size, ok := int64(0), false
-	if h, isH := f.(*handle); isH {
-		size, ok = h.size()
-	}
-	if !ok {
-		if b, err := n.render(); err == nil {
-			size = int64(len(b))
-		}
-	}
-	n.fill(out, int(size))
-	return 0
-}
-
-// Setattr accepts the truncation an O_TRUNC open sends (shells open with
-// it) and changes nothing, as procfs ignores it.
-func (n *sysctlNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if _, ok := in.GetMode(); ok {
-		return syscall.EPERM
-	}
-	if _, ok := in.GetUID(); ok {
-		return syscall.EPERM
-	}
-	if _, ok := in.GetGID(); ok {
-		return syscall.EPERM
-	}
-	return n.Getattr(ctx, f, out)
-}
-
-func (n *sysctlNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	render := func() ([]byte, error) {
-		b, err := n.render()
-		if err != nil {
-			n.log.Warn("views: render sysctl", "container", n.id, "sysctl", n.s.Name, "error", err)
-		}
-		return b, err
-	}
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
-		return &handle{render: render}, fuse.FOPEN_DIRECT_IO, 0
-	}
-	return &sysctlHandle{handle: handle{render: render}, n: n}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-// sysctlHandle is a sysctl opened for writing (and maybe reading).
-type sysctlHandle struct {
-	handle
-	n *sysctlNode
-}
-
-var _ fs.FileWriter = (*sysctlHandle)(nil)
-
-// Write applies one write(2) as the kernel's proc handler would: at offset
-// 0 it is parsed (EINVAL on bad input, range included) and the count of
-// bytes consumed returned; a write at a later offset changes nothing and
+// sysctlWrite applies one write(2) as the kernel's proc handler would: at
+// offset 0 it is parsed (EINVAL on bad input, range included) and the count
+// of bytes consumed returned; a write at a later offset changes nothing and
 // reports everything written (sysctl_writes_strict=1, the default).
-func (h *sysctlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n := h.n
-	if e := n.mayWrite(ctx); e != 0 {
+func (s *Server) sysctlWrite(h inHeader, t target, off int64, data []byte) (uint32, unix.Errno) {
+	c, sc := t.c, t.n.sysctl
+	if e := mayWrite(h.UID, h.PID, c.c, sc); e != 0 {
 		return 0, e
 	}
 	if off > 0 {
 		return uint32(len(data)), 0
 	}
-	cur, err := n.values()
+	cur, err := s.sysctlValues(c, sc)
 	if err != nil {
-		n.log.Warn("views: sysctl current value", "container", n.id, "sysctl", n.s.Name, "error", err)
-		return 0, syscall.EIO
+		s.log.Warn("views: sysctl current value", "container", c.id, "sysctl", sc.Name, "error", err)
+		return 0, unix.EIO
 	}
-	vals, used, err := n.s.Parse(cur, data)
+	vals, used, err := sc.Parse(cur, data)
 	if err != nil {
 		var e syscall.Errno
 		if !errors.As(err, &e) {
@@ -186,46 +107,43 @@ func (h *sysctlHandle) Write(ctx context.Context, data []byte, off int64) (uint3
 		return 0, e
 	}
 	v := strings.TrimSuffix(string(sysctl.Format(vals)), "\n")
-	if err := n.c.SetSysctl(n.s.Name, v); err != nil {
-		n.log.Error("views: record sysctl", "container", n.id, "sysctl", n.s.Name, "error", err)
-		return 0, syscall.EIO
+	if err := c.c.SetSysctl(sc.Name, v); err != nil {
+		s.log.Error("views: record sysctl", "container", c.id, "sysctl", sc.Name, "error", err)
+		return 0, unix.EIO
 	}
-	n.log.Debug("views: sysctl written", "container", n.id, "sysctl", n.s.Name, "value", v)
+	s.log.Debug("views: sysctl written", "container", c.id, "sysctl", sc.Name, "value", v)
 	return uint32(used), 0
 }
 
-// mayWrite checks the writer as the kernel checks a host's: the file's
+// mayWrite checks the writer (uid, and pid in the host's pid namespace, as
+// the FUSE request carries them) as the kernel checks a host's: the file's
 // owner (the container's root, or host root), and the capability the
 // kernel's handler asks for, in the writer's effective set (its caps only
 // count in the container's user namespace, which is what the container's
 // "host" is).
-func (n *sysctlNode) mayWrite(ctx context.Context) syscall.Errno {
-	caller, ok := fuse.FromContext(ctx)
-	if !ok {
-		return syscall.EACCES
+func mayWrite(uid, pid uint32, c Container, sc *sysctl.Sysctl) unix.Errno {
+	root, _ := c.RootIDs()
+	if uid != root && uid != 0 {
+		return unix.EACCES
 	}
-	uid, _ := n.c.RootIDs()
-	if caller.Uid != uid && caller.Uid != 0 {
-		return syscall.EACCES
-	}
-	if n.s.Cap < 0 {
+	if sc.Cap < 0 {
 		return 0
 	}
-	if caller.Pid == 0 {
-		return syscall.EPERM // not visible here: nothing to check it by
+	if pid == 0 {
+		return unix.EPERM // not visible here: nothing to check it by
 	}
 	// The capability counts in the container's own user namespace, the
 	// one its init is in: a process in a nested user namespace has its
 	// capabilities there only, as the kernel's capable() would see it.
-	if caller.Uid != 0 {
-		same, err := sameUserNS(int(caller.Pid), n.c.InitPid())
+	if uid != 0 {
+		same, err := sameUserNS(int(pid), c.InitPid())
 		if err != nil || !same {
-			return syscall.EPERM
+			return unix.EPERM
 		}
 	}
-	has, err := hasCap(int(caller.Pid), n.s.Cap)
+	has, err := hasCap(int(pid), sc.Cap)
 	if err != nil || !has {
-		return syscall.EPERM
+		return unix.EPERM
 	}
 	return 0
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,7 +25,9 @@ func TestSysctlFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func(old string) { hostRoot = old }(hostRoot)
+	// Restored after the server stopped (cleanups run last first).
+	old := hostRoot
+	t.Cleanup(func() { hostRoot = old })
 	hostRoot = fakeHost
 	c := fakeContainer{sysctls: &fakeSysctls{m: map[string]string{}}}
 	runDir := t.TempDir()
@@ -37,15 +38,8 @@ func TestSysctlFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m, err := NewManager(runDir, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	dir, err := m.Mount("c1", c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := start(t, runDir)
+	dir := add(t, s, "c1", 1, c)
 	file := func(name string) string {
 		if strings.HasPrefix(name, "module/") {
 			return filepath.Join(dir, "sys", name)

@@ -1,15 +1,25 @@
-// Package viewfs serves each container's /proc and /sys views from a FUSE
-// filesystem of its own, mounted at <run-dir>/views/<id>. The runtime
-// bind-mounts the files over the container's /proc/<file> and
-// /sys/devices/system/cpu/online.
+// Package viewfs serves every container's /proc and /sys views from one
+// FUSE mount at <run-dir>/views, a directory per container
+// (<run-dir>/views/<id>). The runtime bind-mounts the files over the
+// container's /proc/<file> and /sys/devices/system/cpu/online.
 //
-// Every file is opened with FOPEN_DIRECT_IO and its whole content is rendered
-// at open, so reads at any offset come from one snapshot and the kernel
-// caches nothing between opens.
+// The FUSE protocol server is this package's own: a few workers read the
+// /dev/fuse fd through Go's poller, so the server costs no OS thread while
+// idle and none per container. Node ids are fixed by design (nodes.go) and
+// the requests being served are journalled in a memfd (journal.go), so a
+// restarted sysvisord given the same /dev/fuse fd and journal (Held) adopts
+// the mount: the kernel's dentries, open files and containers' bind mounts
+// stay valid, and requests the old process had read but not answered are
+// answered.
+//
+// Every file is opened with FOPEN_DIRECT_IO, rendered at open's first read
+// and at every read from offset 0; reads at later offsets continue that
+// rendering, and the kernel caches nothing between opens.
 package viewfs
 
 import (
-	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -21,12 +31,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 )
 
@@ -64,12 +73,12 @@ func AvailableFiles() []string {
 	return out
 }
 
-// servedFiles lists the read-only views of a container's mount: the ones
-// the host has, and product_uuid for a container (rendered from its id, not
-// from a host file). Without a container (c nil) only the host's files.
-func servedFiles(withContainer bool) []string {
+// servedFiles lists the read-only views of a container: the ones the host
+// has, and product_uuid (rendered from the container's id, not from a host
+// file).
+func servedFiles() []string {
 	out := AvailableFiles()
-	if withContainer && !slices.Contains(out, productUUID) {
+	if !slices.Contains(out, productUUID) {
 		out = append(out, productUUID)
 	}
 	return out
@@ -77,7 +86,7 @@ func servedFiles(withContainer bool) []string {
 
 // Container is what rendering needs of a container; *registry.Container
 // implements it. Its methods are read at every open, so the views follow
-// the record (init's start and cgroups arrive after the mount).
+// the record (init's start and cgroups arrive after Add).
 type Container interface {
 	// ID names the container (its product_uuid derives from it).
 	ID() string
@@ -91,182 +100,582 @@ type Container interface {
 	Sysctl(name string) (string, bool)
 	SetSysctl(name, value string) error
 	// RootIDs are the host uid and gid of the container's root, which
-	// owns its sysctl files.
+	// owns its view files.
 	RootIDs() (uint32, uint32)
 	// InitPid is the container's init (0 before it registered): its user
 	// namespace is the one a sysctl writer's capabilities must be in.
 	InitPid() int
+	// IDs is the container's host ID range: only host root and uids in
+	// it may use the container's views.
+	IDs() (base, size uint32)
 }
 
-// Dir is where the views of id are mounted.
+// Dir is where the views of id are.
 func Dir(runDir, id string) string { return filepath.Join(runDir, "views", id) }
 
-// Manager owns the views mounts: one FUSE server per container.
-type Manager struct {
-	runDir string
-	log    hclog.Logger
+// Held are the fds that must outlive sysvisord: the views mount's /dev/fuse
+// fd and the journal memfd. -1 = absent.
+type Held struct{ Fuse, Journal int }
 
-	mu     sync.Mutex
-	mounts map[string]*mount
+const (
+	// workers read the /dev/fuse fd. Requests are short (a render is a
+	// few preads): four keep both cores busy and a slow one from
+	// holding up the rest.
+	workers = 4
+	// maxWrite is the largest WRITE the kernel sends: sysctl values are
+	// short, and the journal's slots are sized by it.
+	maxWrite = 4096
+	// dirTimeout is how long the kernel may keep names and directory
+	// attributes: the tree of a container never changes (a removed
+	// container's name is invalidated explicitly).
+	dirTimeout = time.Hour
+	// attrTimeout is how long the kernel may keep a view's attributes.
+	// Of them only the size changes, and it only matters to splice reads
+	// (see noteShort); a read(2) ignores it. Keeping them saves the
+	// GETATTR an open would otherwise send, a quarter of an
+	// open+read+close; a second bounds how far a rendering can outgrow
+	// the size the kernel holds.
+	attrTimeout = time.Second
+	// sizeSlack is added to the size a view reports, so content that
+	// grew a little since the rendering the size comes from is not cut
+	// by a splice read.
+	sizeSlack = 256
+	// initTimeout bounds the wait for the kernel's INIT after mount(2);
+	// probeTimeout the wait for the adoption probe's LOOKUP.
+	initTimeout  = 5 * time.Second
+	probeTimeout = 2 * time.Second
+)
+
+// adoptGrace is how long after an adoption a request on a container not
+// (yet) added waits for its Add: the successor can only add its containers
+// once Start returned, and the kernel, which kept their node ids, may ask
+// about them at once. A variable for tests.
+var adoptGrace = 5 * time.Second
+
+// Server serves the views mount.
+type Server struct {
+	runDir, root string
+	log          hclog.Logger
+	tree         *tree
+
+	file *os.File // the /dev/fuse fd, nonblocking, in Go's poller
+	rc   syscall.RawConn
+	fd   int
+	j    *journal
+
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	// fdMu guards the fd and the journal for writers outside the workers
+	// (notifications from Remove): Stop closes them under it.
+	fdMu   sync.RWMutex
 	closed bool
+
+	mu      sync.RWMutex
+	byID    map[string]*ctr
+	bySlot  map[uint64]*ctr
+	retired map[uint64]bool // slots removed: never served again
+	// added is closed and replaced at every Add; graceEnd is when an
+	// adopted mount stops waiting for Adds (see awaitContainer).
+	added    chan struct{}
+	graceEnd time.Time
+
+	// handles maps a file handle to its open-file state (*handle).
+	handles sync.Map
+	// shrunk maps a node id to the size the kernel cut its i_size to
+	// (see noteShort).
+	shrunk sync.Map
+
+	initOnce sync.Once
+	initDone chan struct{}
+	fatal    chan error // a worker's read error, for Start to report
+	probe    atomic.Pointer[probe]
+	pollOff  atomic.Bool // the kernel was told POLL is unsupported
+	counts   [maxOp]atomic.Uint64
 }
 
-type mount struct {
-	dir    string
-	server *fuse.Server
+// ctr is one container on the mount.
+type ctr struct {
+	id   string
+	slot uint64
+	c    Container
+	// lastLen is the length of the latest rendering of each file, for
+	// GETATTR without an open file. Keys are fixed at Add.
+	lastLen map[uint16]*atomic.Int64
 }
 
-// NewManager removes mounts a previous sysvisord left behind under
-// <run-dir>/views (their FUSE connections died with it) and returns a
-// manager.
-func NewManager(runDir string, log hclog.Logger) (*Manager, error) {
-	root := filepath.Join(runDir, "views")
-	if err := os.MkdirAll(root, 0o711); err != nil {
+// probe is the adoption check's name, looked up once by Start.
+type probe struct {
+	name string
+	seen chan struct{}
+	once sync.Once
+}
+
+// testHookAfterRead, when set, runs after a worker read a request; true
+// makes the worker stop there without answering, as if the process died.
+var testHookAfterRead func(req []byte) bool
+
+// Start serves the one views mount at <runDir>/views.
+//
+// With held.Fuse < 0 it removes stale mounts at <runDir>/views (and the
+// per-container mounts under it of sysvisord before the one mount), mounts
+// afresh and answers the kernel's INIT. With held.Fuse >= 0 it adopts that
+// connection, already initialised: it checks that the fd serves
+// <runDir>/views (a LOOKUP of a random name under it must arrive on the
+// fd), answers the requests the journal shows in flight, then serves.
+//
+// Start owns the held fds it is given from then on, also when it fails: it
+// closes them on Stop, or before returning an error.
+func Start(runDir string, held Held, log hclog.Logger) (*Server, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	t, err := buildTree(servedFiles(), Sysctls())
+	if err != nil {
+		closeHeld(held)
 		return nil, err
 	}
-	ents, err := os.ReadDir(root)
+	s := &Server{runDir: runDir, root: filepath.Join(runDir, "views"), log: log, tree: t,
+		byID: map[string]*ctr{}, bySlot: map[uint64]*ctr{}, retired: map[uint64]bool{},
+		initDone: make(chan struct{}), fatal: make(chan error, 1), fd: -1, added: make(chan struct{})}
+	if held.Fuse < 0 {
+		if held.Journal >= 0 {
+			unix.Close(held.Journal)
+		}
+		err = s.mountFresh()
+	} else {
+		err = s.adopt(held)
+	}
 	if err != nil {
+		s.Stop()
 		return nil, err
+	}
+	return s, nil
+}
+
+func closeHeld(h Held) {
+	for _, fd := range []int{h.Fuse, h.Journal} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// removeStale unmounts what a previous sysvisord left at <runDir>/views:
+// the one mount, and before it the per-container mounts under it.
+func (s *Server) removeStale() error {
+	for unix.Unmount(s.root, unix.MNT_DETACH) == nil {
+	}
+	if err := os.MkdirAll(s.root, 0o711); err != nil {
+		return fmt.Errorf("views directory: %w", err)
+	}
+	ents, err := os.ReadDir(s.root)
+	if err != nil {
+		return fmt.Errorf("views directory: %w", err)
 	}
 	for _, e := range ents {
-		dir := filepath.Join(root, e.Name())
+		dir := filepath.Join(s.root, e.Name())
 		for unix.Unmount(dir, unix.MNT_DETACH) == nil {
 		}
 		if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
-			log.Warn("stale views directory left in place", "dir", dir, "error", err)
+			s.log.Warn("stale views directory left in place", "dir", dir, "error", err)
 		}
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return nil, fmt.Errorf("FUSE unavailable: %w", err)
-	}
-	return &Manager{runDir: runDir, log: log, mounts: map[string]*mount{}}, nil
+	return nil
 }
 
-// Mount serves the views of container c, named id (idempotent: a retried
-// create gets the same mount), and returns the directory they are under. A
-// nil c gets the host's files.
-func (m *Manager) Mount(id string, c Container) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return "", errors.New("views: shutting down")
+func (s *Server) mountFresh() error {
+	if err := s.removeStale(); err != nil {
+		return err
 	}
-	if mt, ok := m.mounts[id]; ok {
-		return mt.dir, nil
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("FUSE unavailable: open /dev/fuse: %w", err)
 	}
-	dir := Dir(m.runDir, id)
-	if err := os.Mkdir(dir, 0o711); err != nil && !os.IsExist(err) {
-		return "", err
+	s.fd = fd // closed by Stop
+	if s.j, err = newJournal(); err != nil {
+		return err
 	}
-	root := &dirNode{}
-	sysctls, files := Sysctls(), servedFiles(c != nil)
-	root.build = func(ctx context.Context) {
-		add := func(name string, node fs.InodeEmbedder) {
-			parent := &root.Inode
-			parts := strings.Split(name, "/")
-			for _, p := range parts[:len(parts)-1] {
-				ch := parent.GetChild(p)
-				if ch == nil {
-					ch = parent.NewPersistentInode(ctx, &dirNode{}, fs.StableAttr{Mode: syscall.S_IFDIR})
-					parent.AddChild(p, ch, false)
-				}
-				parent = ch
-			}
-			parent.AddChild(parts[len(parts)-1], parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: syscall.S_IFREG}), false)
-		}
-		for _, name := range files {
-			add(name, &fileNode{id: id, name: name, c: c, log: m.log})
-		}
-		if c == nil {
-			return // no record to keep values in: host files only
-		}
-		for _, s := range sysctls {
-			add(sysctlView(s), &sysctlNode{id: id, s: s, c: c, log: m.log})
-		}
+	// default_permissions: the kernel checks modes itself (no ACCESS
+	// round trips); allow_other: container processes are other users.
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other", fd)
+	// fuse.sysvisor: mountinfo shows the subtype, which the e2e tests and
+	// operators look for.
+	if err := unix.Mount("sysvisor-views", s.root, "fuse.sysvisor", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount views at %s: %w", s.root, err)
 	}
-	// The tree never changes: the kernel caches names and attributes (see
-	// attrTimeout).
-	long := time.Hour
-	attrs := attrTimeout
-	opts := &fs.Options{
-		EntryTimeout: &long, AttrTimeout: &attrs, NegativeTimeout: &long,
-		MountOptions: fuse.MountOptions{
-			// The kernel checks modes itself: no ACCESS round trips.
-			Options: []string{"default_permissions"},
-			// Container processes are other host users.
-			AllowOther:        true,
-			DirectMountStrict: true,
-			FsName:            "sysvisor-views",
-			Name:              "sysvisor",
-			DisableXAttrs:     true,
-			MaxBackground:     64,
-		},
+	// Into the poller only now: before the mount the fd polls as an
+	// error, which the poller would remember.
+	if err := s.setFd(fd); err != nil {
+		s.detach()
+		return err
 	}
-	guard := &spliceGuard{RawFileSystem: fs.NewNodeFS(root, opts)}
-	srv, err := fuse.NewServer(guard, dir, &opts.MountOptions)
-	if err == nil {
-		guard.srv = srv
-		go srv.Serve()
-		if err = srv.WaitMount(); err != nil {
-			srv.Unmount()
-		}
+	s.startWorkers(s.freeSlots(nil))
+	select {
+	case <-s.initDone:
+	case err = <-s.fatal:
+	case <-time.After(initTimeout):
+		err = errors.New("no INIT from the kernel")
 	}
 	if err != nil {
-		os.Remove(dir)
-		return "", fmt.Errorf("mount views at %s: %w", dir, err)
+		s.detach()
+		return fmt.Errorf("views mount at %s: %w", s.root, err)
 	}
-	m.mounts[id] = &mount{dir: dir, server: srv}
-	m.log.Debug("views mounted", "container", id, "dir", dir)
-	return dir, nil
+	s.log.Debug("views mounted", "dir", s.root)
+	return nil
 }
 
-// Unmount stops serving id's views. The connection is aborted, so copies of
-// the mount elsewhere (a container still holding its bind mounts) cannot
-// keep the server's goroutines alive.
-func (m *Manager) Unmount(id string) {
-	m.mu.Lock()
-	mt, ok := m.mounts[id]
-	delete(m.mounts, id)
-	m.mu.Unlock()
-	if ok {
-		m.teardown(id, mt)
+func (s *Server) setFd(fd int) error {
+	s.fd = fd
+	s.file = nil
+	// Nonblocking and in the poller: a worker waiting for a request
+	// parks its goroutine, not an OS thread, and Stop can wake it with
+	// a deadline.
+	s.file = os.NewFile(uintptr(fd), "/dev/fuse")
+	rc, err := s.file.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("/dev/fuse fd: %w", err)
 	}
+	s.rc = rc
+	if err := s.file.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("/dev/fuse fd not pollable: %w", err)
+	}
+	return nil
 }
 
-// Close unmounts every view; Mount fails afterwards.
-func (m *Manager) Close() {
-	m.mu.Lock()
-	m.closed = true
-	all := m.mounts
-	m.mounts = map[string]*mount{}
-	m.mu.Unlock()
-	for id, mt := range all {
-		m.teardown(id, mt)
+func (s *Server) adopt(held Held) error {
+	if err := unix.SetNonblock(held.Fuse, true); err != nil {
+		unix.Close(held.Fuse)
+		if held.Journal >= 0 {
+			unix.Close(held.Journal)
+		}
+		return fmt.Errorf("adopt /dev/fuse fd %d: %w", held.Fuse, err)
 	}
-}
-
-func (m *Manager) teardown(id string, mt *mount) {
-	var st unix.Stat_t
-	statErr := unix.Lstat(mt.dir, &st)
-	if err := unix.Unmount(mt.dir, unix.MNT_DETACH); err != nil {
-		m.log.Warn("views: unmount", "container", id, "dir", mt.dir, "error", err)
+	// A /dev/fuse fd that no mount uses polls as an error.
+	pfd := []unix.PollFd{{Fd: int32(held.Fuse), Events: unix.POLLIN}}
+	if _, err := unix.Poll(pfd, 0); err == nil && pfd[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+		closeHeld(held)
+		return fmt.Errorf("adopt: fd %d is not a mounted FUSE connection (poll: %#x)", held.Fuse, pfd[0].Revents)
 	}
-	if statErr == nil {
-		if err := abortConn(st.Dev); err != nil {
-			m.log.Debug("views: abort FUSE connection", "container", id, "error", err)
+	if err := s.setFd(held.Fuse); err != nil {
+		if held.Journal >= 0 {
+			unix.Close(held.Journal)
+		}
+		return err
+	}
+	var pending []int
+	switch {
+	case held.Journal < 0:
+		s.log.Warn("views adopted without a journal: requests in flight at the restart stay unanswered")
+		j, err := newJournal()
+		if err != nil {
+			return err
+		}
+		s.j = j
+		j.format(fhAfterUnknown())
+	default:
+		j, err := mapJournal(held.Journal)
+		if err != nil {
+			unix.Close(held.Journal)
+			return fmt.Errorf("adopt views journal: %w", err)
+		}
+		s.j = j
+		if err := j.check(); err != nil {
+			s.log.Error("views journal refused: requests in flight at the restart stay unanswered", "error", err)
+			j.format(fhAfterUnknown())
+		} else {
+			pending = j.inFlight()
 		}
 	}
-	done := make(chan struct{})
-	go func() { mt.server.Wait(); close(done) }()
+	// An INIT the predecessor read but did not answer must be answered
+	// first: the kernel sends nothing else before, not even the probe.
+	var rest []int
+	for _, i := range pending {
+		if h, ok := parseInHeader(s.j.slot(i)); ok && h.Opcode == opInit {
+			s.replay(i)
+			continue
+		}
+		rest = append(rest, i)
+	}
+	s.mu.Lock()
+	s.graceEnd = time.Now().Add(adoptGrace)
+	s.mu.Unlock()
+	s.startWorkers(s.freeSlots(rest))
+	if err := s.verify(); err != nil {
+		return err
+	}
+	// In the background: a request on a container waits for its Add
+	// (adoptGrace), which the caller can only make once Start returned.
+	// Each stays in its journal slot until answered.
+	for _, i := range rest {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.replay(i)
+		}()
+	}
+	s.log.Info("views mount adopted", "dir", s.root, "replayed", len(pending))
+	return nil
+}
+
+// replay answers the journalled request in slot i again and frees it.
+func (s *Server) replay(i int) {
+	b := s.j.slot(i)
+	if h, ok := parseInHeader(b); ok && h.Len >= inHeaderSize && int(h.Len) <= len(b) {
+		s.log.Debug("views: answering a request read before the restart", "opcode", h.Opcode, "unique", h.Unique)
+		s.dispatch(b[:h.Len])
+	} else {
+		s.log.Warn("views: journal slot unreadable; dropped", "slot", i)
+	}
+	s.j.done(i)
+}
+
+// verify checks that the adopted fd serves <runDir>/views: a LOOKUP of a
+// random name there must arrive on it.
+func (s *Server) verify() error {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	p := &probe{name: ".probe-" + hex.EncodeToString(rnd[:]), seen: make(chan struct{})}
+	s.probe.Store(p)
+	defer s.probe.Store(nil)
+	path := filepath.Join(s.root, p.name)
+	statDone := make(chan error, 1)
+	// If <runDir>/views is a FUSE mount nobody serves, this stat hangs
+	// and its goroutine (and thread) stay until that mount goes: rare,
+	// and Start reports it.
+	go func() {
+		var st unix.Stat_t
+		statDone <- unix.Lstat(path, &st)
+	}()
+	timeout := time.NewTimer(probeTimeout)
+	defer timeout.Stop()
 	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		m.log.Error("views: FUSE server did not stop; its goroutines leak", "container", id)
+	case <-p.seen:
+		select { // answered by now, or soon: leave no goroutine behind
+		case <-statDone:
+		case <-timeout.C:
+		}
+		return nil
+	case err := <-statDone:
+		select {
+		case <-p.seen:
+			return nil
+		default:
+		}
+		return fmt.Errorf("adopted /dev/fuse fd does not serve %s: a stat of %s came back (%v) without a LOOKUP on it", s.root, path, err)
+	case err := <-s.fatal:
+		return fmt.Errorf("adopted /dev/fuse fd does not serve %s: %w", s.root, err)
+	case <-timeout.C:
+		return fmt.Errorf("adopted /dev/fuse fd does not serve %s: no LOOKUP of %s within %v", s.root, path, probeTimeout)
 	}
-	if err := os.Remove(mt.dir); err != nil && !os.IsNotExist(err) {
-		m.log.Warn("views: remove mount point", "dir", mt.dir, "error", err)
+}
+
+// freeSlots picks the journal slots of the workers, avoiding busy ones.
+func (s *Server) freeSlots(busy []int) []int {
+	var out []int
+	for i := 0; i < journalSlots && len(out) < workers; i++ {
+		if !slices.Contains(busy, i) {
+			out = append(out, i)
+		}
 	}
-	m.log.Debug("views unmounted", "container", id)
+	return out
+}
+
+func (s *Server) startWorkers(slots []int) {
+	for _, i := range slots {
+		s.wg.Add(1)
+		go s.worker(i)
+	}
+}
+
+// Held returns the server's own fds; the caller dups them to deposit
+// with the holder.
+func (s *Server) Held() Held {
+	h := Held{Fuse: s.fd, Journal: -1}
+	if s.j != nil {
+		h.Journal = s.j.fd
+	}
+	return h
+}
+
+// Add serves the views of container c, named id, in slot (idempotent: a
+// retried create gets the same directory) and returns their directory.
+// slot is the caller's, 1 ≤ slot < 2^40, never given to another container
+// on this mount: node ids derive from it.
+func (s *Server) Add(id string, slot uint64, c Container) (string, error) {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 255 {
+		return "", fmt.Errorf("views: bad container id %q", id)
+	}
+	if slot < 1 || slot >= maxSlot {
+		return "", fmt.Errorf("views: slot %d of %s out of range [1, 2^40)", slot, id)
+	}
+	if c == nil {
+		return "", fmt.Errorf("views: no container record for %s", id)
+	}
+	dir, err := s.add(id, slot, c)
+	if err == nil {
+		s.disablePoll(dir)
+	}
+	return dir, err
+}
+
+func (s *Server) add(id string, slot uint64, c Container) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", errors.New("views: server stopped")
+	}
+	if cur, ok := s.byID[id]; ok {
+		if cur.slot != slot {
+			return "", fmt.Errorf("views: %s already served in slot %d, not %d", id, cur.slot, slot)
+		}
+		return Dir(s.runDir, id), nil
+	}
+	if other, ok := s.bySlot[slot]; ok || s.retired[slot] {
+		name := "a removed container"
+		if ok {
+			name = other.id
+		}
+		return "", fmt.Errorf("views: slot %d of %s was %s's", slot, id, name)
+	}
+	ct := &ctr{id: id, slot: slot, c: c, lastLen: map[uint16]*atomic.Int64{}}
+	for num, n := range s.tree.nodes {
+		if n.kind != kindDir {
+			ct.lastLen[num] = new(atomic.Int64)
+		}
+	}
+	s.byID[id], s.bySlot[slot] = ct, ct
+	close(s.added)
+	s.added = make(chan struct{})
+	s.log.Debug("views added", "container", id, "slot", slot)
+	return Dir(s.runDir, id), nil
+}
+
+// disablePoll makes the kernel stop sending FUSE_POLL on the connection.
+// Until it does, adding a view file to an epoll set sends FUSE_POLL while
+// the kernel holds that epoll instance's mutex; if this very process does
+// it (os.Open registers files with Go's poller), the workers, which wait
+// for requests through the same epoll instance, never see the request:
+// a deadlock. One poll(2) of a view file, not through the poller, gets
+// the POLL answered ENOSYS, after which the kernel answers polls itself
+// for as long as the connection lives (a successor inherits it).
+func (s *Server) disablePoll(dir string) {
+	if s.pollOff.Load() {
+		return
+	}
+	fd, err := unix.Open(filepath.Join(dir, productUUID), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		s.log.Warn("views: cannot switch FUSE poll off", "error", err)
+		return
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0); err != nil {
+		s.log.Warn("views: cannot switch FUSE poll off", "error", err)
+		return
+	}
+	s.pollOff.Store(true)
+}
+
+// Remove stops serving id: its name is gone from the root, requests on its
+// nodes fail and its open files' snapshots are dropped.
+func (s *Server) Remove(id string) {
+	s.mu.Lock()
+	ct, ok := s.byID[id]
+	if ok {
+		delete(s.byID, id)
+		delete(s.bySlot, ct.slot)
+		s.retired[ct.slot] = true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.handles.Range(func(k, v any) bool {
+		if slot, _ := splitNode(v.(*handle).node); slot == ct.slot {
+			s.handles.Delete(k)
+		}
+		return true
+	})
+	s.shrunk.Range(func(k, _ any) bool {
+		if slot, _ := splitNode(k.(uint64)); slot == ct.slot {
+			s.shrunk.Delete(k)
+		}
+		return true
+	})
+	// The kernel keeps names for dirTimeout: forget this one now.
+	if err := s.notifyInvalEntry(rootID, id); err != nil && !errors.Is(err, unix.ENOENT) {
+		s.log.Debug("views: invalidate name", "container", id, "error", err)
+	}
+	s.log.Debug("views removed", "container", id, "slot", ct.slot)
+}
+
+// Stop stops the workers and closes the server's fds, leaving the mount
+// for a successor to adopt (through dups of Held). Views are not served
+// until then: their readers wait.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		if s.file != nil {
+			// Wakes the workers waiting for a request; one serving a
+			// request answers it first.
+			s.file.SetReadDeadline(time.Unix(1, 0))
+		}
+		s.mu.Lock()
+		// Workers waiting for an Add give up.
+		s.graceEnd = time.Time{}
+		close(s.added)
+		s.added = make(chan struct{})
+		s.mu.Unlock()
+		s.wg.Wait()
+		s.fdMu.Lock()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		if s.file != nil {
+			s.file.Close()
+		} else if s.fd >= 0 {
+			unix.Close(s.fd)
+		}
+		if s.j != nil {
+			s.j.close()
+		}
+		s.fdMu.Unlock()
+	})
+}
+
+// Unmount tears the views down: the mount is detached, its connection
+// aborted (copies of it elsewhere, as containers' bind mounts, fail from
+// then on instead of waiting for a server) and the server stopped.
+func (s *Server) Unmount() {
+	s.detach()
+	s.Stop()
+}
+
+func (s *Server) detach() {
+	dev, devErr := mountDev(s.root)
+	if err := unix.Unmount(s.root, unix.MNT_DETACH); err != nil {
+		s.log.Warn("views: unmount", "dir", s.root, "error", err)
+	}
+	if devErr != nil {
+		s.log.Warn("views: FUSE connection not aborted", "error", devErr)
+		return
+	}
+	if err := abortConn(dev); err != nil {
+		s.log.Debug("views: abort FUSE connection", "error", err)
+	}
+}
+
+// mountDev finds the device of the views mount in mountinfo (a stat would
+// ask the server, which may be gone).
+func mountDev(root string) (uint64, error) {
+	ents, err := mountinfo.Read("/proc/self/mountinfo")
+	if err != nil {
+		return 0, err
+	}
+	for i := len(ents) - 1; i >= 0; i-- {
+		if e := ents[i]; e.Mountpoint == root && strings.HasPrefix(e.FSType, "fuse") {
+			return unix.Mkdev(e.Major, e.Minor), nil
+		}
+	}
+	return 0, fmt.Errorf("no FUSE mount at %s", root)
 }
 
 // abortConn aborts the FUSE connection of device dev through a private,
@@ -295,186 +704,4 @@ func abortConn(dev uint64) error {
 	defer unix.Close(fd)
 	_, err = unix.Write(fd, []byte("1"))
 	return err
-}
-
-// spliceGuard keeps splice reads of the views whole while the kernel caches
-// their attributes. A read(2) of a view is direct I/O and ignores i_size, but
-// a splice read (sendfile) goes through the page cache and stops at i_size,
-// and when a page-cache read comes back short, as it does at the end of every
-// view, the kernel sets i_size to where the content ended. That shrink is
-// what keeps the zeros after the content out of the reader's hands, but with
-// the attributes cached the next splice read, of a longer rendering, would
-// stop at the old end. So the guard notes each short page-cache read (the
-// kernel marks its direct reads with FUSE_READ_LOCKOWNER, page-cache reads
-// go without) and, at the node's next open, before answering it, gives the
-// size back sizeSlack of room by storing one byte at that offset in the
-// page cache: a store only ever grows i_size, and the open drops the page
-// again (no FOPEN_KEEP_CACHE).
-type spliceGuard struct {
-	fuse.RawFileSystem
-	srv *fuse.Server
-	// shrunk maps a node id to the size the kernel cut its i_size to.
-	shrunk sync.Map
-}
-
-func (g *spliceGuard) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	res, st := g.RawFileSystem.Read(cancel, in, buf)
-	if st == fuse.OK && in.ReadFlags&fuse.READ_LOCKOWNER == 0 && res.Size() < int(in.Size) {
-		g.shrunk.Store(in.NodeId, int64(in.Offset)+int64(res.Size()))
-	}
-	return res, st
-}
-
-func (g *spliceGuard) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if end, ok := g.shrunk.LoadAndDelete(in.NodeId); ok {
-		g.srv.InodeNotifyStoreCache(in.NodeId, end.(int64)+sizeSlack-1, []byte{'\n'})
-	}
-	return g.RawFileSystem.Open(cancel, in, out)
-}
-
-type dirNode struct {
-	fs.Inode
-	build func(context.Context)
-}
-
-var _ fs.NodeOnAdder = (*dirNode)(nil)
-var _ fs.NodeGetattrer = (*dirNode)(nil)
-
-func (d *dirNode) OnAdd(ctx context.Context) {
-	if d.build != nil {
-		d.build(ctx)
-	}
-}
-
-// Getattr: directories never change, so the kernel may keep their
-// attributes (the mount's default timeout, 0, is for the files).
-func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o555
-	out.SetTimeout(time.Hour)
-	return 0
-}
-
-type fileNode struct {
-	fs.Inode
-	id, name string
-	c        Container
-	log      hclog.Logger
-	// lastLen is the length of the latest rendering, for Getattr.
-	lastLen atomic.Int64
-}
-
-var _ fs.NodeOpener = (*fileNode)(nil)
-var _ fs.NodeGetattrer = (*fileNode)(nil)
-
-// sizeSlack is added to the size Getattr reports, so content that grew a
-// little since the rendering the size comes from is not cut by a splice read.
-const sizeSlack = 256
-
-// attrTimeout is how long the kernel may keep a view's attributes. Of them
-// only the size changes, and it only matters to splice reads (see
-// spliceGuard); a read(2) ignores it. Keeping them saves the GETATTR an open
-// would otherwise send, a quarter of an open+read+close; a second bounds how
-// far a rendering can outgrow the size the kernel holds.
-const attrTimeout = time.Second
-
-// Getattr reports the size of the latest rendering (the open file's own, on
-// fstat) plus sizeSlack. procfs reports 0, but a FUSE file's splice_read
-// (sendfile, as busybox cat uses) goes through the page cache and stops at
-// i_size: size 0 would read as empty. Getattr does not render, except before
-// the first rendering.
-func (n *fileNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0o444
-	if n.name == productUUID {
-		out.Mode = syscall.S_IFREG | 0o400 // the kernel's: root only
-	}
-	out.Nlink = 1
-	if n.c != nil {
-		// The kernel's files are root's; inside, that is the
-		// container's root (host root would show as nobody).
-		out.Uid, out.Gid = n.c.RootIDs()
-	}
-	// procfs and sysfs show about the time of the look; 1970 stands out.
-	now := time.Now()
-	out.SetTimes(&now, &now, &now)
-	size, ok := int64(0), false
-	if h, isH := f.(*handle); isH {
-		size, ok = h.size()
-	}
-	if !ok {
-		if size = n.lastLen.Load(); size == 0 {
-			if data, err := Render(n.c, n.name); err == nil {
-				size = int64(len(data))
-				n.lastLen.Store(size)
-			}
-		}
-	}
-	out.Size = uint64(size + sizeSlack)
-	out.SetTimeout(attrTimeout)
-	return 0
-}
-
-func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
-		return nil, 0, syscall.EACCES
-	}
-	return &handle{render: n.render}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-func (n *fileNode) render() ([]byte, error) {
-	data, err := Render(n.c, n.name)
-	if err != nil {
-		n.log.Warn("views: render", "container", n.id, "file", n.name, "error", err)
-		return nil, err
-	}
-	n.lastLen.Store(int64(len(data)))
-	return data, nil
-}
-
-// handle is one open file. A read at offset 0 renders the content (every
-// such read: a reader that keeps the file open and reads it again from the
-// start, as procps does with /proc/meminfo and /proc/stat, sees fresh values,
-// as seq_file gives them), and reads at later offsets continue that
-// rendering, so one pass through the file reads one snapshot.
-type handle struct {
-	render func() ([]byte, error)
-
-	mu       sync.Mutex
-	data     []byte
-	rendered bool
-}
-
-var _ fs.FileReader = (*handle)(nil)
-var _ fs.FileFlusher = (*handle)(nil)
-
-// Flush answers ENOSYS, which tells the kernel never to send FLUSH again on
-// this mount: one round trip less per close.
-func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
-
-func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off < 0 {
-		return nil, syscall.EINVAL
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if off == 0 || !h.rendered {
-		data, err := h.render()
-		if err != nil {
-			return nil, syscall.EIO
-		}
-		h.data, h.rendered = data, true
-	}
-	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil), 0
-	}
-	end := min(off+int64(len(dest)), int64(len(h.data)))
-	// h.data is replaced, never changed in place, by the next rendering:
-	// the reply may hold on to it.
-	return fuse.ReadResultData(h.data[off:end]), 0
-}
-
-// size is the length of the open file's rendering, if it has one.
-func (h *handle) size() (int64, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return int64(len(h.data)), h.rendered
 }
