@@ -84,8 +84,13 @@ func (s *Server) reattach(held map[string]int) (attached, lost int) {
 	// The views take theirs first; anything left is unknown to this
 	// version.
 	for name, fd := range held {
-		s.log.Warn("holder kept an fd this sysvisord does not know; dropped", "name", name)
 		unix.Close(fd)
+		if strings.HasPrefix(name, "views/") {
+			// Views disabled (--no-views) or not adoptable: the holder
+			// keeps them for a sysvisord that serves them.
+			continue
+		}
+		s.log.Warn("holder kept an fd this sysvisord does not know; dropped", "name", name)
 		s.dropHeld(name)
 	}
 	return attached, lost

@@ -75,8 +75,8 @@ type Server struct {
 	table  *handlers.Table
 	mounts cgroup.Mounts
 	views  *viewfs.Server // nil: no views served
-	// slots numbers the containers on the views mount; under mu.
-	slots *viewSlots
+	// viewSlots numbers the containers on the views mount; under mu.
+	viewSlots *viewSlots
 	// policies are the active policies a create can name; they change
 	// only on ReloadPolicies.
 	policies *policy.Store
@@ -259,8 +259,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopMetrics()
 	s.loadAppArmor(ctx)
 	held := s.startHolder()
-	if !s.cfg.NoViews {
-		if err := s.startViews(); err != nil {
+	if s.cfg.NoViews {
+		s.dropViews(held)
+	} else {
+		if err := s.startViews(held); err != nil {
 			s.log.Warn("/proc and /sys views disabled", "error", err)
 			s.views = nil
 		}
@@ -313,17 +315,43 @@ func (s *Server) Run(ctx context.Context) error {
 		s.journal.Close()
 	}
 	// Control connections are done: no create can mount views any more.
-	// Running containers' view files fail from here on.
-	if s.views != nil {
+	// Without a holder, running containers' view files fail from here on.
+	if s.views != nil && s.link != nil {
+		// The holder keeps the mount for the next sysvisord; requests
+		// wait in the kernel meanwhile.
+		s.views.Stop()
+	} else if s.views != nil {
 		s.views.Unmount()
 	}
 	s.log.Info("sysvisord stopped")
 	return nil
 }
 
-// startViews serves the views mount and the containers recorded with a
-// slot on it.
-func (s *Server) startViews() error {
+// dropViews ends the views mount a previous sysvisord served, when this
+// one serves none (--no-views): left to the holder, it would make every
+// reader of a running container's view files wait for good. They get
+// ENOTCONN instead.
+func (s *Server) dropViews(held map[string]int) {
+	if _, ok := held[holder.ViewsFuse]; !ok {
+		return
+	}
+	s.log.Warn("views disabled: the running containers' view files fail with ENOTCONN from now on")
+	if err := unix.Unmount(filepath.Join(s.cfg.RunDir, "views"), unix.MNT_DETACH); err != nil {
+		s.log.Warn("unmount the views", "error", err)
+	}
+	for _, name := range []string{holder.ViewsFuse, holder.ViewsJournal} {
+		if fd, ok := held[name]; ok {
+			unix.Close(fd)
+			delete(held, name)
+		}
+		s.dropHeld(name)
+	}
+}
+
+// startViews serves the views mount: the one the holder kept (the same
+// mount the running containers have their view files bound from), or a new
+// one, deposited with the holder. It takes the views' fds out of held.
+func (s *Server) startViews(held map[string]int) error {
 	var inUse []uint64
 	for _, c := range s.reg.List() {
 		inUse = append(inUse, c.Snapshot().ViewSlot)
@@ -332,11 +360,37 @@ func (s *Server) startViews() error {
 	if err != nil {
 		return err
 	}
-	views, err := viewfs.Start(s.cfg.RunDir, viewfs.Held{Fuse: -1, Journal: -1}, s.log.Named("views"))
+	h := viewfs.Held{Fuse: -1, Journal: -1}
+	if fd, ok := held[holder.ViewsFuse]; ok {
+		h.Fuse = fd
+		delete(held, holder.ViewsFuse)
+	}
+	if fd, ok := held[holder.ViewsJournal]; ok {
+		h.Journal = fd
+		delete(held, holder.ViewsJournal)
+	}
+	if (h.Fuse < 0) != (h.Journal < 0) {
+		// Half a pair is no use: a fresh mount replaces it.
+		s.log.Warn("holder kept only one of the views' fds; mounting the views afresh")
+		closeHeld(map[string]int{"fuse": h.Fuse, "journal": h.Journal})
+		h = viewfs.Held{Fuse: -1, Journal: -1}
+	}
+	views, err := viewfs.Start(s.cfg.RunDir, h, s.log.Named("views"))
+	if err != nil && h.Fuse >= 0 {
+		// Start closed them. The running containers' views are lost;
+		// new ones get a fresh mount.
+		s.log.Error("cannot adopt the views mount the holder kept; mounting afresh (running containers' view files fail with ENOTCONN until they are recreated)", "error", err)
+		views, err = viewfs.Start(s.cfg.RunDir, viewfs.Held{Fuse: -1, Journal: -1}, s.log.Named("views"))
+	}
 	if err != nil {
 		return err
 	}
-	s.views, s.slots = views, slots
+	if s.link != nil {
+		hv := views.Held()
+		s.link.put(holder.ViewsFuse, rawDeposit(hv.Fuse))
+		s.link.put(holder.ViewsJournal, rawDeposit(hv.Journal))
+	}
+	s.views, s.viewSlots = views, slots
 	for _, c := range s.reg.List() {
 		if rec := c.Snapshot(); rec.ViewSlot != 0 && rec.Views != "" {
 			if _, err := views.Add(rec.ID, rec.ViewSlot, c); err != nil {
@@ -454,7 +508,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			// Views are optional: the container is created without them.
 			var dir string
 			s.mu.Lock()
-			slot, err := s.slots.take()
+			slot, err := s.viewSlots.take()
 			s.mu.Unlock()
 			if err == nil {
 				dir, err = s.views.Add(req.ID, slot, c)

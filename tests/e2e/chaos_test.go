@@ -29,7 +29,7 @@ import (
 // ENOTCONN once sysvisord has restarted, so the loops check service through
 // the seccomp path only: a trapped tmpfs mount + umount and sysinfo(2).
 // Set it to true once the views survive a restart (their rewrite).
-const viewsSurviveRestart = false
+const viewsSurviveRestart = true
 
 // loopScript is the init of the restart tests' containers (sh -c SCRIPT
 // NAME MEM_KIB): about every second a trapped tmpfs mount and umount and

@@ -139,8 +139,9 @@ func TestViewsGoneAfterRemove(t *testing.T) {
 			docker(t, "rm", "-f", id)
 		}
 	})
-	if len(mountsUnder(dir)) != 1 {
-		t.Fatalf("views of a running container: mounts under %s: %v", dir, mountsUnder(dir))
+	// One mount serves every container's views; each has a directory.
+	if _, err := os.Stat(filepath.Join(dir, "proc", "meminfo")); err != nil {
+		t.Fatalf("views of a running container: %v", err)
 	}
 	if got := sh(t, id, "head -1 /proc/meminfo"); got != "MemTotal:         262144 kB" {
 		t.Errorf("meminfo %q", got)
@@ -174,12 +175,8 @@ func TestViewsGoneAfterRemove(t *testing.T) {
 	}
 	mustDocker(t, "rm", "-f", id)
 	removed = true
-	deadline := time.Now().Add(5 * time.Second)
-	for len(mountsUnder(dir)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
 	if m := mountsUnder(dir); len(m) > 0 {
-		t.Errorf("FUSE mount left after remove: %v", m)
+		t.Errorf("a mount under the container's views directory: %v", m)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("views directory left after remove: %v", err)
