@@ -107,9 +107,12 @@ type Holder struct {
 	held     map[string]int
 	byFd     map[int]string
 	conn     *net.UnixConn // the attached sysvisord, nil when none
+	connPid  int           // its pid
 	connDone chan struct{} // closed when conn's messages are all handled
 	detached time.Time     // when the last one went away
 	answer   bool          // answering trapped calls with DownErrno
+	// lastPeerCheck: when watch last looked whether the peer is dying.
+	lastPeerCheck time.Time
 	closed   bool
 }
 
@@ -172,14 +175,15 @@ func (h *Holder) Serve() {
 		if err != nil {
 			break
 		}
-		if uid, err := peerUID(conn); err != nil || uid != 0 {
-			h.log.Warn("connection refused: not root", "uid", uid, "error", err)
+		cred, err := peerCred(conn)
+		if err != nil || cred.Uid != 0 {
+			h.log.Warn("connection refused: not root", "peer", cred, "error", err)
 			conn.Close()
 			continue
 		}
 		h.mu.Lock()
 		prev, prevDone := h.conn, h.connDone
-		h.conn, h.connDone = conn, make(chan struct{})
+		h.conn, h.connDone, h.connPid = conn, make(chan struct{}), int(cred.Pid)
 		h.setAnswering(false)
 		h.mu.Unlock()
 		go func(done chan struct{}) {
@@ -348,6 +352,19 @@ func (h *Holder) watch() {
 			unix.Close(h.ep)
 			return
 		}
+		if h.conn != nil && time.Since(h.lastPeerCheck) >= time.Second {
+			h.lastPeerCheck = time.Now()
+			if pid := h.connPid; dying(pid) {
+				// Its stuck thread waits for a reply from the views
+				// mount that only a sysvisord gives, and a new one
+				// cannot start while the dying one holds the state
+				// lock: answer its own requests (it discards the
+				// answers) so that it can finish exiting.
+				n := h.failViews(unix.EINTR, func(tid uint32) bool { return threadOf(tid, pid) })
+				h.log.Warn("attached sysvisord is exiting; treating it as gone", "pid", pid, "own_view_requests_answered", n)
+				h.conn.Close()
+			}
+		}
 		if h.conn == nil && !h.answer && time.Since(h.detached) >= h.cfg.DownTimeout {
 			h.log.Error("no sysvisord attached within the bound: trapped calls now fail",
 				"bound", h.cfg.DownTimeout.String(), "errno", unix.ErrnoName(h.cfg.DownErrno))
@@ -400,6 +417,14 @@ func (h *Holder) setAnswering(on bool) {
 		return
 	}
 	h.answer = on
+	if on {
+		// View reads a sysvisord had read and not answered would wait
+		// for good; those nobody read wait in the kernel's queue for
+		// the next sysvisord (reading them would mean parsing them).
+		if n := h.failViews(unix.EIO, func(uint32) bool { return true }); n > 0 {
+			h.log.Warn("view requests in flight failed", "count", n, "errno", "EIO")
+		}
+	}
 	for name, fd := range h.held {
 		if !strings.HasPrefix(name, PrefixSeccomp) {
 			continue
@@ -419,6 +444,17 @@ func (h *Holder) setAnswering(on bool) {
 	}
 }
 
+// failViews fails the views journal's requests in flight from requesters
+// pick accepts. Called with mu held.
+func (h *Holder) failViews(errno unix.Errno, pick func(uint32) bool) int {
+	ffd, ok1 := h.held[ViewsFuse]
+	jfd, ok2 := h.held[ViewsJournal]
+	if !ok1 || !ok2 {
+		return 0
+	}
+	return FailViewsInFlight(ffd, jfd, errno, pick)
+}
+
 // journalID reads the id in a listener's journal slot.
 func (h *Holder) journalID(slot int) (uint64, bool) {
 	jfd, ok := h.held[SeccompJournal]
@@ -432,22 +468,50 @@ func (h *Holder) journalID(slot int) (uint64, bool) {
 	return nativeUint64(b[:]), true
 }
 
-func peerUID(conn *net.UnixConn) (uint32, error) {
+func peerCred(conn *net.UnixConn) (unix.Ucred, error) {
 	rc, err := conn.SyscallConn()
 	if err != nil {
-		return 0, err
+		return unix.Ucred{}, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return unix.Ucred{}, err
 	}
 	if cerr != nil {
-		return 0, cerr
+		return unix.Ucred{}, cerr
 	}
-	return cred.Uid, nil
+	return *cred, nil
+}
+
+// dying reports whether process pid is exiting: its main thread is a
+// zombie while some other thread has not finished. A sysvisord killed
+// while one of its threads waited for a reply from its own views mount
+// stays so until somebody answers that request: its fds (the connection
+// to us, its state lock) stay open meanwhile.
+func dying(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false // gone: the connection's EOF says so
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
+// threadOf reports whether thread tid belongs to process pid.
+func threadOf(tid uint32, pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Tgid:"); ok {
+			return strings.TrimSpace(v) == strconv.Itoa(pid)
+		}
+	}
+	return false
 }
 
 func parseRights(oob []byte) []int {

@@ -258,3 +258,61 @@ func TestListenerName(t *testing.T) {
 		}
 	}
 }
+
+// A peer whose main thread is a zombie while another thread lives (what a
+// sysvisord killed with a thread stuck in a request to its own views mount
+// looks like) is taken for gone, although its socket stays open.
+func TestDyingPeerDetached(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("needs gcc for the peer program")
+	}
+	h, dir := start(t)
+	src := filepath.Join(dir, "peer.c")
+	os.WriteFile(src, []byte(`#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static void *sleeper(void *a) { sleep(60); return a; }
+int main(int argc, char **argv) {
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strncpy(sa.sun_path, argv[1], sizeof sa.sun_path - 1);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0) return 1;
+	pthread_t t;
+	pthread_create(&t, 0, sleeper, 0);
+	pthread_exit(0); /* the main thread ends; the process lives on */
+}
+`), 0o644)
+	bin := filepath.Join(dir, "peer")
+	if out, err := exec.Command("gcc", "-pthread", "-o", bin, src).CombinedOutput(); err != nil {
+		t.Skipf("gcc: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, filepath.Join(dir, Socket))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	attached := func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.conn != nil && h.connPid == cmd.Process.Pid
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !attached() {
+		if time.Now().After(deadline) {
+			t.Fatal("peer never attached")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if dying(os.Getpid()) {
+		t.Fatal("this test process taken for dying")
+	}
+	for deadline = time.Now().Add(5 * time.Second); attached(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a peer with a zombie main thread is still attached (dying: %v)", dying(cmd.Process.Pid))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

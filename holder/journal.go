@@ -137,3 +137,51 @@ func sendErrno(fd int, id uint64, errno unix.Errno) {
 	r := seccompResp{id: id, error: -int32(errno)}
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&r)))
 }
+
+// The views journal is written by supervisor/viewfs (its journal.go has
+// the layout): a header, then slots each holding a FUSE request as read
+// from /dev/fuse. The holder reads only what it needs to fail requests that
+// would otherwise wait for good: the header's geometry and each slot's
+// fuse_in_header (unique at offset 8, the requesting pid at 32).
+const (
+	ViewsJournalMagic   = 0x6c6e6a5676737973 // "sysvVjnl"
+	ViewsJournalVersion = 1
+	ViewsJournalHeader  = 4096
+)
+
+// FailViewsInFlight answers with errno every request in the views journal
+// jfd that may be unanswered and whose requester pick accepts, on the
+// FUSE connection ffd, and marks it answered. It returns how many it
+// answered. A request answered already gets ENOENT from the kernel, which
+// is harmless.
+func FailViewsInFlight(ffd, jfd int, errno unix.Errno, pick func(pid uint32) bool) int {
+	var hdr [24]byte
+	if n, err := unix.Pread(jfd, hdr[:], 0); err != nil || n != len(hdr) {
+		return 0
+	}
+	ne := binary.NativeEndian
+	count, size := ne.Uint32(hdr[12:]), ne.Uint32(hdr[16:])
+	if ne.Uint64(hdr[0:]) != ViewsJournalMagic || ne.Uint32(hdr[8:]) != ViewsJournalVersion || count > 1024 || size < 64 || size > 1<<20 {
+		return 0
+	}
+	answered := 0
+	for i := uint32(0); i < count; i++ {
+		off := int64(ViewsJournalHeader) + int64(i)*int64(size)
+		var in [40]byte
+		if n, err := unix.Pread(jfd, in[:], off); err != nil || n != len(in) {
+			return answered
+		}
+		unique, pid := ne.Uint64(in[8:]), ne.Uint32(in[32:])
+		if unique == 0 || !pick(pid) {
+			continue
+		}
+		var out [16]byte // struct fuse_out_header: len, error, unique
+		ne.PutUint32(out[0:], 16)
+		ne.PutUint32(out[4:], uint32(-int32(errno)))
+		ne.PutUint64(out[8:], unique)
+		unix.Write(ffd, out[:])
+		unix.Pwrite(jfd, make([]byte, 8), off+8)
+		answered++
+	}
+	return answered
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/holder"
 	"github.com/sysvisor/sysvisor/supervisor/sysctl"
 )
 
@@ -459,5 +460,62 @@ func TestBadRequests(t *testing.T) {
 			continue // INIT closes initDone once; WRITE would record sysctls
 		}
 		s.dispatch(req(op, []uint64{rootID, meminfo, nodeID(1, 0), nodeID(1, 1)}[i%4], 0, rnd[:i%len(rnd)]))
+	}
+}
+
+// When no sysvisord comes back, the holder fails the requests a dead one
+// had read and not answered (holder.FailViewsInFlight, from this
+// journal's header): the reader gets EIO instead of waiting for good. Only
+// the requests the holder picks are answered.
+func TestHolderFailsInFlight(t *testing.T) {
+	needFUSE(t)
+	rd := runDir(t)
+	c := fixtureContainer(t)
+	var armed atomic.Bool
+	testHookAfterRead = func(req []byte) bool {
+		h, _ := parseInHeader(req)
+		return h.Opcode == opRead && armed.CompareAndSwap(true, false)
+	}
+	s1, err := Start(rd, Held{Fuse: -1, Journal: -1}, hclog.NewNullLogger())
+	if err != nil {
+		testHookAfterRead = nil
+		t.Fatal(err)
+	}
+	dir := add(t, s1, "a", 1, c)
+	f, err := os.Open(filepath.Join(dir, "proc/loadavg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	waiting := readAt0(f)
+	time.Sleep(200 * time.Millisecond)
+	held := dupHeld(t, s1)
+	s1.Stop()
+	testHookAfterRead = nil
+	t.Cleanup(func() {
+		unix.Unmount(filepath.Join(rd, "views"), unix.MNT_DETACH)
+		unix.Close(held.Fuse)
+		unix.Close(held.Journal)
+		f.Close()
+	})
+	if n := holder.FailViewsInFlight(held.Fuse, held.Journal, unix.EIO, func(uint32) bool { return false }); n != 0 {
+		t.Fatalf("answered %d requests it was told to leave", n)
+	}
+	select {
+	case got := <-waiting:
+		t.Fatalf("read answered with nobody serving: %q", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+	me := uint32(os.Getpid())
+	if n := holder.FailViewsInFlight(held.Fuse, held.Journal, unix.EIO, func(pid uint32) bool { return pid == me || pid != 0 }); n != 1 {
+		t.Fatalf("answered %d requests, want the 1 in flight", n)
+	}
+	select {
+	case got := <-waiting:
+		if !strings.Contains(got, "input/output error") {
+			t.Errorf("in-flight read got %q, want EIO", got)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("in-flight read not failed by the holder")
 	}
 }

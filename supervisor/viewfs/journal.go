@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/holder"
 )
 
 // The journal is a memfd that outlives sysvisord (the holder keeps it with
@@ -39,9 +41,11 @@ import (
 //
 // The geometry is part of the version: change a constant, bump it.
 const (
-	journalMagic   = 0x6c6e6a5676737973 // "sysvVjnl" little-endian
-	journalVersion = 1
-	journalHeader  = 4096
+	// The holder reads these to fail requests in flight when no
+	// sysvisord comes back (holder.FailViewsInFlight).
+	journalMagic   = holder.ViewsJournalMagic
+	journalVersion = holder.ViewsJournalVersion
+	journalHeader  = holder.ViewsJournalHeader
 	// journalSlots is twice the workers: a successor's workers find
 	// free slots even while its predecessor's in-flight requests still
 	// occupy theirs (they are answered after the mount is verified).
