@@ -113,7 +113,7 @@ type Holder struct {
 	answer   bool          // answering trapped calls with DownErrno
 	// lastPeerCheck: when watch last looked whether the peer is dying.
 	lastPeerCheck time.Time
-	closed   bool
+	closed        bool
 }
 
 // Listen takes the run directory's holder lock and socket. It fails with
