@@ -43,8 +43,8 @@ mkdir -p /mnt
 n=0
 while :; do
 	n=$((n + 1))
-	mount -t tmpfs t /mnt || echo "FAIL mount $n"
-	umount /mnt || echo "FAIL umount $n"
+	e=$(mount -t tmpfs t /mnt 2>&1) || echo "FAIL mount $n: $e"
+	e=$(umount /mnt 2>&1) || echo "FAIL umount $n: $e $(grep -c ' /mnt ' /proc/self/mountinfo) mounts at /mnt"
 	ram=$(sysinfo | sed -n 's/^totalram=//p')
 	[ -n "$ram" ] || echo "FAIL sysinfo $n"
 	[ "$mem" = 0 ] || [ "$ram" = $((mem * 1024)) ] || echo "FAIL totalram $n: $ram"

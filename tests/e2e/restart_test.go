@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -94,6 +97,7 @@ func TestRestartKeepsContainers(t *testing.T) {
 		}
 		up0 = up
 	}
+	upgrade(t, id)
 	_, _, log := rounds(t, id)
 	if strings.Contains(log, "FAIL") {
 		var fails []string
@@ -119,5 +123,41 @@ func TestRestartKeepsContainers(t *testing.T) {
 	}
 	if !strings.Contains(row, "running") {
 		t.Errorf("sysvisorctl ps after the restarts: %q, want %s running\n%s", row, id[:12], out)
+	}
+}
+
+// upgrade replaces sysvisord by a new build (another version) the way an
+// upgrade does, binary first, then the restart, and back: the survivor
+// goes on through both, and the new sysvisord reports its version.
+func upgrade(t *testing.T, id string) {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Log("no Go toolchain here (a compiled test binary in a VM): the upgrade step is left to the host matrix's restart check")
+		return
+	}
+	newBin := filepath.Join(svDir, "newbin")
+	build := exec.Command(gobin, "build", "-ldflags", "-X github.com/sysvisor/sysvisor/supervisor.Version=upgrade-test",
+		"-o", filepath.Join(newBin, "sysvisord"), "./cmd/sysvisord")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the new sysvisord: %v\n%s", err, out)
+	}
+	for _, bin := range []string{newBin, filepath.Join(repo, "bin")} {
+		paused, _, _ := rounds(t, id)
+		stopSysvisord(t, syscall.SIGTERM)
+		cmd := exec.Command(filepath.Join(repo, "tests", "env.sh"), "up")
+		cmd.Env = append(os.Environ(), "SV_DIR="+svDir, "SV_LOG_LEVEL=debug", "SV_BIN="+bin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("start sysvisord from %s: %v\n%s", bin, err, out)
+		}
+		waitRounds(t, id, paused+3, 10*time.Second)
+		out, err := sysvisorctl(t, "version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if upgraded := strings.Contains(out, "upgrade-test"); upgraded != (bin == newBin) {
+			t.Errorf("sysvisord from %s reports:\n%s", bin, out)
+		}
 	}
 }

@@ -13,8 +13,8 @@ rereader /proc/stat 100 &
 n=0
 while :; do
 	n=$((n + 1))
-	mount -t tmpfs t /mnt || echo "FAIL mount $n"
-	umount /mnt || echo "FAIL umount $n"
+	e=$(mount -t tmpfs t /mnt 2>&1) || echo "FAIL mount $n: $e"
+	e=$(umount /mnt 2>&1) || echo "FAIL umount $n: $e"
 	grep -q "^MemTotal: *$mem kB" /proc/meminfo || echo "FAIL meminfo $n: $(head -1 /proc/meminfo 2>&1)"
 	u=$(cut -d. -f1 /proc/uptime) || echo "FAIL uptime $n"
 	[ "$(cat /proc/sys/kernel/panic 2>&1)" = 7 ] || echo "FAIL panic $n: $(cat /proc/sys/kernel/panic 2>&1)"
