@@ -34,7 +34,7 @@ CHECKS=(
 	systemd-init systemd-dind systemd-stop
 	containerd-ctr
 	apparmor restart
-	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-runtime go-doctor
+	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-viewfs go-holder go-runtime go-doctor
 	demo e2e-suite
 )
 
@@ -653,6 +653,8 @@ c_go-handlers() { needs_create_go; gotest handlers; }
 c_go-itest() { needs_create_go; gotest supervisor/itest; }
 c_go-mountinfo() { needs_create_go; gotest supervisor/mountinfo; }
 c_go-cgroup() { needs_create_go; gotest supervisor/cgroup; }
+c_go-viewfs() { needs_create_go; gotest supervisor/viewfs; }
+c_go-holder() { needs_create_go; gotest holder; }
 c_go-runtime() { needs_create_go; gotest runtime; }
 c_go-doctor() { needs_create_go; gotest doctor; }
 needs_create_go() { :; } # unit tests run below the floor too
