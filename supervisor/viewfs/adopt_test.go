@@ -138,24 +138,8 @@ func TestAdoptAnswersInFlight(t *testing.T) {
 	needFUSE(t)
 	rd := runDir(t)
 	c := fixtureContainer(t)
-	var armed atomic.Bool
-	testHookAfterRead = func(req []byte) bool {
-		h, _ := parseInHeader(req)
-		return h.Opcode == opRead && armed.CompareAndSwap(true, false)
-	}
-	s1, err := Start(rd, Held{Fuse: -1, Journal: -1}, hclog.NewNullLogger())
-	if err != nil {
-		testHookAfterRead = nil
-		t.Fatal(err)
-	}
-	dir := add(t, s1, "a", 1, c)
-	f, err := os.Open(filepath.Join(dir, "proc/loadavg"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s1, f, waiting := readNobodyAnswers(t, rd, c)
 	t.Cleanup(func() { f.Close() }) // after the servers stop
-	armed.Store(true)
-	waiting := readAt0(f)
 	select {
 	case got := <-waiting:
 		t.Fatalf("read answered by a dead worker: %q", got)
@@ -463,14 +447,11 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
-// When no sysvisord comes back, the holder fails the requests a dead one
-// had read and not answered (holder.FailViewsInFlight, from this
-// journal's header): the reader gets EIO instead of waiting for good. Only
-// the requests the holder picks are answered.
-func TestHolderFailsInFlight(t *testing.T) {
-	needFUSE(t)
-	rd := runDir(t)
-	c := fixtureContainer(t)
+// readNobodyAnswers serves container c as "a" and starts a read of its
+// loadavg whose READ the worker takes into the journal and never answers,
+// as if the process died right after reading it.
+func readNobodyAnswers(t *testing.T, rd string, c Container) (*Server, *os.File, <-chan string) {
+	t.Helper()
 	var armed atomic.Bool
 	testHookAfterRead = func(req []byte) bool {
 		h, _ := parseInHeader(req)
@@ -487,7 +468,17 @@ func TestHolderFailsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	armed.Store(true)
-	waiting := readAt0(f)
+	return s1, f, readAt0(f)
+}
+
+// When no sysvisord comes back, the holder fails the requests a dead one
+// had read and not answered (holder.FailViewsInFlight, from this
+// journal's header): the reader gets EIO instead of waiting for good. Only
+// the requests the holder picks are answered.
+func TestHolderFailsInFlight(t *testing.T) {
+	needFUSE(t)
+	rd := runDir(t)
+	s1, f, waiting := readNobodyAnswers(t, rd, fixtureContainer(t))
 	time.Sleep(200 * time.Millisecond)
 	held := dupHeld(t, s1)
 	s1.Stop()
