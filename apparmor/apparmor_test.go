@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sysvisor/sysvisor/supervisor/sysctl"
+	"github.com/sysvisor/sysvisor/linux/sysctl"
 )
 
 func TestParseProfiles(t *testing.T) {

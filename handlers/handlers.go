@@ -17,9 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/kernel"
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
+	"github.com/sysvisor/sysvisor/linux/notify"
+	"github.com/sysvisor/sysvisor/linux/rawfile"
 )
 
 // Container is what a handler may know about the caller's container. The

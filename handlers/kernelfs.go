@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/kernel"
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 )
 
 // newKernelFS mounts a fresh procfs (for the caller's pid namespace) or

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/notify"
 )
 
 // Mount emulation. The rules, in the kernel's own order of mount(2) cases:

@@ -5,7 +5,7 @@ import (
 	"path"
 	"strings"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 )
 
 // A mount's signature names it independently of its mount id, so that the

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/notify"
 )
 
 // caller is the process whose filesystem view inCallerFS enters: the

@@ -11,9 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/notify"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
-	"github.com/sysvisor/sysvisor/supervisor/sysctl"
+	"github.com/sysvisor/sysvisor/linux/notify"
+	"github.com/sysvisor/sysvisor/linux/rawfile"
+	"github.com/sysvisor/sysvisor/linux/sysctl"
 )
 
 // /proc/sys in a system container follows LXC's model: the runtime's

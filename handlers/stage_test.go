@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/kernel"
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 )
 
 // stageModes are the ways this kernel can stage trees: the staging

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/notify"
 )
 
 // product_uuid where the host has no DMI. The view is a file of the

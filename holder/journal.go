@@ -108,7 +108,7 @@ func (j *Journal) Close() {
 func nativeUint64(b []byte) uint64 { return binary.NativeEndian.Uint64(b) }
 
 // seccompNotif and seccompResp are the kernel's structs (see
-// supervisor/notify, whose ABI checks cover them).
+// linux/notify, whose ABI checks cover them).
 type seccompNotif struct {
 	id    uint64
 	pid   uint32

@@ -13,8 +13,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sysvisor/sysvisor/apparmor"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 	"github.com/sysvisor/sysvisor/policy"
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
 // AppArmorOptions is what the rewrite needs to choose the container's

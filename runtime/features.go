@@ -9,7 +9,7 @@ import (
 
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 )
 
 type seccompFeatures struct {

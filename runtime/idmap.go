@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 )
 
 // UsernsFd returns an fd of a user namespace mapping 0..size-1 to base.., for

@@ -12,7 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 )
 
 // ContainerDir is where the runtime keeps a container's host-side mounts:

@@ -18,9 +18,9 @@ import (
 
 	"github.com/sysvisor/sysvisor/apparmor"
 	"github.com/sysvisor/sysvisor/kernel"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
 // Environment overrides, for engines that cannot pass runtime arguments.

@@ -14,8 +14,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 )
 
 // What system software needs from the spec beyond the user namespace: a

@@ -6,8 +6,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/policy"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
 	"github.com/sysvisor/sysvisor/supervisor/stats"
 )
 

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
+	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
 )
 
 func TestNewActions(t *testing.T) {

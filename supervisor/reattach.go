@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/holder"
-	"github.com/sysvisor/sysvisor/supervisor/notify"
+	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
 )
 

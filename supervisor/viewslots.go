@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 )
 
 // viewSlots hands out the containers' slots on the views mount. A slot

@@ -10,10 +10,10 @@
  * the same order:
  *   sysinfo(2) of the host; clock_gettime(CLOCK_BOOTTIME) as a system call
  *   (golang.org/x/sys/unix does not use the vDSO); the memory cgroup files
- *   (supervisor/cgroup ReadMemoryFrom, v1 or v2, same files, same logic, one
+ *   (linux/cgroup ReadMemoryFrom, v1 or v2, same files, same logic, one
  *   key of memory.stat) and the pids cgroup's pids.current, each through an
  *   fd opened at first use and kept for the container's life, re-read with
- *   pread from offset 0 to EOF (supervisor/cgroup/files.go: one pread for
+ *   pread from offset 0 to EOF (linux/cgroup/files.go: one pread for
  *   the data, one that returns 0); the container view computed as
  *   ContainerSysinfo does; then Request.WriteMem and Request.Close: open
  *   /proc/<pid>/maps and /proc/<pid>/mem (once per call, as Go opens them once
@@ -22,7 +22,7 @@
  *   close both; SECCOMP_IOCTL_NOTIF_SEND returning 0.
  * --work reopen is the same but opens, reads (one read) and closes every
  *   cgroup file on every call, and uses the vDSO clock: the design sysvisord
- *   had before supervisor/cgroup/files.go. Context only.
+ *   had before linux/cgroup/files.go. Context only.
  * --work min skips everything before WriteMem (the bare mechanism: receive,
  *   checked and validated memory write, send).
  *
@@ -76,7 +76,7 @@ static ssize_t read_file(const char *dir, const char *name, char *buf, size_t si
 }
 
 /* A cgroup file kept open for the container's life, as
- * supervisor/cgroup.Files keeps them: opened at first use, forgotten when a
+ * linux/cgroup.Files keeps them: opened at first use, forgotten when a
  * read fails. */
 struct cgfile {
 	char path[4096];
@@ -168,7 +168,7 @@ static int read_max(const char *dir, const char *name, uint64_t *v)
 }
 
 /* stat_key finds "key value" in a memory.stat file, scanning line by line
- * for that one key as supervisor/cgroup's readStatKey does; 0 when absent. */
+ * for that one key as linux/cgroup's readStatKey does; 0 when absent. */
 static uint64_t stat_key(const char *buf, const char *key)
 {
 	size_t kl = strlen(key);

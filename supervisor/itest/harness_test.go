@@ -28,8 +28,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor"
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/control"
 )
 

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 )
 
 // Lease is one container's ID block.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 )
 
 // Swaps agrees with meminfo's SwapTotal and SwapFree on every fixture.

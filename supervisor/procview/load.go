@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 )
 
 // Load averages as the kernel keeps them (kernel/sched/loadavg.c): fixed

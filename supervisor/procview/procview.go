@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 )
 
 // ParseCPUList parses a kernel CPU list ("0-3,8,10-11"). Empty input is an

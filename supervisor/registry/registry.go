@@ -17,11 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sysvisor/sysvisor/linux/cgroup"
+	"github.com/sysvisor/sysvisor/linux/statefile"
 	"github.com/sysvisor/sysvisor/policy"
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
-	"github.com/sysvisor/sysvisor/supervisor/statefile"
 )
 
 // Status of a container as the supervisor sees it.

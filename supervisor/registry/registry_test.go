@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 )
 

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/holder"
-	"github.com/sysvisor/sysvisor/supervisor/sysctl"
+	"github.com/sysvisor/sysvisor/linux/sysctl"
 )
 
 // dupHeld dups the server's fds, as the holder keeps them.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sysvisor/sysvisor/supervisor/sysctl"
+	"github.com/sysvisor/sysvisor/linux/sysctl"
 )
 
 // Node ids are fixed by design, not handed out by the process: the kernel

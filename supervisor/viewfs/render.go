@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/sysvisor/sysvisor/handlers"
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
-	"github.com/sysvisor/sysvisor/supervisor/sysctl"
+	"github.com/sysvisor/sysvisor/linux/rawfile"
+	"github.com/sysvisor/sysvisor/linux/sysctl"
 )
 
 // SysctlDir is where the per-container sysctls are under a container's

@@ -34,8 +34,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 )
 

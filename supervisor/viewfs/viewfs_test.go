@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
-	"github.com/sysvisor/sysvisor/supervisor/cgroup"
+	"github.com/sysvisor/sysvisor/linux/cgroup"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 )
 

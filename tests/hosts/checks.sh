@@ -651,8 +651,8 @@ gotest() { # PKG
 c_go-kernel() { needs_create_go; gotest kernel; }
 c_go-handlers() { needs_create_go; gotest handlers; }
 c_go-itest() { needs_create_go; gotest supervisor/itest; }
-c_go-mountinfo() { needs_create_go; gotest supervisor/mountinfo; }
-c_go-cgroup() { needs_create_go; gotest supervisor/cgroup; }
+c_go-mountinfo() { needs_create_go; gotest linux/mountinfo; }
+c_go-cgroup() { needs_create_go; gotest linux/cgroup; }
 c_go-viewfs() { needs_create_go; gotest supervisor/viewfs; }
 c_go-holder() { needs_create_go; gotest holder; }
 c_go-runtime() { needs_create_go; gotest runtime; }

@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/sysvisor/sysvisor/supervisor/mountinfo"
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
+	"github.com/sysvisor/sysvisor/linux/rawfile"
 )
 
 // Paths maps a controller ("memory", "pids", "cpu", ...) to the host

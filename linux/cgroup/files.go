@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sysvisor/sysvisor/supervisor/rawfile"
+	"github.com/sysvisor/sysvisor/linux/rawfile"
 )
 
 // Source reads cgroup files.
