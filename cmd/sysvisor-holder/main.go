@@ -41,6 +41,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sysvisor-holder: --log-level %q: want trace, debug, info, warn or error\n", *logLevel)
 		os.Exit(2)
 	}
+	// It outlives whoever started it: an fd it inherited (a test's
+	// output pipe, a script's redirection) would stay open for as long.
+	unix.CloseRange(3, ^uint(0), 0)
 	log := hclog.New(&hclog.LoggerOptions{Name: "sysvisor-holder", Level: level, Output: os.Stderr})
 	h, err := holder.Listen(holder.Config{RunDir: *runDir, DownTimeout: *down, DownErrno: e, Log: log})
 	if errors.Is(err, holder.ErrRunning) {

@@ -33,6 +33,7 @@ func main() {
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
 	fallbacks := fs.String("kernel-fallbacks", "", "force the fallbacks of these kernel features: all, or names separated by commas (added to $"+kernel.EnvFallbacks+"; sysvisorctl doctor lists them)")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
+	noHolder := fs.Bool("no-holder", false, "keep nothing in sysvisor-holder: running containers then do not survive a restart of sysvisord (throwaway instances, benchmarks)")
 	policyDir := fs.String("policy-dir", policy.Dir(""), "policy files (<name>.hcl), read at start and on SIGHUP or `sysvisorctl policy reload` (env SYSVISOR_POLICY_DIR)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at ADDR (a port or :port listens on 127.0.0.1 only; host:port as given)")
 	version := fs.Bool("version", false, "print version and exit")
@@ -87,7 +88,7 @@ func main() {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, PolicyDir: *policyDir, MetricsAddr: *metricsAddr,
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, NoHolder: *noHolder, PolicyDir: *policyDir, MetricsAddr: *metricsAddr,
 		// A predecessor killed a moment ago may still hold the state lock.
 		LockWait: 10 * time.Second})
 	if err != nil {
