@@ -33,9 +33,9 @@ type deposit func(send func(fd int) error) error
 
 func rawDeposit(fd int) deposit { return func(send func(int) error) error { return send(fd) } }
 
-// startHolder connects to the run directory's holder, starting one when
+// dialHolder connects to the run directory's holder, starting one when
 // none answers, and returns the link and the fds it held.
-func startHolder(runDir, binary string, log hclog.Logger) (*holdLink, map[string]int, error) {
+func dialHolder(runDir, binary string, log hclog.Logger) (*holdLink, map[string]int, error) {
 	l := &holdLink{runDir: runDir, binary: binary, log: log, deposits: map[string]deposit{}}
 	c, err := l.connect()
 	if err != nil {

@@ -24,7 +24,7 @@ func (s *Server) startHolder() map[string]int {
 	if bin == "" {
 		bin = holderBinary()
 	}
-	link, held, err := startHolder(s.cfg.RunDir, bin, s.log.Named("holder"))
+	link, held, err := dialHolder(s.cfg.RunDir, bin, s.log.Named("holder"))
 	if err != nil {
 		s.log.Error("no holder: running containers will not survive a restart of sysvisord", "error", err)
 		return nil
