@@ -297,6 +297,7 @@ func TestIntegrationTraceSlowReader(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	ch.cmd.Process.Kill()
+	elapsed := time.Since(start)
 	paced := uint64(len(slow.events)) // what the reader took at its pace
 	ch.wait(10 * time.Second)
 	srv.waitContainer(id, "listener ended", func(c control.ContainerInfo) bool { return c.Listeners == 0 })
@@ -323,9 +324,16 @@ func TestIntegrationTraceSlowReader(t *testing.T) {
 		t.Errorf("%d notifications, client got %d and was told of %d drops", total, got, dropped)
 	}
 	// At 10ms per event the client takes ~100 a second: the container
-	// must have made far more calls than the reader's pace.
+	// must have made far more calls than the reader's pace. A reader that
+	// held the container back would pin it at about that pace; a container
+	// slower than half of it (a loaded TCG VM managed ~19 calls/s once)
+	// was not held back by the reader, and says nothing either way.
 	if total < 3*paced {
-		t.Errorf("only %d calls with a slow trace client reading %d: the reader slowed the container", total, paced)
+		if rate := float64(total) / elapsed.Seconds(); rate < 50 {
+			t.Logf("the container made only %.0f calls/s here, below the reader's pace: too slow a machine to tell whether the reader slows it", rate)
+		} else {
+			t.Errorf("only %d calls with a slow trace client reading %d: the reader slowed the container", total, paced)
+		}
 	}
 }
 
