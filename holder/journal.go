@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sysvisor/sysvisor/linux/notify"
 )
 
 // The seccomp journal is a memfd that sysvisord maps and the holder keeps:
@@ -25,7 +27,7 @@ const (
 	JournalMagic    = "sysvisor-seccomp-journal"
 	JournalVersion  = 1
 	JournalSlots    = 1 << 16
-	JournalSlotSize = 80
+	JournalSlotSize = 80 // struct seccomp_notif, notify.Notif (its init checks the size)
 	journalHeader   = 64
 	JournalSize     = journalHeader + JournalSlots*JournalSlotSize
 )
@@ -107,34 +109,18 @@ func (j *Journal) Close() {
 
 func nativeUint64(b []byte) uint64 { return binary.NativeEndian.Uint64(b) }
 
-// seccompNotif and seccompResp are the kernel's structs (see
-// linux/notify, whose ABI checks cover them).
-type seccompNotif struct {
-	id    uint64
-	pid   uint32
-	flags uint32
-	data  [64]byte
-}
-
-type seccompResp struct {
-	id    uint64
-	val   int64
-	error int32
-	flags uint32
-}
-
 // failOne receives one notification on listener fd and fails it with
 // errno. The holder reads nothing of it but the id.
 func failOne(fd int, errno unix.Errno) {
-	var n seccompNotif
+	var n notify.Notif
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n))); e != 0 {
 		return
 	}
-	sendErrno(fd, n.id, errno)
+	sendErrno(fd, n.ID, errno)
 }
 
 func sendErrno(fd int, id uint64, errno unix.Errno) {
-	r := seccompResp{id: id, error: -int32(errno)}
+	r := notify.Resp{ID: id, Error: -int32(errno)}
 	unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&r)))
 }
 
