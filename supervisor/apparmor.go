@@ -39,7 +39,7 @@ func appArmorLabel(rec registry.Record) string {
 	if err != nil {
 		return ""
 	}
-	if start, err := procStart(rec.InitPid); err != nil || int64(start) != rec.InitStartNs {
+	if !initAlive(rec) {
 		return ""
 	}
 	return label

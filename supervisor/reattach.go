@@ -75,7 +75,7 @@ func (s *Server) reattach(held map[string]int) (attached, lost int) {
 		if rec.Status != registry.StatusRunning || c.Listeners.Load() > 0 || rec.InitPid == 0 {
 			continue
 		}
-		if start, err := procStart(rec.InitPid); err == nil && int64(start) == rec.InitStartNs {
+		if initAlive(rec) {
 			s.log.Error("container runs but its seccomp listeners were lost (no holder kept them): its trapped syscalls fail with ENOSYS until it is recreated",
 				"container", rec.ID, "init_pid", rec.InitPid)
 			lost++

@@ -226,7 +226,7 @@ func (s *Server) collect() {
 			}
 		}
 		if rec.Status == registry.StatusRunning && c.Listeners.Load() == 0 && rec.InitPid > 0 {
-			if start, err := procStart(rec.InitPid); err != nil || int64(start) != rec.InitStartNs {
+			if !initAlive(rec) {
 				s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
 			}
 		}
@@ -1025,6 +1025,13 @@ func (s *Server) sampleLoad(c *registry.Container, fold bool) {
 	}
 	l.Running, l.Total, l.LastPid = running, total, last
 	c.SetLoad(l)
+}
+
+// initAlive reports whether the record's init still runs: its pid names a
+// process started when the record says (not a reuse of the pid).
+func initAlive(rec registry.Record) bool {
+	start, err := procStart(rec.InitPid)
+	return err == nil && int64(start) == rec.InitStartNs
 }
 
 // procStart returns pid's start time on CLOCK_BOOTTIME from /proc/<pid>/stat.
