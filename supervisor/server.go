@@ -375,12 +375,20 @@ func (s *Server) startViews(held map[string]int) error {
 		closeHeld(map[string]int{"fuse": h.Fuse, "journal": h.Journal})
 		h = viewfs.Held{Fuse: -1, Journal: -1}
 	}
-	views, err := viewfs.Start(s.cfg.RunDir, h, s.log.Named("views"))
+	// The containers are known before the first request is read: the
+	// kernel asks about them as soon as the adopted mount is served.
+	var initial []viewfs.Entry
+	for _, c := range s.reg.List() {
+		if rec := c.Snapshot(); rec.ViewSlot != 0 && rec.Views != "" {
+			initial = append(initial, viewfs.Entry{ID: rec.ID, Slot: rec.ViewSlot, C: c})
+		}
+	}
+	views, err := viewfs.Start(s.cfg.RunDir, h, initial, s.log.Named("views"))
 	if err != nil && h.Fuse >= 0 {
 		// Start closed them. The running containers' views are lost;
 		// new ones get a fresh mount.
 		s.log.Error("cannot adopt the views mount the holder kept; mounting afresh (running containers' view files fail with ENOTCONN until they are recreated)", "error", err)
-		views, err = viewfs.Start(s.cfg.RunDir, viewfs.Held{Fuse: -1, Journal: -1}, s.log.Named("views"))
+		views, err = viewfs.Start(s.cfg.RunDir, viewfs.Held{Fuse: -1, Journal: -1}, initial, s.log.Named("views"))
 	}
 	if err != nil {
 		return err
@@ -391,13 +399,6 @@ func (s *Server) startViews(held map[string]int) error {
 		s.link.put(holder.ViewsJournal, rawDeposit(hv.Journal))
 	}
 	s.views, s.viewSlots = views, slots
-	for _, c := range s.reg.List() {
-		if rec := c.Snapshot(); rec.ViewSlot != 0 && rec.Views != "" {
-			if _, err := views.Add(rec.ID, rec.ViewSlot, c); err != nil {
-				s.log.Warn("container's views not served", "container", rec.ID, "error", err)
-			}
-		}
-	}
 	return nil
 }
 

@@ -143,36 +143,15 @@ type target struct {
 }
 
 func (s *Server) container(slot uint64) *ctr {
-	return s.awaitContainer(func() (*ctr, bool) { return s.bySlot[slot], s.retired[slot] })
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bySlot[slot]
 }
 
 func (s *Server) containerNamed(id string) *ctr {
-	return s.awaitContainer(func() (*ctr, bool) { return s.byID[id], false })
-}
-
-// awaitContainer returns find's container (find runs under s.mu, and says
-// whether a missing one is gone for good). Shortly
-// after an adoption (adoptGrace) a container not found yet is waited for:
-// the kernel remembers the nodes of the containers the predecessor served,
-// and the successor adds them only after Start. Such a wait holds a
-// worker, and its request stays in the journal.
-func (s *Server) awaitContainer(find func() (*ctr, bool)) *ctr {
-	for {
-		s.mu.RLock()
-		c, gone := find()
-		added, end := s.added, s.graceEnd
-		s.mu.RUnlock()
-		wait := time.Until(end)
-		if c != nil || gone || wait <= 0 {
-			return c
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-added:
-		case <-t.C:
-		}
-		t.Stop()
-	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byID[id]
 }
 
 // allowed is the isolation check on every request on a container's nodes:

@@ -146,12 +146,6 @@ const (
 	probeTimeout = 2 * time.Second
 )
 
-// adoptGrace is how long after an adoption a request on a container not
-// (yet) added waits for its Add: the successor can only add its containers
-// once Start returned, and the kernel, which kept their node ids, may ask
-// about them at once. A variable for tests.
-var adoptGrace = 5 * time.Second
-
 // Server serves the views mount.
 type Server struct {
 	runDir, root string
@@ -174,10 +168,6 @@ type Server struct {
 	byID    map[string]*ctr
 	bySlot  map[uint64]*ctr
 	retired map[uint64]bool // slots removed: never served again
-	// added is closed and replaced at every Add; graceEnd is when an
-	// adopted mount stops waiting for Adds (see awaitContainer).
-	added    chan struct{}
-	graceEnd time.Time
 
 	// handles maps a file handle to its open-file state (*handle).
 	handles sync.Map
@@ -214,7 +204,20 @@ type probe struct {
 // makes the worker stop there without answering, as if the process died.
 var testHookAfterRead func(req []byte) bool
 
-// Start serves the one views mount at <runDir>/views.
+// Entry is a container whose views Start serves from the first request on.
+type Entry struct {
+	ID   string
+	Slot uint64
+	C    Container
+}
+
+// Start serves the one views mount at <runDir>/views, with the views of
+// the containers in initial.
+//
+// initial is known before any worker reads a request: after an adoption
+// the kernel may ask at once about the containers the predecessor served,
+// and a worker must never wait for a container to be added (while all
+// workers waited, the adoption probe would go unread).
 //
 // With held.Fuse < 0 it removes stale mounts at <runDir>/views (and the
 // per-container mounts under it of sysvisord before the one mount), mounts
@@ -225,7 +228,7 @@ var testHookAfterRead func(req []byte) bool
 //
 // Start owns the held fds it is given from then on, also when it fails: it
 // closes them on Stop, or before returning an error.
-func Start(runDir string, held Held, log hclog.Logger) (*Server, error) {
+func Start(runDir string, held Held, initial []Entry, log hclog.Logger) (*Server, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -236,7 +239,12 @@ func Start(runDir string, held Held, log hclog.Logger) (*Server, error) {
 	}
 	s := &Server{runDir: runDir, root: filepath.Join(runDir, "views"), log: log, tree: t,
 		byID: map[string]*ctr{}, bySlot: map[uint64]*ctr{}, retired: map[uint64]bool{},
-		initDone: make(chan struct{}), fatal: make(chan error, 1), fd: -1, added: make(chan struct{})}
+		initDone: make(chan struct{}), fatal: make(chan error, 1), fd: -1}
+	for _, e := range initial {
+		if _, err := s.add(e.ID, e.Slot, e.C); err != nil {
+			log.Warn("container's views not served", "container", e.ID, "error", err)
+		}
+	}
 	if held.Fuse < 0 {
 		if held.Journal >= 0 {
 			unix.Close(held.Journal)
@@ -248,6 +256,11 @@ func Start(runDir string, held Held, log hclog.Logger) (*Server, error) {
 	if err != nil {
 		s.Stop()
 		return nil, err
+	}
+	// Any one container's file will do (see disablePoll).
+	for id := range s.byID {
+		s.disablePoll(Dir(runDir, id))
+		break
 	}
 	return s, nil
 }
@@ -396,16 +409,11 @@ func (s *Server) adopt(held Held) error {
 		}
 		rest = append(rest, i)
 	}
-	s.mu.Lock()
-	s.graceEnd = time.Now().Add(adoptGrace)
-	s.mu.Unlock()
 	s.startWorkers(s.freeSlots(rest))
 	if err := s.verify(); err != nil {
 		return err
 	}
-	// In the background: a request on a container waits for its Add
-	// (adoptGrace), which the caller can only make once Start returned.
-	// Each stays in its journal slot until answered.
+	// In the background, each in its journal slot until answered.
 	for _, i := range rest {
 		s.wg.Add(1)
 		go func() {
@@ -502,6 +510,14 @@ func (s *Server) Held() Held {
 // slot is the caller's, 1 ≤ slot < 2^40, never given to another container
 // on this mount: node ids derive from it.
 func (s *Server) Add(id string, slot uint64, c Container) (string, error) {
+	dir, err := s.add(id, slot, c)
+	if err == nil {
+		s.disablePoll(dir)
+	}
+	return dir, err
+}
+
+func (s *Server) add(id string, slot uint64, c Container) (string, error) {
 	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 255 {
 		return "", fmt.Errorf("views: bad container id %q", id)
 	}
@@ -511,14 +527,6 @@ func (s *Server) Add(id string, slot uint64, c Container) (string, error) {
 	if c == nil {
 		return "", fmt.Errorf("views: no container record for %s", id)
 	}
-	dir, err := s.add(id, slot, c)
-	if err == nil {
-		s.disablePoll(dir)
-	}
-	return dir, err
-}
-
-func (s *Server) add(id string, slot uint64, c Container) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -544,8 +552,6 @@ func (s *Server) add(id string, slot uint64, c Container) (string, error) {
 		}
 	}
 	s.byID[id], s.bySlot[slot] = ct, ct
-	close(s.added)
-	s.added = make(chan struct{})
 	s.log.Debug("views added", "container", id, "slot", slot)
 	return Dir(s.runDir, id), nil
 }
@@ -618,12 +624,6 @@ func (s *Server) Stop() {
 			// request answers it first.
 			s.file.SetReadDeadline(time.Unix(1, 0))
 		}
-		s.mu.Lock()
-		// Workers waiting for an Add give up.
-		s.graceEnd = time.Time{}
-		close(s.added)
-		s.added = make(chan struct{})
-		s.mu.Unlock()
 		s.wg.Wait()
 		s.fdMu.Lock()
 		s.mu.Lock()

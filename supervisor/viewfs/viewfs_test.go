@@ -131,7 +131,7 @@ func runDir(t testing.TB) string {
 
 func start(t testing.TB, dir string) *Server {
 	t.Helper()
-	s, err := Start(dir, Held{Fuse: -1, Journal: -1}, hclog.NewNullLogger())
+	s, err := Start(dir, Held{Fuse: -1, Journal: -1}, nil, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestMountReadUnmount(t *testing.T) {
 	c := fixtureContainer(t)
 	rd := runDir(t)
 	before := runtime.NumGoroutine()
-	s, err := Start(rd, Held{Fuse: -1, Journal: -1}, hclog.NewNullLogger())
+	s, err := Start(rd, Held{Fuse: -1, Journal: -1}, nil, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
