@@ -9,6 +9,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/holder"
 	"github.com/sysvisor/sysvisor/linux/notify"
+	"github.com/sysvisor/sysvisor/supervisor/notifyloop"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
 )
 
@@ -121,7 +122,7 @@ func (s *Server) reattachOne(name string, fd int) bool {
 		log.Warn("held init listener of a container whose registration did not finish; dropped")
 		return fail()
 	}
-	acts, err := newActions(s.table, c.Snapshot().Rules)
+	acts, err := notifyloop.NewActions(s.table, c.Snapshot().Rules)
 	if err != nil {
 		log.Error("held listener: container's policy", "error", err)
 		return fail()

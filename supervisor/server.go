@@ -29,6 +29,7 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/control"
 	"github.com/sysvisor/sysvisor/supervisor/handoff"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
+	"github.com/sysvisor/sysvisor/supervisor/notifyloop"
 	"github.com/sysvisor/sysvisor/supervisor/procview"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
 	"github.com/sysvisor/sysvisor/supervisor/stats"
@@ -179,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 	// Last good copies live in the state directory: a restart that finds
 	// a broken file serves the version that was active before.
 	s.policies = policy.NewStore(policy.Dir(cfg.PolicyDir), filepath.Join(cfg.StateDir, "policies"), func(p *policy.Policy) error {
-		_, err := newActions(table, p.Rules)
+		_, err := notifyloop.NewActions(table, p.Rules)
 		return err
 	})
 	if _, err := s.ReloadPolicies(); err != nil && len(s.policies.Names()) == 0 {
@@ -739,7 +740,7 @@ func (s *Server) serveHandoff(conn *net.UnixConn) {
 	}
 	// The container's action table, resolved once here: the notify loop
 	// reads it without any lock.
-	acts, err := newActions(s.table, c.Snapshot().Rules)
+	acts, err := notifyloop.NewActions(s.table, c.Snapshot().Rules)
 	if err != nil {
 		s.unreserve(slot, name, msg.SeccompFd)
 		log.Error("seccomp handoff: container's policy", "error", err)
@@ -794,7 +795,7 @@ func (s *Server) unreserve(slot int, name string, fd int) {
 // holder. An adopted listener is one a previous sysvisord served: its
 // slot may hold a notification in flight, which is answered first. It
 // takes fd.
-func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init bool, slot int, adopted bool, log hclog.Logger) bool {
+func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts notifyloop.Actions, init bool, slot int, adopted bool, log hclog.Logger) bool {
 	id := c.ID()
 	if !s.cfg.NoSyncWakeUp && kernel.NotifySyncWakeUp.Has() {
 		if err := fd.SetSyncWakeUp(); err != nil {
@@ -850,15 +851,12 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts actions, init
 		log.Info("seccomp listener attached", "init", init)
 	}
 	c.Listeners.Add(1)
-	obs := &observer{container: id, shard: s.stats.NewShard(id), hub: &s.trace, log: log}
-	if l := c.Snapshot().Limits; l != nil {
-		obs.guard = newGuard(l, time.Since(epoch))
-	}
+	obs := notifyloop.NewObserver(id, s.stats.NewShard(id), &s.trace, c.Snapshot().Limits, log)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveListener(c, fd, n, acts, obs, log)
-		s.stats.Retire(obs.shard)
+		notifyloop.Serve(c, fd, n, acts, obs, log)
+		s.stats.Retire(obs.Shard())
 		c.Listeners.Add(-1)
 		s.mu.Lock()
 		if fds := s.listeners[id]; fds != nil {
@@ -903,100 +901,6 @@ func (s *Server) dropHeld(name string) {
 	if s.link != nil && name != "" {
 		s.link.del(name)
 	}
-}
-
-// serveListener is the notify loop of one listener fd. It owns the fd's
-// notifications and never blocks other containers: waiting is done in the
-// poller, not on a thread.
-//
-// n is where notifications are received (the listener's journal slot). A
-// notification already in it is one a previous sysvisord received and
-// may not have answered: if the kernel still has it pending, it is
-// dispatched again before anything new is received.
-func (s *Server) serveListener(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts actions, obs *observer, log hclog.Logger) {
-	pending := n.ID != 0 && fd.Valid(n.ID)
-	if n.ID != 0 && !pending {
-		n.ID = 0
-	}
-	if pending {
-		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid)
-	}
-	for {
-		var err error
-		if pending {
-			pending = false
-		} else {
-			err = fd.Receive(n)
-		}
-		switch {
-		case errors.Is(err, notify.ErrClosed):
-			return
-		case errors.Is(err, notify.ErrGone):
-			continue
-		case err != nil:
-			log.Error("seccomp receive", "error", err)
-			return
-		}
-		c.Notified.Add(1)
-		ob := obs.begin(fd, n, acts)
-		var resp handlers.Response
-		if ob.limited {
-			resp = handlers.Fail(unix.EAGAIN)
-		} else {
-			resp = dispatch(c, fd, n, acts, log)
-		}
-		var serr error
-		switch resp.Kind {
-		case handlers.Continue:
-			serr = fd.Continue(n.ID)
-		case handlers.Errno:
-			serr = fd.Errno(n.ID, resp.Errno)
-		default:
-			serr = fd.Return(n.ID, resp.Val)
-		}
-		if serr != nil && !errors.Is(serr, notify.ErrGone) {
-			log.Warn("seccomp respond", "error", serr)
-		}
-		if serr == nil || errors.Is(serr, notify.ErrGone) {
-			// Answered (or no longer awaited): nothing for a successor.
-			// After a failed send, e.g. our copy closed at shutdown, the
-			// id stays for the next sysvisord to answer.
-			n.ID = 0
-		}
-		obs.end(&ob, resp, serr)
-	}
-}
-
-func dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts actions, log hclog.Logger) handlers.Response {
-	if !handlers.IsNative(n.Data.Arch) {
-		// Compat ABIs have other numbers and struct layouts; refusing is
-		// safer than emulating them wrongly.
-		return handlers.Fail(unix.ENOSYS)
-	}
-	a, ok := acts[n.Data.Nr]
-	if !ok {
-		log.Warn("trapped syscall has no rule in the container's policy", "nr", n.Data.Nr)
-		return handlers.Fail(unix.ENOSYS)
-	}
-	var resp handlers.Response
-	switch a.kind {
-	case policy.Allow:
-		resp = handlers.Allow()
-	case policy.Log:
-		log.Info("syscall", "syscall", a.entry.Name, "caller", n.Pid,
-			"args", fmt.Sprintf("%#x %#x %#x %#x %#x %#x", n.Data.Args[0], n.Data.Args[1], n.Data.Args[2], n.Data.Args[3], n.Data.Args[4], n.Data.Args[5]))
-		resp = handlers.Allow()
-	case policy.Deny:
-		resp = handlers.Fail(a.errno)
-	default:
-		req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log, Entry: a.entry, Options: a.options}
-		resp = a.entry.Handler.Handle(&req)
-		req.Close()
-	}
-	if log.IsTrace() {
-		log.Trace("notification", "syscall", a.entry.Name, "action", string(a.kind), "caller", n.Pid, "decision", resp.String())
-	}
-	return resp
 }
 
 // sampleLoad counts a running container's tasks (for /proc/loadavg and

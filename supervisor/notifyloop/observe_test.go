@@ -1,16 +1,18 @@
-package supervisor
+package notifyloop
 
 import (
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers"
 	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/stats"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
 func TestGuardTokenBucket(t *testing.T) {
@@ -63,7 +65,7 @@ func BenchmarkObserverNoTrace(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	acts, err := newActions(tab, []policy.Rule{{Syscall: "sysinfo", Action: policy.Emulate}})
+	acts, err := NewActions(tab, []policy.Rule{{Syscall: "sysinfo", Action: policy.Emulate}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,8 +74,8 @@ func BenchmarkObserverNoTrace(b *testing.B) {
 		b.Skip("amd64 audit arch")
 	}
 	n := notify.Notif{Data: notify.Data{Nr: nr, Arch: unix.AUDIT_ARCH_X86_64}}
-	s := &Server{stats: stats.NewSet()}
-	o := &observer{container: "c", shard: s.stats.NewShard("c"), hub: &s.trace}
+	var hub trace.Hub
+	o := NewObserver("c", stats.NewSet().NewShard("c"), &hub, nil, hclog.NewNullLogger())
 	resp := handlers.Return(0)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

@@ -1,4 +1,4 @@
-package supervisor
+package notifyloop
 
 import (
 	"fmt"
@@ -20,23 +20,23 @@ type action struct {
 	key     stats.Key // its statistics series
 }
 
-// actions maps a native syscall number to the container's action. Built
+// Actions maps a native syscall number to the container's action. Built
 // once per listener at registration and only read afterwards, so the notify
 // loop takes no lock for it.
-type actions map[int32]*action
+type Actions map[int32]*action
 
 // rule returns the action for n, nil for a compat-ABI caller or a syscall
 // without a rule (dispatch answers those ENOSYS).
-func (acts actions) rule(n *notify.Notif) *action {
+func (acts Actions) rule(n *notify.Notif) *action {
 	if !handlers.IsNative(n.Data.Arch) {
 		return nil
 	}
 	return acts[n.Data.Nr]
 }
 
-// newActions resolves a policy's rules against the handler table.
-func newActions(t *handlers.Table, rules []policy.Rule) (actions, error) {
-	out := actions{}
+// NewActions resolves a policy's rules against the handler table.
+func NewActions(t *handlers.Table, rules []policy.Rule) (Actions, error) {
+	out := Actions{}
 	for _, r := range rules {
 		nr, ok := t.Nr(r.Syscall)
 		if !ok {

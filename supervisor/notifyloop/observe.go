@@ -1,4 +1,4 @@
-package supervisor
+package notifyloop
 
 import (
 	"time"
@@ -12,16 +12,29 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
-// observer is the middleware around one listener's dispatch: statistics
+// Observer is the middleware around one listener's dispatch: statistics
 // and tracing (and the policy's rate guard), kept out of the handlers. It is
 // owned by the listener's goroutine; nothing in it takes a lock.
-type observer struct {
+type Observer struct {
 	container string
 	shard     *stats.Shard
 	hub       *trace.Hub
 	guard     *guard // nil: the policy sets no limits
 	log       hclog.Logger
 }
+
+// NewObserver observes container's listener into shard and hub, with the
+// policy's rate limits (nil: none).
+func NewObserver(container string, shard *stats.Shard, hub *trace.Hub, limits *policy.Limits, log hclog.Logger) *Observer {
+	o := &Observer{container: container, shard: shard, hub: hub, log: log}
+	if limits != nil {
+		o.guard = newGuard(limits, time.Since(epoch))
+	}
+	return o
+}
+
+// Shard is where the observer counts.
+func (o *Observer) Shard() *stats.Shard { return o.shard }
 
 // epoch is the origin of the notify path's timestamps: time.Since reads
 // only the monotonic clock (one vDSO call, ~50 ns here) where time.Now
@@ -45,7 +58,7 @@ type observation struct {
 // begin starts timing n. When a trace wants it, the arguments are decoded
 // first, from the caller's memory while it is still blocked, and that time
 // is not counted in the latency.
-func (o *observer) begin(fd *notify.Fd, n *notify.Notif, acts actions) observation {
+func (o *Observer) begin(fd *notify.Fd, n *notify.Notif, acts Actions) observation {
 	a := acts.rule(n)
 	ob := observation{key: otherKey}
 	name := ""
@@ -113,7 +126,7 @@ func (g *guard) allow(now time.Duration) bool {
 }
 
 // end records how n was answered; sendErr is the response's error.
-func (o *observer) end(ob *observation, resp handlers.Response, sendErr error) {
+func (o *Observer) end(ob *observation, resp handlers.Response, sendErr error) {
 	lat := time.Since(epoch) - ob.start
 	d := stats.Continue
 	switch {
