@@ -71,11 +71,20 @@ type Request struct {
 	status                []byte
 }
 
+// procPath is /proc/<caller's pid>/leaf, built without fmt: the notify
+// path opens two of them per call.
+func (r *Request) procPath(leaf string) string {
+	var b [32]byte
+	p := append(b[:0], "/proc/"...)
+	p = strconv.AppendUint(p, uint64(r.Notif.Pid), 10)
+	return string(append(append(p, '/'), leaf...))
+}
+
 // StatusField returns a field of the caller's /proc/<pid>/status, read once
 // per request (a mount consults capabilities and pid numbers).
 func (r *Request) StatusField(name string) (string, error) {
 	if r.status == nil {
-		b, err := rawfile.ReadFile(fmt.Sprintf("/proc/%d/status", r.Notif.Pid))
+		b, err := rawfile.ReadFile(r.procPath("status"))
 		if err != nil {
 			return "", err
 		}
@@ -217,7 +226,7 @@ func (r *Request) mapsFd() (int, error) {
 	if r.maps > 0 {
 		return r.maps, nil
 	}
-	fd, err := rawfile.Open(fmt.Sprintf("/proc/%d/maps", r.Notif.Pid), unix.O_RDONLY)
+	fd, err := rawfile.Open(r.procPath("maps"), unix.O_RDONLY)
 	if err != nil {
 		return 0, fmt.Errorf("open mappings of pid %d: %w", r.Notif.Pid, err)
 	}
@@ -239,7 +248,7 @@ func (r *Request) memFd(flag int) (int, error) {
 	if r.Notif.Pid == 0 {
 		return 0, fmt.Errorf("caller not visible in supervisor pid namespace")
 	}
-	fd, err := rawfile.Open(fmt.Sprintf("/proc/%d/mem", r.Notif.Pid), flag)
+	fd, err := rawfile.Open(r.procPath("mem"), flag)
 	if err != nil {
 		return 0, fmt.Errorf("open memory of pid %d: %w", r.Notif.Pid, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -54,6 +55,15 @@ var ErrGone = errors.New("seccomp notification no longer valid")
 // goroutine waiting for notifications holds no OS thread.
 type Fd struct {
 	f *os.File
+	// rc is f's, made once: os.File.SyscallConn allocates per call and
+	// every notification takes three.
+	rc syscall.RawConn
+	// recv is Receive's callback, made once with its in and out values
+	// below: only the one goroutine that receives uses them.
+	recv    func(fd uintptr) bool
+	recvReq *Notif
+	recvErr error
+	pfd     [1]unix.PollFd
 }
 
 // NewFd takes ownership of a listener fd.
@@ -62,18 +72,22 @@ func NewFd(fd int, name string) (*Fd, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set nonblock on %s: %w", name, err)
 	}
-	return &Fd{f: os.NewFile(uintptr(fd), name)}, nil
+	n := &Fd{f: os.NewFile(uintptr(fd), name)}
+	rc, err := n.f.SyscallConn()
+	if err != nil {
+		n.f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	n.rc = rc
+	n.recv = n.receiveOnce
+	return n, nil
 }
 
 // SetSyncWakeUp asks the kernel (6.6+) to wake the target on the responder's
 // CPU, which cuts round-trip latency when supervisor and target ping-pong.
 func (n *Fd) SetSyncWakeUp() error {
-	rc, err := n.f.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var ierr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := n.rc.Control(func(fd uintptr) {
 		_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
 		if e != 0 {
 			ierr = e
@@ -91,54 +105,50 @@ var ErrClosed = errors.New("seccomp listener closed")
 // Receive waits for the next notification. It parks the goroutine in the
 // poller; Close from another goroutine wakes it with ErrClosed.
 func (n *Fd) Receive(req *Notif) error {
-	rc, err := n.f.SyscallConn()
-	if err != nil {
+	n.recvReq, n.recvErr = req, nil
+	if err := n.rc.Read(n.recv); err != nil {
 		return ErrClosed
 	}
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		// Level check first: the poller is edge-triggered and a RECV on an
-		// empty queue would block this OS thread.
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if _, e := unix.Poll(pfd, 0); e != nil {
-			if e == unix.EINTR {
-				return false
-			}
-			rerr = e
-			return true
-		}
-		if pfd[0].Revents&unix.POLLIN == 0 {
-			if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-				rerr = ErrClosed
-				return true
-			}
+	return n.recvErr
+}
+
+// receiveOnce is Receive's attempt, run by the poller: false waits for the
+// next readiness.
+func (n *Fd) receiveOnce(fd uintptr) bool {
+	// Level check first: the poller is edge-triggered and a RECV on an
+	// empty queue would block this OS thread.
+	pfd := n.pfd[:]
+	pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	if _, e := unix.Poll(pfd, 0); e != nil {
+		if e == unix.EINTR {
 			return false
 		}
-		*req = Notif{}
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(req)))
-		switch e {
-		case 0:
-		case unix.ENOENT, unix.EINTR:
-			// The target was interrupted between poll and receive.
-			rerr = ErrGone
-		default:
-			rerr = e
-		}
+		n.recvErr = e
 		return true
-	})
-	if err != nil {
-		return ErrClosed
 	}
-	return rerr
+	if pfd[0].Revents&unix.POLLIN == 0 {
+		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
+			n.recvErr = ErrClosed
+			return true
+		}
+		return false
+	}
+	*n.recvReq = Notif{}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(n.recvReq)))
+	switch e {
+	case 0:
+	case unix.ENOENT, unix.EINTR:
+		// The target was interrupted between poll and receive.
+		n.recvErr = ErrGone
+	default:
+		n.recvErr = e
+	}
+	return true
 }
 
 func (n *Fd) ioctl(op uintptr, arg unsafe.Pointer) error {
-	rc, err := n.f.SyscallConn()
-	if err != nil {
-		return ErrClosed
-	}
 	var e unix.Errno
-	if err := rc.Control(func(fd uintptr) {
+	if err := n.rc.Control(func(fd uintptr) {
 		_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, op, uintptr(arg))
 	}); err != nil {
 		return ErrClosed
@@ -186,12 +196,8 @@ func (n *Fd) Close() error { return n.f.Close() }
 // Control runs fn with the raw fd, which stays open until fn returns; it
 // fails without calling fn once the Fd is closed.
 func (n *Fd) Control(fn func(fd int) error) error {
-	rc, err := n.f.SyscallConn()
-	if err != nil {
-		return ErrClosed
-	}
 	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+	if err := n.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
 		return ErrClosed
 	}
 	return ferr
