@@ -198,8 +198,9 @@ func goroutineDiff(before, now map[string]int) string {
 // TestScale200: 200 containers up at once; 20 of them, each with a memory
 // limit of its own, see exactly that limit in free and /proc/meminfo, the
 // unlimited ones the host's. Removing them all gives back what sysvisord
-// took for them: goroutines and fds to the count before, RSS to within
-// 10%, and no OS thread per container.
+// took for them: goroutines and fds to the count before, the Go heap's
+// live bytes too, RSS to within 10% (net of what the Go runtime keeps, see
+// below), and no OS thread per container.
 func TestScale200(t *testing.T) {
 	const (
 		total   = 200
