@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,10 @@ func run(m *testing.M) (code int) {
 			code = 1
 		}
 	}()
+	// Every sysvisord this suite starts (tests/env.sh up, here and after
+	// the tests' restarts) runs a gops agent on loopback: TestScale200
+	// counts its goroutines and asks it for GCs through it.
+	os.Setenv("SV_SYSVISORD_ARGS", suiteSysvisordArgs(""))
 	if out, err := envsh("up"); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: tests/env.sh up: %v\n%s", err, out)
 		envsh("down")
@@ -71,6 +76,19 @@ func run(m *testing.M) (code int) {
 	}
 	return code
 }
+
+// suiteSysvisordArgs is SV_SYSVISORD_ARGS for tests/env.sh: the flags
+// given to the suite (SV_SYSVISORD_ARGS in its environment, as first
+// seen), --gops, then extra.
+func suiteSysvisordArgs(extra string) string {
+	args := strings.Fields(userSysvisordArgs + " " + extra)
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--gops") }) {
+		args = append([]string{"--gops"}, args...)
+	}
+	return strings.Join(args, " ")
+}
+
+var userSysvisordArgs = os.Getenv("SV_SYSVISORD_ARGS")
 
 // readHostSysctls renders the host knobs the tests must not change.
 func readHostSysctls() string {

@@ -256,7 +256,7 @@ func diskOf(t *testing.T, dir string) string {
 }
 
 // restartSysvisord stops the environment's sysvisord and starts it again
-// with extra flags.
+// with extra flags (besides the suite's own, see suiteSysvisordArgs).
 func restartSysvisord(t *testing.T, args string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(svDir, "sysvisord.pid"))
@@ -269,7 +269,7 @@ func restartSysvisord(t *testing.T, args string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	cmd := exec.Command(filepath.Join(repo, "tests", "env.sh"), "up")
-	cmd.Env = append(os.Environ(), "SV_DIR="+svDir, "SV_LOG_LEVEL=debug", "SV_SYSVISORD_ARGS="+args)
+	cmd.Env = append(os.Environ(), "SV_DIR="+svDir, "SV_LOG_LEVEL=debug", "SV_SYSVISORD_ARGS="+suiteSysvisordArgs(args))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("restart sysvisord %s: %v\n%s", args, err, out)
 	}
