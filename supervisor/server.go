@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,11 @@ type Server struct {
 	journal *holder.Journal
 	// reattached and lost count the held listeners at start.
 	reattached, lost atomic.Int64
+	// forgotten counts containers forgotten since memory was last given
+	// back to the system (see returnMemory); seen is its value at the
+	// previous tick.
+	forgotten atomic.Int64
+	seen      int64
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]string // container id -> live listener fds -> held name
@@ -283,7 +289,8 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.link.keep(holderDone) }()
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go func() { defer s.wg.Done(); every(ctx, returnMemoryEvery, s.returnMemory) }()
 	go func() {
 		defer s.wg.Done()
 		every(ctx, procview.LoadFreq, func() {
@@ -401,6 +408,27 @@ func (s *Server) startViews(held map[string]int) error {
 	}
 	s.views, s.viewSlots = views, slots
 	return nil
+}
+
+// returnMemoryEvery is how often returnMemory looks; a burst of deletes
+// is over once a tick saw none.
+const returnMemoryEvery = 5 * time.Second
+
+// returnMemory gives the heap freed by deleted containers back to the
+// system once a burst of deletes is over. Go's scavenger would keep up
+// to 10% over the heap goal, and a CI host that ran 500 containers and
+// then none would carry their peak for good; a forced collection after
+// the burst costs milliseconds, once.
+func (s *Server) returnMemory() {
+	n := s.forgotten.Load()
+	if n == 0 || n != s.seen {
+		s.seen = n
+		return
+	}
+	s.forgotten.Add(-n)
+	s.seen = 0
+	debug.FreeOSMemory()
+	s.log.Debug("memory of deleted containers returned", "containers", n)
 }
 
 // every runs fn each period until ctx is done.
@@ -637,6 +665,7 @@ func (s *Server) forget(id string) error {
 	if s.views != nil {
 		s.views.Remove(id)
 	}
+	s.forgotten.Add(1)
 	if err != nil {
 		return err
 	}
