@@ -77,6 +77,9 @@ const (
 	targetP99At        = 100 // the count the p99 target is stated for
 	rssBaseKiB         = 30 * 1024
 	rssPerCtrKiB       = 256
+	// overflowUs is the lower bound of the loops' last histogram bucket:
+	// a quantile there is only known to be at least this.
+	overflowUs = 100000
 )
 
 func rssBudget(n int) int { return rssBaseKiB + rssPerCtrKiB*n }
@@ -163,7 +166,10 @@ type ScalePoint struct {
 	Floor *ScaleLoad `json:"cFloor,omitempty"`
 	// Over the floor (0: no floor, or a floor too cheap to measure).
 	P99OverFloor float64 `json:"p99OverCFloor,omitempty"`
-	CPUOverFloor float64 `json:"cpuPerCallOverCFloor,omitempty"`
+	// P99OverFloorAtLeast: sysvisord's p99 is in the overflow bucket, so
+	// P99OverFloor is a lower bound. A floor p99 in it leaves no ratio.
+	P99OverFloorAtLeast bool    `json:"p99OverCFloorIsLowerBound,omitempty"`
+	CPUOverFloor        float64 `json:"cpuPerCallOverCFloor,omitempty"`
 
 	busy *ScaleLoad
 }
@@ -306,8 +312,9 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 		if p.Floor != nil {
 			p.Floor.Supervisors = floorClients[n]
 			p.Floor.finish()
-			if p.Floor.P99Us > 0 {
+			if p.Floor.P99Us > 0 && p.Floor.P99Us < overflowUs {
 				p.P99OverFloor = math.Round(p.P99Us/p.Floor.P99Us*100) / 100
+				p.P99OverFloorAtLeast = p.P99Us >= overflowUs
 			}
 			if p.Floor.cpuUs > 0 && p.Calls > 0 {
 				p.CPUOverFloor = math.Round(b.cpuUs/float64(b.Calls)/(p.Floor.cpuUs/float64(p.Floor.Calls))*100) / 100
@@ -359,10 +366,11 @@ func (f *ScaleFigure) targets() []ScaleTarget {
 	}
 	return []ScaleTarget{
 		check(fmt.Sprintf("p99 ≤ %.0f× the C floor's p99 at the same count", targetP99OverFloor), func(p *ScalePoint) (string, bool, bool) {
-			if p.P99OverFloor == 0 {
+			// A lower bound within the target says nothing.
+			if p.P99OverFloor == 0 || (p.P99OverFloorAtLeast && p.P99OverFloor <= targetP99OverFloor) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%.2f×", p.P99OverFloor), p.P99OverFloor <= targetP99OverFloor, true
+			return p99Ratio(p) + "×", p.P99OverFloor <= targetP99OverFloor, true
 		}),
 		check(fmt.Sprintf("sysvisord CPU per call ≤ %.1f× the C supervisors'", targetCPUOverFloor), func(p *ScalePoint) (string, bool, bool) {
 			if p.CPUOverFloor == 0 {
@@ -419,6 +427,25 @@ func (f *ScaleFigure) pointAt(n int) *ScalePoint {
 	return best
 }
 
+// fmtUs prints a latency from the loops' histograms; one in the overflow
+// bucket is only a lower bound.
+func fmtUs(v float64) string {
+	if v >= overflowUs {
+		return fmt.Sprintf("≥%.0f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func p99Ratio(p *ScalePoint) string {
+	switch {
+	case p.P99OverFloor == 0:
+		return "-"
+	case p.P99OverFloorAtLeast:
+		return fmt.Sprintf("≥%.2f", p.P99OverFloor)
+	}
+	return fmt.Sprintf("%.2f", p.P99OverFloor)
+}
+
 func metOr(ok bool) string {
 	if ok {
 		return "met"
@@ -472,10 +499,10 @@ func printScale(w io.Writer, f *ScaleFigure) {
 		return fmt.Sprintf("%.2f", r)
 	}
 	for _, p := range f.Points {
-		fmt.Fprintf(t, "  %d\tsysvisord\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%d (max %.0f ms)\t%s\t%s\n", p.N, p.Calls, p.P50Us, p.P99Us, p.MaxUs, p.SupervisorCPU,
-			p.Late, p.MaxLateMs, ratio(p.P99OverFloor), ratio(p.CPUOverFloor))
+		fmt.Fprintf(t, "  %d\tsysvisord\t%d\t%s\t%s\t%s\t%.1f\t%d (max %.0f ms)\t%s\t%s\n", p.N, p.Calls, fmtUs(p.P50Us), fmtUs(p.P99Us), fmtUs(p.MaxUs), p.SupervisorCPU,
+			p.Late, p.MaxLateMs, p99Ratio(p), ratio(p.CPUOverFloor))
 		if fl := p.Floor; fl != nil {
-			fmt.Fprintf(t, "  \tC floor (%d csup)\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%d (max %.0f ms)\t\t\n", fl.Supervisors, fl.Calls, fl.P50Us, fl.P99Us, fl.MaxUs,
+			fmt.Fprintf(t, "  \tC floor (%d csup)\t%d\t%s\t%s\t%s\t%.1f\t%d (max %.0f ms)\t\t\n", fl.Supervisors, fl.Calls, fmtUs(fl.P50Us), fmtUs(fl.P99Us), fmtUs(fl.MaxUs),
 				fl.CPUUsPerCall, fl.Late, fl.MaxLateMs)
 		} else {
 			fmt.Fprintf(t, "  \tC floor\tdid not run\t\t\t\t\t\t\t\n")
@@ -492,8 +519,12 @@ func printScale(w io.Writer, f *ScaleFigure) {
 	}
 	if p := f.pointAt(targetP99At); p != nil {
 		if p.P99OverFloor > 0 {
-			fmt.Fprintf(w, "  p99 at %d busy containers: %.0f µs, C floor with %d csup %.0f µs: %.2f× (target ≤ %.0f×: %s)\n", p.N, p.P99Us, p.Floor.Supervisors,
-				p.Floor.P99Us, p.P99OverFloor, targetP99OverFloor, metOr(p.P99OverFloor <= targetP99OverFloor))
+			v := metOr(p.P99OverFloor <= targetP99OverFloor)
+			if p.P99OverFloorAtLeast && p.P99OverFloor <= targetP99OverFloor {
+				v = "unknown, sysvisord's p99 is beyond the histogram"
+			}
+			fmt.Fprintf(w, "  p99 at %d busy containers: %s µs, C floor with %d csup %s µs: %s× (target ≤ %.0f×: %s)\n", p.N, fmtUs(p.P99Us), p.Floor.Supervisors,
+				fmtUs(p.Floor.P99Us), p99Ratio(p), targetP99OverFloor, v)
 		} else {
 			fmt.Fprintf(w, "  p99 at %d busy containers: %.0f µs, no C floor to compare with\n", p.N, p.P99Us)
 		}
