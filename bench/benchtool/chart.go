@@ -25,7 +25,8 @@ type chartRow struct {
 
 // chartRows collects every ratio of the results, all as sysvisor over
 // baseline (figure 5 is sysvisor over LXCFS, so its target is 1/3; figure 7
-// compares with its own budget).
+// compares latency and CPU with as many C supervisors, and resources with
+// their budgets).
 func chartRows(r *Results) []chartRow {
 	var rows []chartRow
 	add := func(label string, v, target float64) {
@@ -75,12 +76,17 @@ func chartRows(r *Results) []chartRow {
 		}
 	}
 	if s := r.Scale; s != nil && s.Skipped == "" && len(s.Points) > 0 {
+		if p := s.pointAt(targetRSSAt); p != nil {
+			add(fmt.Sprintf("7  RSS at %d ctrs / budget", p.N), float64(p.RSSKiB)/float64(p.BudgetKiB), 1)
+		}
+		if p := s.pointAt(targetP99At); p != nil && p.Floor != nil {
+			add(fmt.Sprintf("7  p99 at %d ctrs / %d C sups", p.N, p.Floor.Supervisors), p.P99OverFloor, targetP99OverFloor)
+			add(fmt.Sprintf("7  CPU/call at %d ctrs / %d C sups", p.N, p.Floor.Supervisors), p.CPUOverFloor, targetCPUOverFloor)
+		}
 		last := s.Points[len(s.Points)-1]
-		add(fmt.Sprintf("7  RSS at %d ctrs / budget", last.N), float64(last.RSSKiB)/float64(last.BudgetKiB), 1)
-		if p := s.pointAt(100); p != nil && p.P99Us > 0 {
-			add(fmt.Sprintf("7  p99 at %d busy ctrs / 50 us", p.N), p.P99Us/s.TargetP99Us, 1)
-			add("7  paced p50 at 1 ctr / C floor", s.floorRatio(1, false), 0)
-			add(fmt.Sprintf("7  paced p99 at %d ctrs / C floor", p.N), s.floorRatio(p.N, true), 0)
+		add(fmt.Sprintf("7  threads at %d ctrs / budget", last.N), float64(last.Threads)/last.ThreadBudget, 1)
+		if last.GoPerContainer != nil {
+			add(fmt.Sprintf("7  goroutines/ctr at %d / %.0f", last.N, targetGoPerCtr), *last.GoPerContainer/targetGoPerCtr, 1)
 		}
 	}
 	if b := r.Build; b != nil && b.Skipped == "" {

@@ -13,10 +13,19 @@
  *
  *   client --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--period-us N]
  *          [--expect-totalram BYTES]
+ *   client --socket PATH --id ID --duration-ms N (--start-at NS | --ready FILE --go FILE)
+ *          [--period-us N] [--warmup N] [--expect-totalram BYTES]
  *   client --no-filter [--warmup N] [--iters N]    native sysinfo(2) cost
  *   client --probe                                 can this kernel notify?
  *
  * Prints one JSON line of per-call latency statistics on stdout.
+ *
+ * With --duration-ms it is notifyloop on the host, for figure 7's C floor:
+ * after the handoff it waits for the common start of paced.h, makes WARMUP
+ * untimed calls, then one call every PERIOD µs until DURATION has passed
+ * since the start, and prints notifyloop's JSON line (calls, lateness,
+ * histogram), so that many copies, each against its own csup, are pooled
+ * exactly as the containers' loops are.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -35,6 +44,7 @@
 #include <sys/un.h>
 
 #include "common.h"
+#include "paced.h"
 
 #if defined(__x86_64__)
 #define NATIVE_ARCH AUDIT_ARCH_X86_64
@@ -134,12 +144,66 @@ static uint64_t pct(const uint64_t *s, long n, double p)
 	return s[i];
 }
 
+static void check_totalram(const struct sysinfo *si, unsigned long long expect)
+{
+	unsigned long long total = (unsigned long long)si->totalram * (si->mem_unit ? si->mem_unit : 1);
+	if (expect && total != expect) {
+		errno = 0;
+		die(prog, "sysinfo totalram %llu, want %llu: the supervisor did not answer from the cgroup", total, expect);
+	}
+}
+
+static uint64_t hist[PACED_NBUCKETS];
+
+/* paced is the --duration-ms mode: notifyloop's loop, on the host. */
+static int paced(const char *ready, const char *go, unsigned long long start_at, long duration_ms, long period_us,
+		 long warmup, unsigned long long expect)
+{
+	int64_t late_ns = paced_start(ready, go, start_at);
+	if (late_ns < 0)
+		die(prog, "%s", ready);
+	/* The wait for the go file has no bound of its own: the first alarm
+	 * bounds it; this one bounds the run. */
+	alarm((unsigned)(duration_ms / 1000) + 120);
+	struct sysinfo si;
+	memset(&si, 0, sizeof(si));
+	uint64_t end = paced_now(CLOCK_MONOTONIC) + (uint64_t)duration_ms * 1000000u - (uint64_t)late_ns;
+	for (long i = 0; i < warmup; i++)
+		if (sysinfo(&si) != 0)
+			die(prog, "sysinfo (warm-up call %ld)", i);
+	uint64_t calls = 0, sum = 0, max = 0, next = paced_now(CLOCK_MONOTONIC);
+	for (;;) {
+		if (period_us > 0) {
+			next += (uint64_t)period_us * 1000;
+			struct timespec ts = paced_ts_of(next);
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		}
+		uint64_t t0 = paced_now(CLOCK_MONOTONIC);
+		if (t0 >= end)
+			break;
+		if (sysinfo(&si) != 0)
+			die(prog, "sysinfo (call %llu)", (unsigned long long)calls);
+		uint64_t d = paced_now(CLOCK_MONOTONIC) - t0;
+		hist[paced_bucket(d)]++;
+		calls++;
+		sum += d;
+		if (d > max)
+			max = d;
+	}
+	check_totalram(&si, expect);
+	paced_print(stdout, hist, calls, late_ns, (uint64_t)period_us, sum, max,
+		    (unsigned long long)si.totalram * (si.mem_unit ? si.mem_unit : 1));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *sock = NULL, *id = NULL, *cgroups[8];
 	int ncg = 0, nofilter = 0, probe = 0;
-	long warmup = 2000, iters = 20000, period_us = 0;
-	unsigned long long expect = 0;
+	const char *ready = NULL, *go = NULL;
+	long warmup = 2000, iters = 20000, period_us = 0, duration_ms = 0;
+	unsigned long long expect = 0, start_at = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--no-filter"))
@@ -160,6 +224,14 @@ int main(int argc, char **argv)
 			period_us = atol(v), i++;
 		else if (v && !strcmp(a, "--expect-totalram"))
 			expect = strtoull(v, NULL, 10), i++;
+		else if (v && !strcmp(a, "--duration-ms"))
+			duration_ms = atol(v), i++;
+		else if (v && !strcmp(a, "--start-at"))
+			start_at = strtoull(v, NULL, 10), i++;
+		else if (v && !strcmp(a, "--ready"))
+			ready = v, i++;
+		else if (v && !strcmp(a, "--go"))
+			go = v, i++;
 		else {
 			fprintf(stderr, "%s: bad argument %s\n", prog, a);
 			return 2;
@@ -176,13 +248,18 @@ int main(int argc, char **argv)
 		printf("notify=ok sync_wakeup=ok\n");
 		return 0;
 	}
-	if (iters < 1 || warmup < 0 || (!nofilter && (!sock || !id))) {
-		fprintf(stderr, "usage: %s --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--period-us N] [--expect-totalram BYTES] | --no-filter | --probe\n", prog);
+	if (iters < 1 || warmup < 0 || period_us < 0 || duration_ms < 0 || (!nofilter && (!sock || !id)) ||
+	    (duration_ms && (nofilter || (!start_at && !(ready && go))))) {
+		fprintf(stderr, "usage: %s --socket PATH --id ID [--cgroup DIR]... [--warmup N] [--iters N] [--period-us N] [--expect-totalram BYTES]\n"
+				"       %s --socket PATH --id ID --duration-ms N (--start-at NS | --ready FILE --go FILE) [--period-us N] [--warmup N] [--expect-totalram BYTES]\n"
+				"       %s --no-filter [--warmup N] [--iters N] | --probe\n", prog, prog, prog);
 		return 2;
 	}
 	/* A supervisor that never answers must not hang the benchmark: SIGALRM
-	 * interrupts the trapped call and, unhandled, kills us. */
-	alarm(120);
+	 * interrupts the trapped call and, unhandled, kills us. With
+	 * --duration-ms it also bounds the wait for the go file, which comes
+	 * only once every copy is ready: hundreds of them take a while. */
+	alarm(duration_ms ? 900 : 120);
 	for (int i = 0; i < ncg; i++)
 		join_cgroup(cgroups[i]);
 	if (!nofilter) {
@@ -190,6 +267,8 @@ int main(int argc, char **argv)
 		handoff(sock, id, fd);
 		close(fd);
 	}
+	if (duration_ms)
+		return paced(ready, go, start_at, duration_ms, period_us, warmup, expect);
 	uint64_t *lat = calloc(iters, sizeof(*lat));
 	if (!lat)
 		die(prog, "calloc");
@@ -216,10 +295,7 @@ int main(int argc, char **argv)
 	}
 	uint64_t wall = now_ns() - start;
 	unsigned long long total = (unsigned long long)si.totalram * (si.mem_unit ? si.mem_unit : 1);
-	if (expect && total != expect) {
-		errno = 0;
-		die(prog, "sysinfo totalram %llu, want %llu: the supervisor did not answer from the cgroup", total, expect);
-	}
+	check_totalram(&si, expect);
 	double sum = 0;
 	for (long i = 0; i < iters; i++)
 		sum += (double)lat[i];

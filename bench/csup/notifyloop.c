@@ -15,7 +15,8 @@
  * µs (0: back to back) until DURATION has passed since NS. It prints one JSON
  * line: the number of calls, how late it started, and a histogram of the
  * latencies as "lower bound in ns:count" pairs (1 µs buckets below 1 ms,
- * 10 µs below 10 ms, 100 µs below 100 ms, then one overflow bucket), on
+ * 10 µs below 10 ms, 100 µs below 100 ms, then one overflow bucket; paced.h,
+ * shared with client.c, which is figure 7's C floor), on
  * stdout or, with --out, into FILE (written as FILE.tmp, then renamed, so a
  * reader polling for FILE never sees half of it: `docker exec -d` leaves no
  * stdout to read). A failing call ends it with the errno. Built static: it is
@@ -30,51 +31,9 @@
 #include <sys/sysinfo.h>
 #include <time.h>
 
-#define NBUCKETS (1000 + 900 + 900 + 1)
+#include "paced.h"
 
-static uint64_t ns_of(struct timespec ts)
-{
-	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
-}
-
-static uint64_t now(clockid_t c)
-{
-	struct timespec ts;
-	clock_gettime(c, &ts);
-	return ns_of(ts);
-}
-
-static struct timespec ts_of(uint64_t ns)
-{
-	struct timespec ts = {.tv_sec = ns / 1000000000u, .tv_nsec = ns % 1000000000u};
-	return ts;
-}
-
-/* bucket maps a latency to its bucket; lower gives a bucket's lower bound. */
-static int bucket(uint64_t ns)
-{
-	uint64_t us = ns / 1000;
-	if (us < 1000)
-		return (int)us;
-	if (us < 10000)
-		return 1000 + (int)((us - 1000) / 10);
-	if (us < 100000)
-		return 1900 + (int)((us - 10000) / 100);
-	return NBUCKETS - 1;
-}
-
-static uint64_t lower(int b)
-{
-	if (b < 1000)
-		return (uint64_t)b * 1000;
-	if (b < 1900)
-		return (1000 + (uint64_t)(b - 1000) * 10) * 1000;
-	if (b < 2800)
-		return (10000 + (uint64_t)(b - 1900) * 100) * 1000;
-	return 100000000;
-}
-
-static uint64_t hist[NBUCKETS];
+static uint64_t hist[PACED_NBUCKETS];
 
 int main(int argc, char **argv)
 {
@@ -105,61 +64,36 @@ int main(int argc, char **argv)
 		fprintf(stderr, "notifyloop: --duration-ms is required\n");
 		return 2;
 	}
-	if (ready && go) {
-		FILE *r = fopen(ready, "w");
-		if (!r || fclose(r) != 0) {
-			fprintf(stderr, "notifyloop: %s: %s\n", ready, strerror(errno));
-			return 1;
-		}
-		struct timespec tick = {.tv_sec = 0, .tv_nsec = 10000000};
-		for (;;) {
-			FILE *g = fopen(go, "r");
-			if (g) {
-				unsigned long long ns = 0;
-				int ok = fscanf(g, "%llu", &ns) == 1;
-				fclose(g);
-				if (ok && ns) {
-					start_at = ns;
-					break;
-				}
-			}
-			nanosleep(&tick, NULL);
-		}
-	}
 	struct sysinfo si;
-	/* Wait for the common start on the wall clock, then run on the monotonic one. */
-	uint64_t real = now(CLOCK_REALTIME);
-	int64_t late_ns = 0;
-	if (start_at > real) {
-		struct timespec ts = ts_of(start_at);
-		while (clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &ts, NULL) == EINTR)
-			;
-	} else if (start_at) {
-		late_ns = (int64_t)(real - start_at);
+	int64_t late_ns = paced_start(ready, go, start_at);
+	if (late_ns < 0) {
+		fprintf(stderr, "notifyloop: %s: %s\n", ready, strerror(errno));
+		return 1;
 	}
-	uint64_t t_start = now(CLOCK_MONOTONIC), end = t_start + duration_ms * 1000000u - (uint64_t)late_ns;
+	/* Started on the wall clock; runs on the monotonic one. */
+	uint64_t t_start = paced_now(CLOCK_MONOTONIC), end = t_start + duration_ms * 1000000u - (uint64_t)late_ns;
 	for (uint64_t i = 0; i < warmup; i++)
 		if (sysinfo(&si) != 0) {
 			fprintf(stderr, "notifyloop: sysinfo: %s\n", strerror(errno));
 			return 1;
 		}
-	uint64_t calls = 0, sum = 0, max = 0, next = now(CLOCK_MONOTONIC);
+	uint64_t calls = 0, sum = 0, max = 0, next = paced_now(CLOCK_MONOTONIC);
 	for (;;) {
 		if (period_us) {
 			next += period_us * 1000;
-			struct timespec ts = ts_of(next);
+			struct timespec ts = paced_ts_of(next);
 			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 				;
 		}
-		uint64_t t0 = now(CLOCK_MONOTONIC);
+		uint64_t t0 = paced_now(CLOCK_MONOTONIC);
 		if (t0 >= end)
 			break;
 		if (sysinfo(&si) != 0) {
 			fprintf(stderr, "notifyloop: sysinfo: %s\n", strerror(errno));
 			return 1;
 		}
-		uint64_t d = now(CLOCK_MONOTONIC) - t0;
-		hist[bucket(d)]++;
+		uint64_t d = paced_now(CLOCK_MONOTONIC) - t0;
+		hist[paced_bucket(d)]++;
 		calls++;
 		sum += d;
 		if (d > max)
@@ -174,17 +108,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	fprintf(f, "{\"calls\":%llu,\"late_ns\":%lld,\"period_us\":%llu,\"mean_ns\":%.0f,\"max_ns\":%llu,\"totalram\":%llu,\"hist\":\"",
-	       (unsigned long long)calls, (long long)late_ns, (unsigned long long)period_us,
-	       calls ? (double)sum / (double)calls : 0.0, (unsigned long long)max,
-	       (unsigned long long)si.totalram * si.mem_unit);
-	const char *sep = "";
-	for (int b = 0; b < NBUCKETS; b++)
-		if (hist[b]) {
-			fprintf(f, "%s%llu:%llu", sep, (unsigned long long)lower(b), (unsigned long long)hist[b]);
-			sep = " ";
-		}
-	fprintf(f, "\"}\n");
+	paced_print(f, hist, calls, late_ns, period_us, sum, max, (unsigned long long)si.totalram * si.mem_unit);
 	if (out && (fclose(f) != 0 || rename(tmp, out) != 0)) {
 		fprintf(stderr, "notifyloop: %s: %s\n", out, strerror(errno));
 		return 1;
