@@ -54,7 +54,10 @@ type Container interface {
 
 // Request is one trapped syscall.
 type Request struct {
-	Notif     notify.Notif
+	Notif notify.Notif
+	// Journal is where the notification was received (the listener's
+	// journal slot, kept by the holder across a crash); nil for none.
+	Journal   *notify.Notif
 	Fd        *notify.Fd
 	Container Container
 	Log       hclog.Logger
@@ -70,6 +73,20 @@ type Request struct {
 	memR, memW, maps, mnt int
 	status                []byte
 }
+
+// Acting records in the journal that this request is about to change
+// something (a mount, a file): if sysvisord dies before answering, its
+// successor re-dispatches the notification knowing so (Replayed).
+func (r *Request) Acting() {
+	if r.Journal != nil {
+		r.Journal.Flags |= notify.FlagActing
+	}
+}
+
+// Replayed reports that a previous sysvisord received this notification
+// and began acting on it before it died: a handler whose action is not
+// idempotent finds it may be done already.
+func (r *Request) Replayed() bool { return r.Notif.Flags&notify.FlagActing != 0 }
 
 // procPath is /proc/<caller's pid>/leaf, built without fmt: the notify
 // path opens two of them per call.

@@ -459,6 +459,9 @@ func (fs *callerFS) act(req caller, op func() error) error {
 	if !req.Valid() {
 		return notify.ErrGone
 	}
+	if a, ok := req.(interface{ Acting() }); ok {
+		a.Acting()
+	}
 	if err := unix.Fchdir(fs.proc); err != nil {
 		return err
 	}
@@ -577,6 +580,12 @@ func (umountHandler) Handle(req *Request) Response {
 			return unix.Unmount(fdPath(pfd)+"/"+name, flags|unix.UMOUNT_NOFOLLOW)
 		})
 	})
+	if errors.Is(err, unix.EINVAL) && req.Replayed() {
+		// The previous sysvisord unmounted it and died before
+		// answering: the caller's umount did succeed.
+		req.Log.Info("umount re-dispatched after a restart found nothing mounted: answered as done", "target", target)
+		return Return(0)
+	}
 	req.Log.Debug("emulated umount", "target", target, "flags", flags, "error", err)
 	if err != nil {
 		return errnoOf(err)

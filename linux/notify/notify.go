@@ -29,6 +29,13 @@ type Notif struct {
 	Data  Data
 }
 
+// FlagActing is set by sysvisord in its own copy of a notification (the
+// journal slot it was received into; the kernel always returns Flags 0)
+// once a handler starts acting on it: a successor that finds the
+// notification still pending after a crash knows the work may be done
+// already.
+const FlagActing uint32 = 1 << 31
+
 // Resp mirrors struct seccomp_notif_resp (24 bytes).
 type Resp struct {
 	ID    uint64

@@ -31,7 +31,7 @@ func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, 
 		n.ID = 0
 	}
 	if pending {
-		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid)
+		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid, "acted", n.Flags&notify.FlagActing != 0)
 	}
 	for {
 		var err error
@@ -101,7 +101,7 @@ func dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Action
 	case policy.Deny:
 		resp = handlers.Fail(a.errno)
 	default:
-		req := handlers.Request{Notif: *n, Fd: fd, Container: c, Log: log, Entry: a.entry, Options: a.options}
+		req := handlers.Request{Notif: *n, Journal: n, Fd: fd, Container: c, Log: log, Entry: a.entry, Options: a.options}
 		resp = a.entry.Handler.Handle(&req)
 		req.Close()
 	}
