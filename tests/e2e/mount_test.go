@@ -389,7 +389,16 @@ func TestMountTmpfsAndOverlay(t *testing.T) {
 	if strings.Join(got, ",") != "/mnt/t tmpfs,/mnt/o overlay" {
 		t.Errorf("the container's mounts of %s: %v, want a tmpfs at /mnt/t and an overlay at /mnt/o", marker, got)
 	}
-	r = results(t, sh(t, id, `echo "umount-o $(mountcall umount /mnt/o 0)"; echo "umount-t $(mountcall umount /mnt/t 0)"`))
+	// A mount in use stays busy however often the emulation retries (it
+	// retries a plain umount's EBUSY for ~30 ms, see umountHandler).
+	r = results(t, sh(t, id, `
+		(cd /mnt/o && sleep 3) & sleep 0.3
+		echo "umount-busy $(mountcall umount /mnt/o 0)"
+		kill $! 2>/dev/null; wait
+		echo "umount-o $(mountcall umount /mnt/o 0)"
+		echo "umount-t $(mountcall umount /mnt/t 0)"
+	`))
+	expect(t, r, "umount-busy", "EBUSY")
 	expect(t, r, "umount-o", "ok")
 	expect(t, r, "umount-t", "ok")
 }
