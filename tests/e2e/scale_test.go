@@ -327,7 +327,7 @@ func TestScale200(t *testing.T) {
 		if mem[i] > 0 {
 			want = mem[i] << 10
 		}
-		free, meminfo := freeTotal(out), meminfoTotal(out)
+		free, meminfo := firstField(out, "Mem:"), firstField(out, "MemTotal:")
 		if err == nil && free == want && meminfo == want {
 			return
 		}
@@ -478,29 +478,18 @@ func hostMemTotalKiB(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := meminfoTotal(string(b))
+	n := firstField(string(b), "MemTotal:")
 	if n <= 0 {
 		t.Fatalf("host /proc/meminfo has no MemTotal:\n%.200s", b)
 	}
 	return n
 }
 
-// meminfoTotal is the MemTotal (kB) in out, -1 if none.
-func meminfoTotal(out string) int {
+// firstField is the number after label on the first line of out that
+// starts with it (free -k's "Mem:", meminfo's "MemTotal:"), -1 if none.
+func firstField(out, label string) int {
 	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
-			if n, err := strconv.Atoi(f[1]); err == nil {
-				return n
-			}
-		}
-	}
-	return -1
-}
-
-// freeTotal is the total of free -k's Mem: line, -1 if none.
-func freeTotal(out string) int {
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "Mem:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == label {
 			if n, err := strconv.Atoi(f[1]); err == nil {
 				return n
 			}
