@@ -428,7 +428,7 @@ func (s *Server) returnMemory() {
 	s.forgotten.Add(-n)
 	s.seen = 0
 	debug.FreeOSMemory()
-	s.log.Debug("memory of deleted containers returned", "containers", n)
+	s.log.Info("memory of deleted containers returned", "containers", n)
 }
 
 // every runs fn each period until ctx is done.

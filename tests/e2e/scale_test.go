@@ -346,6 +346,7 @@ func TestScale200(t *testing.T) {
 	t.Logf("%d containers checked (%d limited, %d not) in free and meminfo", len(check), limited, len(check)-limited)
 
 	// All removed, a few at a time, and forgotten by sysvisord.
+	returned := logCount(t, memoryReturned)
 	t2 := time.Now()
 	parallel(total, workers, func(i int) {
 		if _, err := dockerTimeout(2*time.Minute, "rm", "-f", names[i]); err != nil {
@@ -396,21 +397,31 @@ func TestScale200(t *testing.T) {
 	// own mappings and in the heap arena, with the heap's live bytes below
 	// the baseline's. So 4 MiB more are allowed; a leak outside Go's heap
 	// (C allocations, mappings, thread stacks) of 30 KiB per container
-	// still fails. The free heap pages themselves must be gone:
-	// sysvisord hands them back once a burst of deletes is over
-	// (Server.returnMemory), where Go's scavenger alone would keep up to
-	// 10% over the heap goal, at least 4 MiB.
+	// still fails. Free heap pages the runtime keeps do not count:
+	// sysvisord hands the freed heap back once a burst of deletes is over
+	// (Server.returnMemory, checked by its log line), but whatever the
+	// process allocates and frees after that (the test's own gops
+	// requests, load sampling) is kept again, up to 10% over the heap
+	// goal (at least 4 MiB), by Go's scavenger: 0-2.4 MiB here.
+	for deadline := time.Now().Add(30 * time.Second); logCount(t, memoryReturned) == returned; time.Sleep(250 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("sysvisord did not return the memory of the deleted containers: no %q in its log 30 s after the last delete", memoryReturned)
+			break
+		}
+	}
 	heapLimit := baseMem["heap-alloc"] + 2*total<<10
 	const runtimeKeeps = 4 << 10 // KiB
-	const keptFree = 1 << 20     // bytes of free heap not yet released
-	limit := base.rssKiB + base.rssKiB/10 + runtimeKeeps
+	net := func(rssKiB int, m map[string]int64) int { return rssKiB - int((m["heap-idle"]-m["heap-released"])>>10) }
+	baseNet := net(base.rssKiB, baseMem)
+	limit := baseNet + baseNet/10 + runtimeKeeps
 	var afterMem map[string]int64
+	var afterNet int
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		after.rssKiB = settledRSS(t, pid, 5*time.Second)
 		afterMem = goMem(t, pid)
-		if after.rssKiB <= limit && afterMem["heap-alloc"] <= heapLimit && afterMem["heap-idle"]-afterMem["heap-released"] <= keptFree ||
-			time.Now().After(deadline) {
+		afterNet = net(after.rssKiB, afterMem)
+		if afterNet <= limit && afterMem["heap-alloc"] <= heapLimit || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -418,16 +429,13 @@ func TestScale200(t *testing.T) {
 		t.Errorf("Go heap: %d KiB live after removing all, want the baseline's %d KiB + ≤ 2 KiB per container (%d KiB)",
 			afterMem["heap-alloc"]>>10, baseMem["heap-alloc"]>>10, heapLimit>>10)
 	}
-	if kept := afterMem["heap-idle"] - afterMem["heap-released"]; kept > keptFree {
-		t.Errorf("Go heap: %d KiB free but not given back to the system 30 s after the last delete, want ≤ %d KiB (sysvisord returns it after a burst of deletes)",
-			kept>>10, keptFree>>10)
+	if afterNet > limit {
+		t.Errorf("RSS net of the free heap the runtime keeps: %d KiB after removing all, want within 10%% of the baseline's %d KiB + %d KiB the Go runtime keeps after a peak (≤ %d)",
+			afterNet, baseNet, runtimeKeeps, limit)
 	}
-	if after.rssKiB > limit {
-		t.Errorf("RSS: %d KiB after removing all, want within 10%% of the baseline's %d KiB + %d KiB the Go runtime keeps after a peak (≤ %d)",
-			after.rssKiB, base.rssKiB, runtimeKeeps, limit)
-	}
-	t.Logf("RSS: baseline %d KiB, after %d KiB (%+.1f%%; limit %d KiB)",
-		base.rssKiB, after.rssKiB, 100*float64(after.rssKiB-base.rssKiB)/float64(base.rssKiB), limit)
+	t.Logf("RSS: baseline %d KiB, after %d KiB (%+.1f%%); net of free heap kept: %d -> %d KiB (%+.1f%%; limit %d KiB)",
+		base.rssKiB, after.rssKiB, 100*float64(after.rssKiB-base.rssKiB)/float64(base.rssKiB),
+		baseNet, afterNet, 100*float64(afterNet-baseNet)/float64(baseNet), limit)
 	// Threads: Go does not end an idle OS thread (one made while many
 	// goroutines sat in blocking calls at once stays parked), so the
 	// count after removal need not come back to the baseline's. No
@@ -496,4 +504,18 @@ func firstField(out, label string) int {
 		}
 	}
 	return -1
+}
+
+// memoryReturned is sysvisord's log line once it gave the memory of
+// deleted containers back (Server.returnMemory).
+const memoryReturned = "memory of deleted containers returned"
+
+// logCount counts the lines of sysvisord's log that contain s.
+func logCount(t *testing.T, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(svDir, "log", "sysvisord.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
 }
