@@ -461,7 +461,7 @@ func printScale(w io.Writer, f *ScaleFigure) {
 	}
 	fmt.Fprintf(w, "  containers: %s; busy phase: every container one sysinfo every %d µs for %d ms, one start once all are ready; latencies pooled\n",
 		f.Counts, f.PeriodUs, f.DurationMs)
-	fmt.Fprintf(w, "  C floor at each count, right after sysvisord's busy phase: as many csup processes (--work full, no cgroup files) as containers,\n")
+	fmt.Fprintf(w, "  C floor at each count, right after sysvisord's busy phase: as many csup processes (--work full, each reading a memory and pids cgroup its client joined, as sysvisord reads a container's) as containers,\n")
 	fmt.Fprintf(w, "    each serving one client on the host (no container) at the same pace for as long, all started together; latencies pooled\n")
 	if f.Note != "" {
 		fmt.Fprintf(w, "  note: %s\n", f.Note)
