@@ -503,6 +503,9 @@ func (umountHandler) Handle(req *Request) Response {
 		// Opened now, while paths still resolve in the caller's root.
 		pfd, name := -1, ""
 		var st unix.Statx_t // of name in pfd
+		statName := func(st *unix.Statx_t) error {
+			return unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|mountinfo.IDMask(), st)
+		}
 		if flags&unix.MNT_DETACH == 0 {
 			var dir string
 			dir, name = splitLast(target)
@@ -513,7 +516,7 @@ func (umountHandler) Handle(req *Request) Response {
 				return err
 			}
 			defer unix.Close(pfd)
-			if err := unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|mountinfo.IDMask(), &st); err != nil {
+			if err := statName(&st); err != nil {
 				return err
 			}
 			if st.Mode&unix.S_IFMT == unix.S_IFLNK && flags&unix.UMOUNT_NOFOLLOW == 0 {
@@ -577,8 +580,9 @@ func (umountHandler) Handle(req *Request) Response {
 			}
 			cur = p
 		}
+		unmount := func() error { return unix.Unmount(fdPath(pfd)+"/"+name, flags|unix.UMOUNT_NOFOLLOW) }
 		return fs.act(req, func() error {
-			err := unix.Unmount(fdPath(pfd)+"/"+name, flags|unix.UMOUNT_NOFOLLOW)
+			err := unmount()
 			// The first umount of a fresh mount under load now and then
 			// meets a reference held for an instant: no process held
 			// the mount (fd, cwd or root) when looked at right after
@@ -588,11 +592,10 @@ func (umountHandler) Handle(req *Request) Response {
 			for wait := time.Millisecond; errors.Is(err, unix.EBUSY) && wait <= 16*time.Millisecond; wait *= 2 {
 				time.Sleep(wait)
 				var now unix.Statx_t
-				if unix.Statx(pfd, name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|mountinfo.IDMask(), &now) != nil ||
-					now.Mnt_id != st.Mnt_id || now.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+				if statName(&now) != nil || now.Mnt_id != st.Mnt_id || now.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
 					break
 				}
-				err = unix.Unmount(fdPath(pfd)+"/"+name, flags|unix.UMOUNT_NOFOLLOW)
+				err = unmount()
 				req.Log.Debug("umount retried after EBUSY", "target", target, "after", wait, "error", err)
 			}
 			return err
