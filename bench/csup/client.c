@@ -171,26 +171,11 @@ static int paced(const char *ready, const char *go, unsigned long long start_at,
 	for (long i = 0; i < warmup; i++)
 		if (sysinfo(&si) != 0)
 			die(prog, "sysinfo (warm-up call %ld)", i);
-	uint64_t calls = 0, sum = 0, max = 0, next = paced_now(CLOCK_MONOTONIC);
-	for (;;) {
-		if (period_us > 0) {
-			next += (uint64_t)period_us * 1000;
-			struct timespec ts = paced_ts_of(next);
-			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-				;
-		}
-		uint64_t t0 = paced_now(CLOCK_MONOTONIC);
-		if (t0 >= end)
-			break;
-		if (sysinfo(&si) != 0)
-			die(prog, "sysinfo (call %llu)", (unsigned long long)calls);
-		uint64_t d = paced_now(CLOCK_MONOTONIC) - t0;
-		hist[paced_bucket(d)]++;
-		calls++;
-		sum += d;
-		if (d > max)
-			max = d;
-	}
+	uint64_t sum, max;
+	int failed;
+	uint64_t calls = paced_loop(&si, end, (uint64_t)period_us, hist, &sum, &max, &failed);
+	if (failed)
+		die(prog, "sysinfo (call %llu)", (unsigned long long)calls);
 	check_totalram(&si, expect);
 	paced_print(stdout, hist, calls, late_ns, (uint64_t)period_us, sum, max,
 		    (unsigned long long)si.totalram * (si.mem_unit ? si.mem_unit : 1));

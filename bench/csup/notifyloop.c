@@ -77,27 +77,12 @@ int main(int argc, char **argv)
 			fprintf(stderr, "notifyloop: sysinfo: %s\n", strerror(errno));
 			return 1;
 		}
-	uint64_t calls = 0, sum = 0, max = 0, next = paced_now(CLOCK_MONOTONIC);
-	for (;;) {
-		if (period_us) {
-			next += period_us * 1000;
-			struct timespec ts = paced_ts_of(next);
-			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-				;
-		}
-		uint64_t t0 = paced_now(CLOCK_MONOTONIC);
-		if (t0 >= end)
-			break;
-		if (sysinfo(&si) != 0) {
-			fprintf(stderr, "notifyloop: sysinfo: %s\n", strerror(errno));
-			return 1;
-		}
-		uint64_t d = paced_now(CLOCK_MONOTONIC) - t0;
-		hist[paced_bucket(d)]++;
-		calls++;
-		sum += d;
-		if (d > max)
-			max = d;
+	uint64_t sum, max;
+	int failed;
+	uint64_t calls = paced_loop(&si, end, period_us, hist, &sum, &max, &failed);
+	if (failed) {
+		fprintf(stderr, "notifyloop: sysinfo: %s\n", strerror(errno));
+		return 1;
 	}
 	char tmp[4096];
 	FILE *f = stdout;

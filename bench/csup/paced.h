@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 
 /* 1 µs buckets below 1 ms, 10 µs below 10 ms, 100 µs below 100 ms, then
@@ -95,6 +96,39 @@ static inline int64_t paced_start(const char *ready, const char *go, uint64_t st
 		return 0;
 	}
 	return start_at ? (int64_t)(real - start_at) : 0;
+}
+
+/* paced_loop makes one timed sysinfo(2) call into si every period_us (0:
+ * back to back) until CLOCK_MONOTONIC reaches end, counting each latency
+ * in hist. It returns the number of calls made; a failing call ends it
+ * with *failed set (errno tells why). */
+static inline uint64_t paced_loop(struct sysinfo *si, uint64_t end, uint64_t period_us, uint64_t *hist,
+				  uint64_t *sum, uint64_t *max, int *failed)
+{
+	uint64_t calls = 0, next = paced_now(CLOCK_MONOTONIC);
+	*sum = *max = 0;
+	*failed = 0;
+	for (;;) {
+		if (period_us) {
+			next += period_us * 1000;
+			struct timespec ts = paced_ts_of(next);
+			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+				;
+		}
+		uint64_t t0 = paced_now(CLOCK_MONOTONIC);
+		if (t0 >= end)
+			return calls;
+		if (sysinfo(si) != 0) {
+			*failed = 1;
+			return calls;
+		}
+		uint64_t d = paced_now(CLOCK_MONOTONIC) - t0;
+		hist[paced_bucket(d)]++;
+		calls++;
+		*sum += d;
+		if (d > *max)
+			*max = d;
+	}
 }
 
 /* paced_print writes the JSON line benchtool pools: the number of calls,
