@@ -42,36 +42,26 @@ func (s *Server) worker(i int) {
 	}
 }
 
-// readRequest reads one request into buf, waiting in the poller.
+// readRequest reads one request into buf. The worker waits in poll(2) on
+// its own thread, woken by the kernel directly (not through Go's
+// netpoller and a parked goroutine), or by Stop through stopFd.
 func (s *Server) readRequest(buf []byte) (int, error) {
 	for {
-		var n int
-		var rerr error
-		err := s.rc.Read(func(fd uintptr) bool {
-			n, rerr = unix.Read(int(fd), buf)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed) {
-				return 0, err
+		pfd := [2]unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}, {Fd: int32(s.stopFd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(pfd[:], -1); err != nil {
+			if err == unix.EINTR {
+				continue
 			}
-			// The poller saw EPOLLERR; read(2) tells what it is:
-			// ENODEV once the connection is aborted or unmounted.
-			n, rerr = unix.Read(s.fd, buf)
-			switch rerr {
-			case nil:
-				return n, nil
-			case unix.ENODEV:
-				return 0, errUnmounted
-			}
-			return 0, fmt.Errorf("poll /dev/fuse: %w (read: %v)", err, rerr)
+			return 0, fmt.Errorf("poll /dev/fuse: %w", err)
 		}
+		if pfd[1].Revents != 0 {
+			return 0, os.ErrDeadlineExceeded
+		}
+		n, rerr := unix.Read(s.fd, buf)
 		switch rerr {
 		case nil:
 			return n, nil
-		case unix.EINTR, unix.ENOENT:
-			// ENOENT: the request was interrupted and dropped
-			// between the kernel's wakeup and our read.
+		case unix.EAGAIN, unix.EINTR, unix.ENOENT:
 			continue
 		case unix.ENODEV:
 			return 0, errUnmounted
