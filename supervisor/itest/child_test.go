@@ -571,6 +571,11 @@ func newUffd() (*uffd, error) {
 func (u *uffd) fault(timeout time.Duration) (bool, error) {
 	pfd := []unix.PollFd{{Fd: int32(u.fd), Events: unix.POLLIN}}
 	n, err := unix.Poll(pfd, int(timeout/time.Millisecond))
+	if err == unix.EINTR {
+		// The Go runtime's own signals (preemption, SIGCHLD) land
+		// here too: no event yet, the caller polls again.
+		return false, nil
+	}
 	if err != nil || n == 0 {
 		return false, err
 	}

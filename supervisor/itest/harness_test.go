@@ -481,9 +481,39 @@ func (c *child) next(step string, timeout time.Duration) event {
 		}
 		return ev
 	case <-time.After(timeout):
-		c.t.Fatalf("child did not report %q within %v (a trapped call left unanswered?)", step, timeout)
+		c.t.Fatalf("child did not report %q within %v (a trapped call left unanswered?); its threads:\n%s", step, timeout, taskStates(c.pid()))
 	}
 	panic("unreachable")
+}
+
+// taskStates describes where each thread of pid waits (state, wchan, the
+// syscall and the kernel stack), so that a hang in a VM can be read from
+// the test's log alone.
+func taskStates(pid int) string {
+	var b strings.Builder
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return err.Error()
+	}
+	for _, e := range ents {
+		dir := fmt.Sprintf("/proc/%d/task/%s/", pid, e.Name())
+		read := func(name string) string {
+			v, err := os.ReadFile(dir + name)
+			if err != nil {
+				return "(" + err.Error() + ")"
+			}
+			return strings.TrimSpace(string(v))
+		}
+		state := read("stat")
+		if i := strings.LastIndexByte(state, ')'); i >= 0 && i+3 < len(state) {
+			state = state[i+2 : i+3]
+		}
+		fmt.Fprintf(&b, "  tid %s state %s wchan %s syscall %s\n", e.Name(), state, read("wchan"), read("syscall"))
+		for _, l := range strings.Split(read("stack"), "\n") {
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
+	}
+	return b.String()
 }
 
 // wait waits for the child to exit and returns its wait error.
