@@ -639,7 +639,10 @@ gotest() { # PKG
 	[ -x "$b" ] || skip "$b not built"
 	cd "$JOB/src/$1" || fail "no source dir $1"
 	local t0=$SECONDS rc=0
-	SYSVISOR_E2E=required "$b" -test.count=1 -test.timeout 20m -test.v >"$OUT/checks/$CHECK.go.log" 2>&1 || rc=$?
+	# GOTEST_ARGS (the matrix's HOSTS_GOTEST_ARGS): extra flags, e.g.
+	# "-test.run ^TestX$ -test.count 200" to chase a flake on one kernel.
+	# shellcheck disable=SC2086
+	SYSVISOR_E2E=required "$b" -test.count=1 -test.timeout 20m -test.v ${GOTEST_ARGS:-} >"$OUT/checks/$CHECK.go.log" 2>&1 || rc=$?
 	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$OUT/checks/$CHECK.go.log"
 	local nfail npass nskip
 	nfail=$(grep -c '^\s*--- FAIL' "$OUT/checks/$CHECK.go.log")
