@@ -99,6 +99,8 @@ type Server struct {
 	// previous tick.
 	forgotten atomic.Int64
 	seen      int64
+	// trim gives back the threads a burst of work left idle.
+	trim threadTrimmer
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]string // container id -> live listener fds -> held name
@@ -289,8 +291,10 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.link.keep(holderDone) }()
 	}
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() { defer s.wg.Done(); every(ctx, returnMemoryEvery, s.returnMemory) }()
+	s.trim.log = s.log
+	go func() { defer s.wg.Done(); every(ctx, returnMemoryEvery, s.trim.tick) }()
 	go func() {
 		defer s.wg.Done()
 		every(ctx, procview.LoadFreq, func() {
