@@ -63,6 +63,10 @@ type Config struct {
 	// HolderBinary is the sysvisor-holder started when none runs
 	// (default: next to sysvisord's binary).
 	HolderBinary string
+	// IDRegistry is the host-wide registry of every sysvisord's leases
+	// (default lease.DefaultRegistryDir); only tests of two hosts' worth
+	// of instances on one machine set another.
+	IDRegistry string
 	// LockWait is how long New waits for another sysvisord to release
 	// the state directory (one killed a moment ago is still exiting).
 	LockWait time.Duration
@@ -171,9 +175,16 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("subordinate ID pool: %w", err)
 	}
-	leases, err := lease.Open(leasesPath, pool)
+	regDir := cfg.IDRegistry
+	if regDir == "" {
+		regDir = lease.DefaultRegistryDir
+	}
+	leases, conflicts, err := lease.OpenShared(leasesPath, pool, regDir)
 	if err != nil {
 		return nil, err
+	}
+	for _, c := range conflicts {
+		cfg.Log.Error("a lease shares host IDs with another sysvisord's (both were leased before this host-wide registry existed): recreate one of the two containers", "conflict", c)
 	}
 	table, err := handlers.NewTable(nil)
 	if err != nil {
@@ -247,6 +258,11 @@ func (s *Server) collect() {
 func (s *Server) Run(ctx context.Context) error {
 	s.ctx = ctx
 	defer s.lock.Close()
+	defer func() {
+		if err := s.leases.Close(); err != nil {
+			s.log.Warn("ID registry", "error", err)
+		}
+	}()
 	if err := os.MkdirAll(s.cfg.RunDir, 0o711); err != nil {
 		return fmt.Errorf("run dir %s: %w", s.cfg.RunDir, err)
 	}
@@ -524,6 +540,10 @@ func (s *Server) handleControl(req control.Request) control.Response {
 			return control.Response{Error: err.Error()}
 		}
 		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
+		if errors.Is(err, lease.ErrExhausted) {
+			return control.Response{Error: fmt.Sprintf("%v; grow the pool: raise the count of the %q line in %s and %s (a multiple of %d, the same in both) and restart sysvisord, or remove containers",
+				err, lease.Owner, s.cfg.SubUID, s.cfg.SubGID, lease.BlockSize)}
+		}
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}

@@ -98,6 +98,8 @@ func newEnv(t *testing.T) env {
 			SubGID:   filepath.Join(dir, "subgid"),
 			// Never the host's /etc/sysvisor/policies.
 			PolicyDir: filepath.Join(dir, "policies"),
+			// Fake containers on fake pools: no host IDs to share.
+			IDRegistry: filepath.Join(dir, "idpool"),
 		},
 		runcRoot: filepath.Join(dir, "runc"),
 	}

@@ -42,6 +42,8 @@ type Store struct {
 	path   string
 	pool   Range
 	leases map[string]Lease
+	// reg, when set, makes leasing host-wide: see OpenShared.
+	reg *Registry
 }
 
 // Open loads path (creating it when absent) for pool. A stored pool that
@@ -74,6 +76,58 @@ func Open(path string, pool Range) (*Store, error) {
 		s.leases[id] = l
 	}
 	return s, nil
+}
+
+// OpenShared is Open, with this store entered in the host-wide registry at
+// regDir (DefaultRegistryDir): a block is leased only if no other member
+// holds any of its IDs. conflicts lists this store's leases that overlap
+// another member's already (leased before either knew of the other); they
+// are kept, and the caller reports them.
+func OpenShared(path string, pool Range, regDir string) (s *Store, conflicts []string, err error) {
+	s, err = Open(path, pool)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.reg, err = openRegistry(regDir, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	err = s.reg.locked(func() error {
+		if err := s.reg.join(); err != nil {
+			return fmt.Errorf("ID registry %s: join: %w", regDir, err)
+		}
+		others, err := s.reg.others()
+		if err != nil {
+			return err
+		}
+		for path, ls := range others {
+			for _, o := range ls {
+				for _, l := range s.leases {
+					if l.overlaps(o.Range) {
+						conflicts = append(conflicts, fmt.Sprintf("%s (%d+%d) overlaps %s (%d+%d) of %s", l.ID, l.Start, l.Size, o.ID, o.Start, o.Size, path))
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(conflicts)
+	return s, conflicts, nil
+}
+
+// Close takes the store out of the registry when it holds no lease; with
+// leases it stays, so that no other instance takes their IDs while this
+// one is stopped.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reg == nil || len(s.leases) > 0 {
+		return nil
+	}
+	return s.reg.locked(s.reg.leave)
 }
 
 // FormatVersion is the version of leases.json this build writes; it reads
@@ -122,10 +176,31 @@ func (s *Store) Acquire(id, runcRoot, bundle string) (Lease, error) {
 	if l, ok := s.leases[id]; ok {
 		return l, nil
 	}
+	if s.reg == nil {
+		return s.acquireLocked(id, runcRoot, bundle, nil)
+	}
+	// Read the others and write ours under one host-wide lock: another
+	// instance leasing meanwhile would not see this block taken.
+	var l Lease
+	err := s.reg.locked(func() error {
+		others, err := s.reg.others()
+		if err != nil {
+			return fmt.Errorf("lease for %s: %w", id, err)
+		}
+		l, err = s.acquireLocked(id, runcRoot, bundle, others)
+		return err
+	})
+	return l, err
+}
+
+// acquireLocked leases the lowest block of the pool that neither this
+// store nor any other member holds (s.mu held).
+func (s *Store) acquireLocked(id, runcRoot, bundle string, others Others) (Lease, error) {
 	used := make([]Range, 0, len(s.leases))
 	for _, l := range s.leases {
 		used = append(used, l.Range)
 	}
+	used = append(used, others.ranges()...)
 	sort.Slice(used, func(i, j int) bool { return used[i].Start < used[j].Start })
 	next := uint64(s.pool.Start)
 	for _, r := range used {
@@ -137,7 +212,8 @@ func (s *Store) Acquire(id, runcRoot, bundle string) (Lease, error) {
 		}
 	}
 	if next+BlockSize > s.pool.End() {
-		return Lease{}, fmt.Errorf("lease for %s: %w (%d leases in %d+%d)", id, ErrExhausted, len(s.leases), s.pool.Start, s.pool.Size)
+		return Lease{}, fmt.Errorf("lease for %s: %w: no free %d-ID block in the pool %d+%d (%d blocks; %d leased by this sysvisord, %d by other sysvisord instances on this host)",
+			id, ErrExhausted, BlockSize, s.pool.Start, s.pool.Size, s.pool.Size/BlockSize, len(s.leases), others.count())
 	}
 	l := Lease{ID: id, Range: Range{Start: uint32(next), Size: BlockSize}, RuncRoot: runcRoot, Bundle: bundle, Created: time.Now().UTC()}
 	s.leases[id] = l
