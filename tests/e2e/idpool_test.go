@@ -151,6 +151,32 @@ func TestIDPoolExhausted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(stateDir, "containers", id+".json")); err == nil {
 		t.Errorf("a record was left for the refused create")
 	}
+	// The same refusal through the runtime, as an engine's create meets
+	// it: the error reaches the caller, and no lease, runc state or mount
+	// is left.
+	bun := t.TempDir()
+	if out, err := exec.Command("runc", "spec", "--bundle", bun).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v\n%s", err, out)
+	}
+	if err := os.Mkdir(filepath.Join(bun, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runcRoot := filepath.Join(t.TempDir(), "runc")
+	rid := "full-" + tag + "-rt"
+	out, err := exec.Command(filepath.Join(repo, "bin", "sysvisor-runc"), "--run-dir", runDir, "--root", runcRoot,
+		"create", "--bundle", bun, rid).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "ID pool exhausted") || !strings.Contains(string(out), "grow the pool") {
+		t.Errorf("sysvisor-runc create with the pool full: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(stateDir, "leases.json")); strings.Contains(string(b), rid) {
+		t.Errorf("a lease was left for the refused runtime create:\n%s", b)
+	}
+	if ents, _ := os.ReadDir(runcRoot); len(ents) > 0 {
+		t.Errorf("runc state left for the refused create: %v", ents)
+	}
+	if m := append(mountsUnder(runDir), mountsUnder(bun)...); len(m) > 0 {
+		t.Errorf("mounts left after the refused create: %v", m)
+	}
 	if _, err := control.Call(runDir, control.Request{Op: control.OpDelete, ID: "full-" + tag + "-0"}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
