@@ -22,7 +22,7 @@ LDFLAGS   := -X github.com/sysvisor/sysvisor/supervisor.Version=$(VERSION) \
 POLICIES  := $(wildcard policy/builtin/*.hcl)
 BINS      := bin/sysvisor-runc bin/sysvisord bin/sysvisorctl bin/sysvisor-holder
 
-.PHONY: all build install uninstall test test-unit test-integration test-e2e test-hosts bench demo deps lint clean
+.PHONY: all build install uninstall test test-unit test-integration test-e2e test-hosts fuzz bench demo deps lint clean
 
 all: build
 
@@ -72,12 +72,22 @@ lint:
 # dockerd). SYSVISOR_E2E=required turns "cannot run here" into a failure.
 # Then the end-to-end tests that reach kernel interfaces newer than the
 # floor again, with every fallback forced (SYSVISOR_KERNEL_FALLBACKS=all):
-# the paths older kernels take, run on this one too.
+# the paths older kernels take, run on this one too. Last, each fuzz target
+# briefly (see fuzz).
 FALLBACK_TESTS ?= DockerInDocker|Mount|Sysfs|ProductUUID|Sysctl|Sysinfo|Views|UIDMap|WritableLayer|BindMount|Restart|Nothing
 test: deps build lint
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} $(GO) test -count=1 -timeout 30m ./...
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} SYSVISOR_KERNEL_FALLBACKS=all \
 		$(GO) test -count=1 -timeout 10m -run '$(FALLBACK_TESTS)' ./tests/e2e/
+	GO='$(GO)' ./tests/fuzz.sh $(FUZZ_SMOKE_TIME)
+
+# Every fuzz target of the repository (tests/fuzz.sh finds them), FUZZTIME
+# each, one after another. make test runs each for FUZZ_SMOKE_TIME; their
+# seed corpora run with the unit tests anyway.
+FUZZTIME ?= 60s
+FUZZ_SMOKE_TIME ?= 5s
+fuzz:
+	GO='$(GO)' ./tests/fuzz.sh $(FUZZTIME)
 
 # The host matrix: this build installed as docs/install.md says in Debian 13
 # VMs on the kernels of Debian 12 (6.1), 13 (6.12) and sid (7.x), booted

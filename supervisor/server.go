@@ -504,8 +504,10 @@ func (s *Server) serveControl(conn *net.UnixConn) {
 		return
 	}
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	var req control.Request
-	if err := json.NewDecoder(conn).Decode(&req); err != nil {
+	// Bounded: a client (root, but a buggy one) cannot make sysvisord
+	// buffer without end.
+	req, err := control.ReadRequest(conn)
+	if err != nil {
 		json.NewEncoder(conn).Encode(control.Response{Error: "malformed request: " + err.Error()})
 		return
 	}

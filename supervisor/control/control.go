@@ -12,7 +12,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
@@ -75,6 +78,49 @@ type Request struct {
 	Syscall string `json:"syscall,omitempty"`
 }
 
+// MaxRequestSize bounds one request. The largest, a create, carries the
+// spec's masked and read-only paths: a few KiB.
+const MaxRequestSize = 1 << 20
+
+// ReadRequest decodes the request that starts a control connection. It reads
+// at most MaxRequestSize bytes, so a client that never ends its request
+// costs sysvisord a bounded buffer, not memory until the deadline. Bytes
+// after the request may be consumed (a trace client sends none).
+func ReadRequest(r io.Reader) (Request, error) {
+	lr := &io.LimitedReader{R: r, N: MaxRequestSize}
+	var req Request
+	if err := json.NewDecoder(lr).Decode(&req); err != nil {
+		if lr.N == 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)) {
+			return Request{}, fmt.Errorf("request larger than %d bytes", MaxRequestSize)
+		}
+		return Request{}, fmt.Errorf("decode request: %w", err)
+	}
+	return req, nil
+}
+
+// check refuses what JSON cannot carry: encoding/json replaces bytes that
+// are not UTF-8 (a bundle path can hold any) with U+FFFD, so sysvisord
+// would act on a different path than the runtime's. Every string field,
+// by reflection, so that one added later is not forgotten.
+func (r Request) check() error {
+	v := reflect.ValueOf(r)
+	for i := 0; i < v.NumField(); i++ {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		f := v.Field(i)
+		switch {
+		case f.Kind() == reflect.String && !utf8.ValidString(f.String()):
+			return fmt.Errorf("request field %s: %q is not valid UTF-8", name, f.String())
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+			for j := 0; j < f.Len(); j++ {
+				if s := f.Index(j).String(); !utf8.ValidString(s) {
+					return fmt.Errorf("request field %s[%d]: %q is not valid UTF-8", name, j, s)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // ContainerInfo is one row of ps.
 type ContainerInfo struct {
 	registry.Record
@@ -132,6 +178,9 @@ var ErrUnavailable = errors.New("sysvisord is not reachable")
 // timeout. A supervisor that is down fails fast (connection refused or no
 // socket), never hangs.
 func Call(runDir string, req Request, timeout time.Duration) (*Response, error) {
+	if err := req.check(); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(runDir, ControlSocket)
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.Dial("unix", path)
@@ -164,6 +213,9 @@ func Call(runDir string, req Request, timeout time.Duration) (*Response, error) 
 // io.EOF) or sysvisord ends the stream.
 func Trace(ctx context.Context, runDir string, req Request, fn func(trace.Event) error) error {
 	req.Op = OpTrace
+	if err := req.check(); err != nil {
+		return err
+	}
 	path := filepath.Join(runDir, ControlSocket)
 	d := net.Dialer{Timeout: 5 * time.Second}
 	conn, err := d.DialContext(ctx, "unix", path)

@@ -1,8 +1,10 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/registry"
+	"github.com/sysvisor/sysvisor/supervisor/trace"
 )
 
 // serve answers each connection on l with handle, one request each.
@@ -207,4 +210,37 @@ func TestListen(t *testing.T) {
 		t.Fatal(err)
 	}
 	l2.Close()
+}
+
+func TestCallRefusesWhatJSONCannotCarry(t *testing.T) {
+	// Refused before dialing: no socket here, so reaching it would say
+	// ErrUnavailable instead.
+	_, err := Call(t.TempDir(), Request{Op: OpCreate, ID: "c1", Bundle: "/bundles/\xff"}, time.Second)
+	if err == nil || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "request field bundle") {
+		t.Errorf("Call with a bundle that is not UTF-8: %v", err)
+	}
+	err = Trace(t.Context(), t.TempDir(), Request{MaskedPaths: []string{"/a", "\xc3"}}, func(trace.Event) error { return nil })
+	if err == nil || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "maskedPaths[1]") {
+		t.Errorf("Trace with a path that is not UTF-8: %v", err)
+	}
+}
+
+func TestReadRequestBounded(t *testing.T) {
+	// A request that never ends: refused once MaxRequestSize bytes are read.
+	r := &countingReader{r: io.MultiReader(strings.NewReader(`{"op":"create","id":"`), repeat('a'))}
+	if _, err := ReadRequest(r); err == nil || !strings.Contains(err.Error(), "larger than") || r.n != MaxRequestSize {
+		t.Errorf("endless request: %v after %d bytes", err, r.n)
+	}
+	// Cut short: a decode error, not a size error.
+	if _, err := ReadRequest(strings.NewReader(`{"op":"crea`)); err == nil || !strings.Contains(err.Error(), "decode request") {
+		t.Errorf("truncated request: %v", err)
+	}
+	// The largest request that fits is taken.
+	req := Request{Op: OpCreate, ID: "c1"}
+	b, _ := json.Marshal(req)
+	req.Bundle = strings.Repeat("b", MaxRequestSize-len(b)-len(`,"bundle":""`))
+	b, _ = json.Marshal(req)
+	if got, err := ReadRequest(bytes.NewReader(b)); err != nil || got.Bundle != req.Bundle || len(b) != MaxRequestSize {
+		t.Errorf("request of %d bytes: %v", len(b), err)
+	}
 }

@@ -20,6 +20,11 @@ import (
 // MaxStateSize bounds the JSON a peer may send; a state document is a few KiB.
 const MaxStateSize = 1 << 20
 
+// maxFds is how many fds a handoff may pass (runc passes one): what one
+// peer can make sysvisord hold until its deadline. Receive's buffer has
+// room for this many in one message; the kernel drops any beyond it.
+const maxFds = 16
+
 // SeccompFdName is the name runc gives the listener fd in ContainerProcessState.fds.
 const SeccompFdName = specs.SeccompFdName
 
@@ -45,7 +50,7 @@ func Receive(conn *net.UnixConn, timeout time.Duration) (*Message, error) {
 		data bytes.Buffer
 		fds  []int
 		buf  = make([]byte, 64<<10)
-		oob  = make([]byte, unix.CmsgSpace(16*4))
+		oob  = make([]byte, unix.CmsgSpace(maxFds*4))
 	)
 	closeAll := func(except int) {
 		for _, fd := range fds {
@@ -55,7 +60,7 @@ func Receive(conn *net.UnixConn, timeout time.Duration) (*Message, error) {
 		}
 	}
 	for {
-		n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			fds = append(fds, got...)
@@ -63,6 +68,17 @@ func Receive(conn *net.UnixConn, timeout time.Duration) (*Message, error) {
 				closeAll(-1)
 				return nil, perr
 			}
+		}
+		// The kernel has closed the fds that did not fit (or found no free
+		// fd for): a document naming only those that arrived would
+		// otherwise be accepted.
+		if flags&unix.MSG_CTRUNC != 0 {
+			closeAll(-1)
+			return nil, fmt.Errorf("fds lost: control message truncated (more than %d fds in one message, or no free fd)", maxFds)
+		}
+		if len(fds) > maxFds {
+			closeAll(-1)
+			return nil, fmt.Errorf("more than %d fds passed", maxFds)
 		}
 		if n > 0 {
 			// A failed read (a deadline) returns n == -1.

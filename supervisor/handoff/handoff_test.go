@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 )
 
 // socketpair returns two connected unix stream sockets.
-func socketpair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+func socketpair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -171,6 +172,7 @@ func TestReceiveRejects(t *testing.T) {
 		{"no seccomp fd", marshal(state("c1", 10, "other")), 1, `no "seccompFd" fd`},
 		{"no container id", marshal(state("", 10, SeccompFdName)), 1, "lacks id or pid"},
 		{"no pid", marshal(state("c1", 0, SeccompFdName)), 1, "lacks id or pid"},
+		{"more fds than fit one message", marshal(state("c1", 10, slices.Repeat([]string{SeccompFdName}, maxFds)...)), maxFds + 1, "more than 16 fds"},
 		{"malformed JSON", []byte(`{"ociVersion":`), 1, "decode container process state"},
 		{"empty", nil, 1, "decode container process state"},
 	}
