@@ -56,7 +56,8 @@ func (enosysHandler) Handle(*Request) Response { return Fail(unix.ENOSYS) }
 
 const propagationFlags = unix.MS_SHARED | unix.MS_PRIVATE | unix.MS_SLAVE | unix.MS_UNBINDABLE
 
-// attrFlags are the per-mount flags mount(2) takes for a new mount.
+// attrFlags are the per-mount flags mount(2) takes for a new mount, but
+// the atime mode (see mountAttrs).
 var attrFlags = []struct {
 	ms   uintptr
 	attr uint64
@@ -65,17 +66,25 @@ var attrFlags = []struct {
 	{unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID},
 	{unix.MS_NODEV, unix.MOUNT_ATTR_NODEV},
 	{unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC},
-	{unix.MS_NOATIME, unix.MOUNT_ATTR_NOATIME},
-	{unix.MS_STRICTATIME, unix.MOUNT_ATTR_STRICTATIME},
 	{unix.MS_NODIRATIME, unix.MOUNT_ATTR_NODIRATIME},
+	{unix.MS_NOSYMFOLLOW, unix.MOUNT_ATTR_NOSYMFOLLOW},
 }
 
+// mountAttrs translates mount(2) flags as path_mount does. The atime mode is
+// one value in fsmount's attributes, which refuses two (EINVAL), where
+// mount(2) lets strictatime override noatime.
 func mountAttrs(flags uintptr) int {
 	var a uint64
 	for _, f := range attrFlags {
 		if flags&f.ms != 0 {
 			a |= f.attr
 		}
+	}
+	switch {
+	case flags&unix.MS_STRICTATIME != 0:
+		a |= unix.MOUNT_ATTR_STRICTATIME
+	case flags&unix.MS_NOATIME != 0:
+		a |= unix.MOUNT_ATTR_NOATIME
 	}
 	return int(a)
 }
@@ -321,14 +330,21 @@ func (fs *callerFS) needNS(fd int, ns nsSet) error {
 	if err != nil {
 		return errSysctlNS
 	}
-	if m.Mountpoint != "/" && p != m.Mountpoint && !strings.HasPrefix(p, m.Mountpoint+"/") {
-		return errSysctlNS
-	}
-	rel := path.Join(m.Root, strings.TrimPrefix(p, m.Mountpoint))
-	if rel == "/sys" || strings.HasPrefix(rel, "/sys/") {
+	if mayBeSysctl(&m, p) {
 		return errSysctlNS
 	}
 	return nil
+}
+
+// mayBeSysctl reports whether p, a path from the thread's root on the
+// procfs mount m, may lie under that procfs's sys/: where p is not below
+// m's mount point the answer is yes, the safe side.
+func mayBeSysctl(m *mountinfo.Entry, p string) bool {
+	if m.Mountpoint != "/" && p != m.Mountpoint && !strings.HasPrefix(p, m.Mountpoint+"/") {
+		return true
+	}
+	rel := path.Join(m.Root, strings.TrimPrefix(p, m.Mountpoint))
+	return rel == "/sys" || strings.HasPrefix(rel, "/sys/")
 }
 
 // lockedPrefix marks a signature whose mount may be unmounted or moved but

@@ -3,6 +3,7 @@ package mountinfo
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,9 @@ type Entry struct {
 	// to the reader's root. Both are unescaped.
 	Root, Mountpoint string
 	// Opts are the per-mount options (ro, nosuid, ...).
-	Opts   string
+	Opts string
+	// FSType and Source are unescaped too: a container chooses its
+	// sources and FUSE subtypes, spaces included.
 	FSType string
 	Source string
 	// Super are the superblock options, as the kernel wrote them.
@@ -54,6 +57,7 @@ func Parse(r io.Reader) ([]Entry, error) {
 	var out []Entry
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	sc.Split(scanLines)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if line == "" {
@@ -65,11 +69,30 @@ func Parse(r io.Reader) ([]Entry, error) {
 		}
 		out = append(out, e)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("mountinfo: %w", err)
+	}
+	return out, nil
+}
+
+// scanLines splits at '\n' only: bufio.ScanLines also drops a '\r' before
+// it, which the kernel does not escape and which may end a field.
+func scanLines(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 func parseLine(line string) (Entry, error) {
-	f := strings.Fields(line)
+	// Fields are separated by exactly one space: the kernel escapes only
+	// space, tab, newline and backslash in them, so any other blank
+	// (\r, \v, U+0085, ...) in a path the container chose is part of
+	// the field, and an empty source shows as an empty field.
+	f := strings.Split(line, " ")
 	sep := -1
 	for i := 6; i < len(f); i++ {
 		if f[i] == "-" {
@@ -81,13 +104,16 @@ func parseLine(line string) (Entry, error) {
 		return Entry{}, fmt.Errorf("malformed %q", line)
 	}
 	var e Entry
-	var err error
-	if e.ID, err = strconv.Atoi(f[0]); err != nil {
+	// Ids are unsigned decimals: Table keys its maps by them as uint64.
+	id, err := strconv.ParseUint(f[0], 10, 63)
+	if err != nil {
 		return e, fmt.Errorf("mount id %q", f[0])
 	}
-	if e.Parent, err = strconv.Atoi(f[1]); err != nil {
+	parent, err := strconv.ParseUint(f[1], 10, 63)
+	if err != nil {
 		return e, fmt.Errorf("parent id %q", f[1])
 	}
+	e.ID, e.Parent = int(id), int(parent)
 	maj, min, ok := strings.Cut(f[2], ":")
 	ma, err1 := strconv.ParseUint(maj, 10, 32)
 	mi, err2 := strconv.ParseUint(min, 10, 32)
@@ -96,7 +122,7 @@ func parseLine(line string) (Entry, error) {
 	}
 	e.Major, e.Minor = uint32(ma), uint32(mi)
 	e.Root, e.Mountpoint, e.Opts = Unescape(f[3]), Unescape(f[4]), f[5]
-	e.FSType, e.Source = f[sep+1], f[sep+2]
+	e.FSType, e.Source = Unescape(f[sep+1]), Unescape(f[sep+2])
 	if len(f) > sep+3 {
 		e.Super = f[sep+3]
 	}
@@ -104,7 +130,8 @@ func parseLine(line string) (Entry, error) {
 }
 
 // Unescape decodes the octal escapes (\040 and the like) the kernel uses for
-// space, tab, newline and backslash.
+// space, tab, newline and backslash (in the source and type too, where the
+// kernel's mangle() writes them).
 func Unescape(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s

@@ -2,6 +2,8 @@ package mountinfo
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -67,37 +69,79 @@ func Stat(id uint64) (Entry, error) {
 	if e != 0 {
 		return Entry{}, e
 	}
-	// String fields are offsets into the string area after the struct.
-	str := func(off uint32) string {
-		if int(off) >= len(buf.Str) {
-			return ""
+	ent, err := decodeStatmount(unsafe.Slice((*byte)(unsafe.Pointer(&buf)), unsafe.Sizeof(buf)))
+	if err != nil {
+		return Entry{}, fmt.Errorf("statmount %d: %w", id, err)
+	}
+	return ent, nil
+}
+
+// strOff is where struct statmount's string area begins.
+const strOff = unsafe.Offsetof(statmountBuf{}.Str)
+
+// decodeStatmount reads the struct statmount the kernel wrote into b (native
+// byte order). A mount decision rests on it, so a buffer that contradicts
+// itself (a size beyond b, an offset beyond the strings, a string without
+// its NUL, a field asked for and not answered) is an error, not a guess.
+func decodeStatmount(b []byte) (Entry, error) {
+	if len(b) < int(strOff) {
+		return Entry{}, fmt.Errorf("%d bytes, shorter than the fixed part (%d)", len(b), strOff)
+	}
+	u32 := func(off uintptr) uint32 { return binary.NativeEndian.Uint32(b[off:]) }
+	u64 := func(off uintptr) uint64 { return binary.NativeEndian.Uint64(b[off:]) }
+	var sm statmountBuf
+	size := u32(unsafe.Offsetof(sm.Size))
+	if size < uint32(strOff) || uint64(size) > uint64(len(b)) {
+		return Entry{}, fmt.Errorf("size %d outside [%d, %d]", size, strOff, len(b))
+	}
+	mask := u64(unsafe.Offsetof(sm.Mask))
+	if need := uint64(statmountSBBasic | statmountMntBasic | statmountFSType); mask&need != need {
+		return Entry{}, fmt.Errorf("mask %#x lacks %#x", mask, need&^mask)
+	}
+	// String fields are offsets into the string area after the struct,
+	// each ending with a NUL within size.
+	strs := b[strOff:size]
+	str := func(field string, off uintptr) (string, error) {
+		o := u32(off)
+		if uint64(o) >= uint64(len(strs)) {
+			return "", fmt.Errorf("%s offset %d beyond the %d string bytes", field, o, len(strs))
 		}
-		s := buf.Str[off:]
-		if j := bytes.IndexByte(s, 0); j >= 0 {
-			s = s[:j]
+		j := bytes.IndexByte(strs[o:], 0)
+		if j < 0 {
+			return "", fmt.Errorf("%s at %d has no NUL", field, o)
 		}
-		return string(s)
+		return string(strs[o : int(o)+j]), nil
 	}
 	ent := Entry{
-		ID: int(buf.MntID), Parent: int(buf.MntParentID),
-		Major: buf.SbDevMajor, Minor: buf.SbDevMinor,
-		FSType: str(buf.FsType),
+		ID:     int(u64(unsafe.Offsetof(sm.MntID))),
+		Parent: int(u64(unsafe.Offsetof(sm.MntParentID))),
+		Major:  u32(unsafe.Offsetof(sm.SbDevMajor)),
+		Minor:  u32(unsafe.Offsetof(sm.SbDevMinor)),
 		Opts:   "rw",
 	}
-	if buf.Mask&statmountMntRoot != 0 {
-		ent.Root = str(buf.MntRoot)
+	var err error
+	if ent.FSType, err = str("fs_type", unsafe.Offsetof(sm.FsType)); err != nil {
+		return Entry{}, err
 	}
-	if buf.Mask&statmountMntPoint != 0 {
-		ent.Mountpoint = str(buf.MntPoint)
+	if mask&statmountMntRoot != 0 {
+		if ent.Root, err = str("mnt_root", unsafe.Offsetof(sm.MntRoot)); err != nil {
+			return Entry{}, err
+		}
 	}
-	if buf.MntAttr&mountAttrRdonly != 0 {
+	if mask&statmountMntPoint != 0 {
+		if ent.Mountpoint, err = str("mnt_point", unsafe.Offsetof(sm.MntPoint)); err != nil {
+			return Entry{}, err
+		}
+	}
+	attr := u64(unsafe.Offsetof(sm.MntAttr))
+	if attr&mountAttrRdonly != 0 {
 		ent.Opts = "ro"
 	}
 	for _, a := range []struct {
 		bit  uint64
 		name string
 	}{{unix.MOUNT_ATTR_NOSUID, "nosuid"}, {unix.MOUNT_ATTR_NODEV, "nodev"}, {unix.MOUNT_ATTR_NOEXEC, "noexec"}} {
-		if buf.MntAttr&a.bit != 0 {
+		if attr&a.bit != 0 {
 			ent.Opts += "," + a.name
 		}
 	}

@@ -11,6 +11,7 @@
 package sysctl
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"strconv"
@@ -109,6 +110,11 @@ func Lookup(name string) (*Sysctl, bool) {
 	return nil, false
 }
 
+// pageSize bounds what the kernel reads of one write: PAGE_SIZE-1 bytes
+// for a sysctl (__do_proc_dointvec), PAGE_SIZE for a sysfs attribute
+// (kernfs_fop_write_iter).
+const pageSize = 4096
+
 // tmpBufLen is the kernel's TMPBUFLEN: a number and its sign fit in 21
 // characters, and a longer run of digits is refused rather than split.
 const tmpBufLen = 22
@@ -122,9 +128,19 @@ var ErrInvalid = unix.EINVAL
 // data the kernel would consume: like the kernel, a write may set fewer
 // values than N (the rest keep theirs) and leaves anything after the last
 // value it reads unconsumed. An error is ErrInvalid.
+//
+// Only what the kernel looks at decides: the first page less one byte of a
+// sysctl write (the bytes past it count as consumed, as the kernel counts
+// them), the first page of a module parameter's, up to its first NUL (the
+// kernel parses it as a C string).
 func (s *Sysctl) Parse(cur []int64, data []byte) ([]int64, int, error) {
 	if s.Param {
-		v, err := kstrtou(data, s.Max)
+		data = data[:min(len(data), pageSize)]
+		str := data
+		if i := bytes.IndexByte(str, 0); i >= 0 {
+			str = str[:i]
+		}
+		v, err := kstrtou(str, s.Max)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -137,7 +153,7 @@ func (s *Sysctl) Parse(cur []int64, data []byte) ([]int64, int, error) {
 	for len(out) < s.N {
 		out = append(out, 0)
 	}
-	p := data
+	p := data[:min(len(data), pageSize-1)]
 	first := true
 	for i := 0; i < s.N; i++ {
 		p = skipSpaces(p)
