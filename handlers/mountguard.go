@@ -88,3 +88,66 @@ func hasProtectedBelow(m *mountinfo.Entry, children []mountinfo.Entry, dir strin
 	}
 	return false
 }
+
+// StaleSignature reports whether sig (from sigOf, with or without
+// lockedPrefix) can no longer name any mount: the superblock of its mount
+// or of its parent is gone everywhere (alive answers for a major:minor, as
+// mountinfo.SuperblockAlive does). Signatures of the masks on a procfs or
+// sysfs that an inner container mounted and is gone would otherwise pile
+// up in the record for as long as the container lives, and match whatever
+// superblock reuses the number later.
+//
+// The mount's own device leads the signature. The parent's follows a '<',
+// but the paths between can hold "<M:N/" as well (a container names its
+// mountpoints and bind sources), so every such candidate must be dead: a
+// crafted path can keep a signature, never drop a live one.
+func StaleSignature(sig string, alive func(major, minor uint32) bool) bool {
+	sig = strings.TrimPrefix(sig, lockedPrefix)
+	maj, min, ok := leadingDev(sig)
+	if !ok {
+		return false
+	}
+	if !alive(maj, min) {
+		return true
+	}
+	candidates := 0
+	for i := strings.IndexByte(sig, '<'); i >= 0; {
+		if maj, min, ok := leadingDev(sig[i+1:]); ok {
+			candidates++
+			if alive(maj, min) {
+				return false
+			}
+		}
+		j := strings.IndexByte(sig[i+1:], '<')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return candidates > 0
+}
+
+// leadingDev parses "M:N/" at the start of s (a superblock's device, then
+// its root).
+func leadingDev(s string) (major, minor uint32, ok bool) {
+	num := func(s string) (uint32, string, bool) {
+		var n uint64
+		i := 0
+		for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+			n = n*10 + uint64(s[i]-'0')
+			if n > 1<<32-1 {
+				return 0, "", false
+			}
+		}
+		return uint32(n), s[i:], i > 0
+	}
+	major, rest, ok := num(s)
+	if !ok || !strings.HasPrefix(rest, ":") {
+		return 0, 0, false
+	}
+	minor, rest, ok = num(rest[1:])
+	if !ok || !strings.HasPrefix(rest, "/") {
+		return 0, 0, false
+	}
+	return major, minor, true
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/sysvisor/sysvisor/holder"
 	"github.com/sysvisor/sysvisor/kernel"
 	"github.com/sysvisor/sysvisor/linux/cgroup"
+	"github.com/sysvisor/sysvisor/linux/mountinfo"
 	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
@@ -249,6 +250,39 @@ func (s *Server) collect() {
 			if !initAlive(rec) {
 				s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
 			}
+		}
+	}
+	s.pruneProtected()
+}
+
+// pruneProtected drops from running containers' records the protection of
+// mounts whose superblock is gone: the masks of every procfs and sysfs an
+// inner container mounted (a dozen each) would otherwise stay for the
+// container's life. One ustat(2) per distinct device per pass for the
+// first look (it walks the kernel's list of superblocks); a fresh one
+// under the registry's lock for each signature found stale.
+func (s *Server) pruneProtected() {
+	cache := map[[2]uint32]bool{}
+	cached := func(maj, min uint32) bool {
+		k := [2]uint32{maj, min}
+		v, ok := cache[k]
+		if !ok {
+			v = mountinfo.SuperblockAlive(maj, min)
+			cache[k] = v
+		}
+		return v
+	}
+	seen := func(sig string) bool { return handlers.StaleSignature(sig, cached) }
+	fresh := func(sig string) bool { return handlers.StaleSignature(sig, mountinfo.SuperblockAlive) }
+	for _, c := range s.reg.List() {
+		if c.Snapshot().Status != registry.StatusRunning {
+			continue
+		}
+		n, err := c.PruneProtected(seen, fresh)
+		if err != nil {
+			s.log.Warn("cannot prune protected mounts", "container", c.ID(), "error", err)
+		} else if n > 0 {
+			s.log.Debug("protection of gone mounts dropped", "container", c.ID(), "signatures", n)
 		}
 	}
 }

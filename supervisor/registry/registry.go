@@ -235,6 +235,45 @@ func (c *Container) Protect(sigs []string) error {
 	return err
 }
 
+// PruneProtected drops the signatures stale reports (see
+// handlers.StaleSignature) and returns how many it dropped. seen is the
+// cheap first look (it may answer from a cache); the signatures are judged
+// again by stale, fresh, under the registry's lock, where Protect adds: a
+// superblock that reuses a dead one's number exists before its mount is
+// recorded, so its signature is judged alive then and kept. The slice is
+// built anew: the notify path reads the old one without a lock.
+func (c *Container) PruneProtected(seen, stale func(sig string) bool) (int, error) {
+	if c.reg == nil {
+		return 0, fmt.Errorf("container %s is not registered", c.ID())
+	}
+	found := false
+	for _, p := range c.rec.Load().Protected {
+		if seen(p) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return 0, nil
+	}
+	dropped := 0
+	_, err := c.reg.Update(c.ID(), func(r *Record) {
+		kept := make([]string, 0, len(r.Protected))
+		for _, p := range r.Protected {
+			if stale(p) {
+				dropped++
+				continue
+			}
+			kept = append(kept, p)
+		}
+		r.Protected = kept
+	})
+	if err != nil {
+		return 0, err
+	}
+	return dropped, nil
+}
+
 // Registry is the set of containers. Its lock guards the map only; the
 // notify path holds a *Container and never takes it.
 type Registry struct {

@@ -272,3 +272,48 @@ func TestRegisteredAndSysctls(t *testing.T) {
 		t.Errorf("root ids %d %d", u, g)
 	}
 }
+
+// PruneProtected drops what is stale, judged fresh under the lock, writes
+// the record, and leaves the slice a lock-free reader holds untouched.
+func TestPruneProtected(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "containers")
+	r, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := testRecord("p1")
+	rec.Protected = []string{"keep-1", "gone-1", "keep-2", "gone-2", "flags:gone-3"}
+	c, err := r.Add(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := c.rec.Load().Protected
+	stale := func(s string) bool { return strings.Contains(s, "gone") }
+	none := func(string) bool { return false }
+
+	if n, err := c.PruneProtected(none, stale); n != 0 || err != nil {
+		t.Errorf("nothing seen stale: dropped %d, %v", n, err)
+	}
+	// Seen stale at first look, alive when judged again (a reused
+	// superblock number): kept.
+	if n, err := c.PruneProtected(stale, none); n != 0 || err != nil || len(c.Snapshot().Protected) != 5 {
+		t.Errorf("judged alive under the lock: dropped %d, %v, left %v", n, err, c.Snapshot().Protected)
+	}
+	n, err := c.PruneProtected(stale, stale)
+	if n != 3 || err != nil {
+		t.Fatalf("dropped %d, %v; want 3", n, err)
+	}
+	if got := c.Snapshot().Protected; !reflect.DeepEqual(got, []string{"keep-1", "keep-2"}) {
+		t.Errorf("left %v", got)
+	}
+	if !reflect.DeepEqual(held, []string{"keep-1", "gone-1", "keep-2", "gone-2", "flags:gone-3"}) {
+		t.Errorf("the slice a reader held was changed: %v", held)
+	}
+	r2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2, _ := r2.Get("p1"); !reflect.DeepEqual(c2.Snapshot().Protected, []string{"keep-1", "keep-2"}) {
+		t.Errorf("on disk: %v", c2.Snapshot().Protected)
+	}
+}
