@@ -161,6 +161,7 @@ type ScalePoint struct {
 	Late          int     `json:"containersStartedLate"`
 	MaxLateMs     float64 `json:"maxLateMs"`
 	BusyRSSKiB    int     `json:"rssAfterBusyKiB"`
+	BusyThreads   int     `json:"threadsAfterBusy"`
 	SupervisorCPU float64 `json:"supervisorCpuUsPerCall"`
 	// Floor is the C floor at this count: N csup processes, one client each.
 	Floor *ScaleLoad `json:"cFloor,omitempty"`
@@ -285,7 +286,7 @@ func scaleFigure(dir string) (*ScaleFigure, error) {
 		case "idle":
 			p.RSSKiB, p.Threads, p.Goroutines = l.RSS, l.Threads, l.Goroutines
 		case "busy":
-			p.BusyRSSKiB = l.RSS
+			p.BusyRSSKiB, p.BusyThreads = l.RSS, l.Threads
 		case "loop":
 			return p.busy.add(l)
 		case "cfloor":
@@ -479,14 +480,14 @@ func printScale(w io.Writer, f *ScaleFigure) {
 	}
 	fmt.Fprintln(w, "  idle sysvisord (per container: added since no container, over the count)")
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(t, "  containers\tRSS MiB\tbudget MiB\tRSS KiB/ctr\tgoroutines\tgoroutines/ctr\tthreads\tthread budget\tthreads/ctr\tRSS MiB after busy")
+	fmt.Fprintln(t, "  containers\tRSS MiB\tbudget MiB\tRSS KiB/ctr\tgoroutines\tgoroutines/ctr\tthreads\tthread budget\tthreads/ctr\tRSS MiB after busy\tthreads after busy")
 	for _, p := range f.Points {
 		gpc := "-"
 		if p.GoPerContainer != nil {
 			gpc = fmt.Sprintf("%+.2f", *p.GoPerContainer)
 		}
-		fmt.Fprintf(t, "  %d\t%.1f\t%.1f\t%+.0f\t%s\t%s\t%d\t%.0f\t%+.2f\t%.1f\n", p.N, float64(p.RSSKiB)/1024, float64(p.BudgetKiB)/1024, p.RSSPerContainerKiB,
-			gor(p.Goroutines), gpc, p.Threads, math.Floor(p.ThreadBudget), p.ThreadsPerContainer, float64(p.BusyRSSKiB)/1024)
+		fmt.Fprintf(t, "  %d\t%.1f\t%.1f\t%+.0f\t%s\t%s\t%d\t%.0f\t%+.2f\t%.1f\t%d\n", p.N, float64(p.RSSKiB)/1024, float64(p.BudgetKiB)/1024, p.RSSPerContainerKiB,
+			gor(p.Goroutines), gpc, p.Threads, math.Floor(p.ThreadBudget), p.ThreadsPerContainer, float64(p.BusyRSSKiB)/1024, p.BusyThreads)
 	}
 	t.Flush()
 	fmt.Fprintln(w, "  busy (CPU: the supervisors' CPU time from the common start to the last loop's end, over the calls)")
