@@ -22,7 +22,7 @@ SYSVISOR_E2E=required SYSVISOR_CHURN_CYCLES=$cycles \
 	go test -count=1 -timeout "$((cycles * 6 + 600))s" -run '^TestChurn$' -v ./tests/e2e/ >"$log" 2>&1 || rc=$?
 {
 	echo "TestChurn, $cycles cycles, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), $(nproc) CPUs"
-	grep -E 'churn_test.go:[0-9]+: (churn:|before:|after:|seed)|left behind|failed|sysvisord:|sysvisor-holder:|host mounts:|Go heap:|RSS net' "$log" | sed 's/^ *churn_test.go:[0-9]*: /  /'
+	grep -E 'churn_test.go:[0-9]+: (churn:|before:|after:|seed|long-lived)|left behind|failed|sysvisord:|sysvisor-holder:|host mounts:|Go heap:|RSS net' "$log" | sed 's/^ *churn_test.go:[0-9]*: /  /'
 	grep -E '^(--- |ok|FAIL)' "$log"
 } | tee bench/results/churn.txt
 exit $rc
