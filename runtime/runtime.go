@@ -362,6 +362,9 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, engine, r.log); err != nil {
 		return 1, err
 	}
+	if err := ownDevices(spec, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size); err != nil {
+		return 1, err
+	}
 	if err := recordInit(ContainerDir(r.runDir, r.inv.ID), systemd); err != nil {
 		return 1, err
 	}
