@@ -114,3 +114,11 @@ demo: deps build
 
 clean:
 	rm -rf bin
+
+# OCI conformance: the runtime-tools validation suite against runc and
+# against sysvisor-runc in one run, no engine (as root; ~3 min, plus ~1 min
+# to build the suite once into /var/cache/sysvisor/runtime-tools). Prints
+# both ok / not ok counts; see docs/oci-conformance.md.
+.PHONY: oci-validation
+oci-validation: build
+	./tests/oci-validation.sh

@@ -72,6 +72,12 @@ func pausedInNewUserns() (int, error) {
 // MS_PRIVATE for clones only sysvisor uses, MS_SLAVE for bind sources, which
 // keeps host-to-container propagation the way Docker's default rslave does.
 func idmapClone(src, dst string, usernsFd int, recursive bool, propagation uint64) error {
+	return idmapCloneAtime(src, dst, usernsFd, recursive, propagation, 0, false)
+}
+
+// idmapCloneAtime is idmapClone that also gives the clone the atime mode
+// atime (MOUNT_ATTR_* as bindAtime returns it) when setAtime is true.
+func idmapCloneAtime(src, dst string, usernsFd int, recursive bool, propagation, atime uint64, setAtime bool) error {
 	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
 	attrFlags := unix.AT_EMPTY_PATH
 	if recursive {
@@ -84,6 +90,10 @@ func idmapClone(src, dst string, usernsFd int, recursive bool, propagation uint6
 	}
 	defer unix.Close(tfd)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFd), Propagation: propagation}
+	if setAtime {
+		attr.Attr_set |= atime
+		attr.Attr_clr |= unix.MOUNT_ATTR__ATIME | unix.MOUNT_ATTR_NODIRATIME
+	}
 	if err := unix.MountSetattr(tfd, "", uint(attrFlags), &attr); err != nil {
 		return fmt.Errorf("idmap %s: %w", src, err)
 	}
@@ -94,6 +104,63 @@ func idmapClone(src, dst string, usernsFd int, recursive bool, propagation uint6
 		return fmt.Errorf("attach idmapped %s at %s: %w", src, dst, err)
 	}
 	return nil
+}
+
+// bindAtime is the atime mode, as mount_setattr attributes, that runc's
+// remount of a bind mount with these options asks the kernel for; ok is
+// false when the options name none (the remount then keeps the source's).
+//
+// Inside the container's user namespace the kernel locks a mount's atime
+// mode (MNT_LOCK_ATIME): runc's remount of a bind to any other mode fails
+// with EPERM ("strictatime" on a bind of a relatime filesystem did). The
+// clone sysvisor-runc makes on the host, with host privilege, gets the
+// requested mode first, so the remount inside asks for what is already
+// there, as it does under plain runc. The flags fold as runc's
+// parseMountOptions folds them (the last of "noatime"/"atime" wins, ...),
+// then combine as the kernel's path_mount combines them: relatime unless
+// noatime, strictatime clearing both, nodiratime on top.
+func bindAtime(options []string) (attr uint64, ok bool) {
+	const (
+		noatime = 1 << iota
+		nodiratime
+		relatime
+		strictatime
+	)
+	var f int
+	for _, o := range options {
+		switch o {
+		case "noatime":
+			f |= noatime
+		case "atime":
+			f &^= noatime
+		case "nodiratime":
+			f |= nodiratime
+		case "diratime":
+			f &^= nodiratime
+		case "relatime":
+			f |= relatime
+		case "norelatime":
+			f &^= relatime
+		case "strictatime":
+			f |= strictatime
+		case "nostrictatime":
+			f &^= strictatime
+		}
+	}
+	if f == 0 {
+		return 0, false
+	}
+	attr = unix.MOUNT_ATTR_RELATIME
+	if f&noatime != 0 {
+		attr = unix.MOUNT_ATTR_NOATIME
+	}
+	if f&strictatime != 0 {
+		attr = unix.MOUNT_ATTR_STRICTATIME
+	}
+	if f&nodiratime != 0 {
+		attr |= unix.MOUNT_ATTR_NODIRATIME
+	}
+	return attr, true
 }
 
 func makeMountpoint(src, dst string) error {

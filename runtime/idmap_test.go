@@ -1,10 +1,16 @@
 package runtime
 
 import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseMountinfo(t *testing.T) {
@@ -230,4 +236,146 @@ func TestCommonDir(t *testing.T) {
 			t.Errorf("commonDir(%q) = %q, want %q", tc.paths, got, tc.want)
 		}
 	}
+}
+
+func TestBindAtime(t *testing.T) {
+	tests := []struct {
+		opts []string
+		want uint64
+		ok   bool
+	}{
+		{nil, 0, false},
+		{[]string{"bind", "ro", "nosuid"}, 0, false},
+		{[]string{"rbind", "atime", "diratime"}, 0, false}, // clear flags never set: the remount keeps the source's
+		{[]string{"bind", "strictatime"}, unix.MOUNT_ATTR_STRICTATIME, true},
+		{[]string{"nosuid", "strictatime", "mode=755", "bind"}, unix.MOUNT_ATTR_STRICTATIME, true},
+		{[]string{"bind", "noatime"}, unix.MOUNT_ATTR_NOATIME, true},
+		{[]string{"bind", "relatime"}, unix.MOUNT_ATTR_RELATIME, true},
+		{[]string{"bind", "nodiratime"}, unix.MOUNT_ATTR_RELATIME | unix.MOUNT_ATTR_NODIRATIME, true},
+		{[]string{"bind", "noatime", "nodiratime"}, unix.MOUNT_ATTR_NOATIME | unix.MOUNT_ATTR_NODIRATIME, true},
+		{[]string{"bind", "noatime", "strictatime"}, unix.MOUNT_ATTR_STRICTATIME, true}, // the kernel: strictatime clears noatime
+		{[]string{"bind", "noatime", "atime"}, 0, false},
+		{[]string{"bind", "strictatime", "nostrictatime", "noatime"}, unix.MOUNT_ATTR_NOATIME, true},
+	}
+	for _, tc := range tests {
+		got, ok := bindAtime(tc.opts)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("bindAtime(%q) = %#x, %v; want %#x, %v", tc.opts, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// mountOpts returns the per-mount options of the mount at path.
+func mountOpts(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var opts []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 5 && unescapeOctal(fs[4]) == path {
+			opts = strings.Split(fs[5], ",")
+		}
+	}
+	if opts == nil {
+		t.Fatalf("nothing mounted at %s", path)
+	}
+	return opts
+}
+
+// TestIdmapCloneAtime: a bind mount asking for an atime mode its source
+// does not have (the OCI runtime-tools "mounts" validation: "strictatime"
+// on a bind of /etc, relatime) failed the create with EPERM: runc remounts
+// the bind inside the container's user namespace, where the kernel locks
+// the atime mode. The idmapped clone now carries the mode, and the same
+// remount, made in a user and mount namespace of its own, succeeds.
+func TestIdmapCloneAtime(t *testing.T) {
+	needRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("needs unshare(1)")
+	}
+	// On the disk: a relatime filesystem that supports idmapped mounts.
+	dir, err := os.MkdirTemp("/var/tmp", "sysvisor-atime-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		detachUnder(dir)
+		os.RemoveAll(dir)
+	})
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if o := mountOpts(t, mountPoint(t, src)); !slices.Contains(o, "relatime") {
+		t.Skipf("%s is not relatime (%v)", src, o)
+	}
+	nsfd, err := UsernsFd(1<<30, 65536)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nsfd)
+	remount := func(dst, opt string) error {
+		out, err := exec.Command(unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
+			"mount", "-o", "remount,bind,"+opt, dst).CombinedOutput()
+		if err != nil {
+			return &exec.Error{Name: string(out), Err: err}
+		}
+		return nil
+	}
+
+	// The kernel's side of the bug, on a clone without the mode.
+	plain := filepath.Join(dir, "plain")
+	if err := idmapClone(src, plain, nsfd, false, unix.MS_PRIVATE); err != nil {
+		t.Fatal(err)
+	}
+	if err := remount(plain, "strictatime"); err == nil {
+		t.Fatal("strictatime remount of a relatime bind allowed in a user namespace: the kernel does not lock atime here, the test proves nothing")
+	}
+
+	for _, tc := range []struct {
+		opt        string
+		has, hasnt []string
+	}{
+		{"strictatime", nil, []string{"relatime", "noatime", "nodiratime"}},
+		{"noatime", []string{"noatime"}, []string{"relatime"}},
+		{"nodiratime", []string{"relatime", "nodiratime"}, []string{"noatime"}},
+	} {
+		dst := filepath.Join(dir, tc.opt)
+		atime, ok := bindAtime([]string{"bind", "nosuid", tc.opt})
+		if !ok {
+			t.Fatalf("%s: no atime mode", tc.opt)
+		}
+		if err := idmapCloneAtime(src, dst, nsfd, false, unix.MS_SLAVE, atime, true); err != nil {
+			t.Fatal(err)
+		}
+		o := mountOpts(t, dst)
+		for _, w := range tc.has {
+			if !slices.Contains(o, w) {
+				t.Errorf("%s: clone options %v, want %s", tc.opt, o, w)
+			}
+		}
+		for _, w := range tc.hasnt {
+			if slices.Contains(o, w) {
+				t.Errorf("%s: clone options %v, want no %s", tc.opt, o, w)
+			}
+		}
+		if err := remount(dst, "nosuid,"+tc.opt); err != nil {
+			t.Errorf("%s: runc's remount of the bind in a user namespace: %v", tc.opt, err)
+		}
+	}
+}
+
+// mountPoint is the mount point of the filesystem holding path.
+func mountPoint(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("findmnt", "-no", "TARGET", "--target", path).Output()
+	if err != nil {
+		t.Skipf("findmnt: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }

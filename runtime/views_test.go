@@ -50,8 +50,13 @@ func TestAddViews(t *testing.T) {
 		t.Fatalf("mounts %v, want %v", got, want)
 	}
 	m := s.Mounts[4]
-	if m.Source != filepath.Join(dir, "proc/meminfo") || m.Type != "bind" || !slices.Contains(m.Options, "ro") {
+	if m.Source != filepath.Join(dir, "proc/meminfo") || !slices.Contains(m.Options, "ro") {
 		t.Errorf("view mount %+v", m)
+	}
+	// A bind by its option, with no type: "bind" is no filesystem type,
+	// and runtimetest reports a typed bind as a TODO failure.
+	if m.Type != "" || !isBind(&m) || !slices.Contains(m.Options, "bind") {
+		t.Errorf("view mount %+v: want no type and the bind option", m)
 	}
 
 	// No views from sysvisord, or one file missing: nothing added.
