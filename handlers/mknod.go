@@ -52,6 +52,10 @@ func (h mknodHandler) Handle(req *Request) Response {
 	if err != nil {
 		return errnoOf(err)
 	}
+	if path == "" {
+		// As the kernel's getname: an empty path names nothing.
+		return Fail(unix.ENOENT)
+	}
 	src, ok := allowedDevices[[2]uint32{unix.Major(uint64(dev)), unix.Minor(uint64(dev))}]
 	if typ != unix.S_IFCHR || !ok || !req.Option("devices") {
 		return Fail(unix.EPERM)

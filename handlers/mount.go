@@ -487,7 +487,8 @@ func (fs *callerFS) act(req caller, op func() error) error {
 }
 
 func (umountHandler) Handle(req *Request) Response {
-	flags := int(req.Arg(1))
+	// umount2 takes an int: the kernel ignores the register's upper half.
+	flags := int(int32(req.Arg(1)))
 	if flags&^(unix.MNT_FORCE|unix.MNT_DETACH|unix.MNT_EXPIRE|unix.UMOUNT_NOFOLLOW) != 0 {
 		return Fail(unix.EINVAL)
 	}
@@ -620,7 +621,7 @@ func (umountHandler) Handle(req *Request) Response {
 	if errors.Is(err, unix.EINVAL) && req.Replayed() {
 		// The previous sysvisord unmounted it and died before
 		// answering: the caller's umount did succeed.
-		req.Log.Info("umount re-dispatched after a restart found nothing mounted: answered as done", "target", target)
+		req.Log.Info("umount replayed (after a restart of sysvisord, or restarted by the kernel after a lost answer) found nothing mounted: answered as done", "target", target)
 		return Return(0)
 	}
 	req.Log.Debug("emulated umount", "target", target, "flags", flags, "error", err)

@@ -33,6 +33,7 @@ func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, 
 	if pending {
 		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid, "acted", n.Flags&notify.FlagActing != 0)
 	}
+	var lost lostAnswers
 	for {
 		var err error
 		if pending {
@@ -50,6 +51,16 @@ func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, 
 			return
 		}
 		c.Notified.Add(1)
+		if lost.restarted(n) {
+			// The same call again, from the same thread at the same
+			// instruction: the kernel restarted it after a signal took
+			// the caller away while its handler acted (no
+			// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV). Dispatched as a
+			// replay, as after a restart of sysvisord, so a handler that
+			// is not idempotent finds its action done (umount2: EINVAL
+			// answered 0).
+			n.Flags |= notify.FlagActing
+		}
 		ob := obs.begin(fd, n, acts)
 		var resp handlers.Response
 		if ob.limited {
@@ -69,6 +80,9 @@ func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, 
 		if serr != nil && !errors.Is(serr, notify.ErrGone) {
 			log.Warn("seccomp respond", "error", serr)
 		}
+		if errors.Is(serr, notify.ErrGone) && n.Flags&notify.FlagActing != 0 {
+			lost.add(n)
+		}
 		if serr == nil || errors.Is(serr, notify.ErrGone) {
 			// Answered (or no longer awaited): nothing for a successor.
 			// After a failed send, e.g. our copy closed at shutdown, the
@@ -77,6 +91,47 @@ func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, 
 		}
 		obs.end(&ob, resp, serr)
 	}
+}
+
+// lostAnswers remembers the last notifications whose handler acted (a
+// mount, an umount) but whose answer found the caller gone: a signal (a
+// stop, ptrace, a handler) interrupted the caller's wait. Unless the
+// signal was fatal, the kernel restarts the call, which is notified again
+// with the same thread, instruction and arguments. Notifications of one
+// listener are handled one at a time, so an interruption loses at most
+// the one being handled: a few slots are plenty, and a hostile container
+// cannot grow them.
+type lostAnswers struct {
+	slots [8]lostAnswer
+	next  int
+}
+
+type lostAnswer struct {
+	pid  uint32
+	data notify.Data
+}
+
+func (l *lostAnswers) add(n *notify.Notif) {
+	l.slots[l.next] = lostAnswer{pid: n.Pid, data: n.Data}
+	l.next = (l.next + 1) % len(l.slots)
+}
+
+// restarted reports whether n repeats a lost one, forgetting it: a call is
+// restarted once. Any other notification of that thread forgets it too
+// (the thread has moved on).
+func (l *lostAnswers) restarted(n *notify.Notif) bool {
+	for i := range l.slots {
+		s := &l.slots[i]
+		if s.pid == 0 || s.pid != n.Pid {
+			continue
+		}
+		same := s.data == n.Data
+		*s = lostAnswer{}
+		if same {
+			return true
+		}
+	}
+	return false
 }
 
 func dispatch(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, log hclog.Logger) handlers.Response {
