@@ -9,7 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ownDevices gives the container the character and block devices its spec
+// ownDevices gives the container the character and block devices (and
+// FIFOs) its spec
 // lists (`docker run --device`) as nodes of its own, owned by the spec's
 // uid and gid inside the container, as runc makes them without a user
 // namespace. In a user namespace runc can only bind the host's node, owned
@@ -23,7 +24,7 @@ import (
 // so runc does not bind the host's node over them. The engine's device
 // cgroup rules (linux.resources.devices) are left as they are: they still
 // decide what the container may open. cleanupMounts detaches the tmpfs with
-// everything else under dir. Other entries (FIFOs) and entries whose owner
+// everything else under dir. FIFOs are made there too; entries whose owner
 // is outside the container's range are left to runc.
 func ownDevices(s *specs.Spec, dir string, base, size uint32) error {
 	if s.Linux == nil || len(s.Linux.Devices) == 0 {
@@ -39,6 +40,11 @@ func ownDevices(s *specs.Spec, dir string, base, size uint32) error {
 			typ = unix.S_IFCHR
 		case "b":
 			typ = unix.S_IFBLK
+		case "p":
+			// Runc would bind a host FIFO of that path, which rarely
+			// exists; one of the container's own is what runc makes
+			// without a user namespace.
+			typ = unix.S_IFIFO
 		default:
 			kept = append(kept, d)
 			continue

@@ -25,12 +25,17 @@ func TestOwnDevices(t *testing.T) {
 	if err := ownDevices(s, dir, base, size); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.Linux.Devices) != 2 || s.Linux.Devices[0].Path != "/dev/fifo" || s.Linux.Devices[1].Path != "/dev/far" {
-		t.Errorf("devices left to runc: %+v, want the FIFO and the one owned outside the range", s.Linux.Devices)
+	if len(s.Linux.Devices) != 1 || s.Linux.Devices[0].Path != "/dev/far" {
+		t.Errorf("devices left to runc: %+v, want the one owned outside the range", s.Linux.Devices)
 	}
-	if len(s.Mounts) != 2 || s.Mounts[0].Destination != "/dev/fuse" || s.Mounts[1].Destination != "/dev/zero" {
+	if len(s.Mounts) != 3 || s.Mounts[0].Destination != "/dev/fuse" || s.Mounts[1].Destination != "/dev/fifo" || s.Mounts[2].Destination != "/dev/zero" {
 		t.Fatalf("mounts: %+v", s.Mounts)
 	}
+	if st, err := os.Stat(s.Mounts[1].Source); err != nil || st.Mode()&os.ModeNamedPipe == 0 || st.Mode().Perm() != 0o666 ||
+		st.Sys().(*syscall.Stat_t).Uid != base {
+		t.Errorf("the FIFO: %v, %v; want a 0666 FIFO owned by %d", st, err, base)
+	}
+	s.Mounts = append(s.Mounts[:1], s.Mounts[2:]...) // the char devices, checked below
 	for i, want := range []struct {
 		perm       os.FileMode
 		major, min uint32
