@@ -154,9 +154,11 @@ func TestIntegrationStats(t *testing.T) {
 		time.Duration(r.P50Ns), time.Duration(r.P90Ns), time.Duration(r.P99Ns), time.Duration(r.MaxNs), time.Duration(r.MeanNs))
 	// A signal (Go's preemption SIGURG) may interrupt a call after its
 	// notification was received: that one is gone, and the restarted
-	// call is notified again.
-	if r.Return != calls || r.Count != calls+r.Gone || r.Errno != 0 || r.Continue != 0 || r.Gone > calls/100 {
-		t.Errorf("row %+v: want %d notifications answered with a value (and a few gone)", r, calls)
+	// call is notified again. The signal may also win the race with an
+	// answer sysvisord did send (the kernel then restarts the call all
+	// the same): answered, and notified again. Both are rare.
+	if r.Return < calls || r.Return+r.Gone != r.Count || r.Errno != 0 || r.Continue != 0 || r.Gone+r.Return-calls > calls/100 {
+		t.Errorf("row %+v: want %d notifications answered with a value (and a few gone or answered twice)", r, calls)
 	}
 	// Each supervisor interval lies inside its caller's: its quantiles
 	// cannot be above the caller's (beyond the histogram's 6.25%).
@@ -455,7 +457,11 @@ limits {
 		t.Errorf("failures %v, want only EAGAIN", errnos)
 	}
 	r := statRow(t, srv, limited, "sysinfo", "emulate")
-	if r.Limited != uint64(errnos["EAGAIN"]) || r.Return != uint64(ev.Calls) || r.Count != r.Limited+r.Return+r.Gone {
+	// An answer a signal beat (see TestIntegrationStats) is counted and
+	// its call made again: a few more than the child saw, never fewer.
+	eagain, served := uint64(errnos["EAGAIN"]), uint64(ev.Calls)
+	if r.Limited < eagain || r.Return < served || r.Count != r.Limited+r.Return+r.Gone ||
+		(r.Limited-eagain)+(r.Return-served)+r.Gone > r.Count/100+2 {
 		t.Errorf("stats %+v: want %d limited, %d returned", r, errnos["EAGAIN"], ev.Calls)
 	}
 	if !strings.Contains(srv.log.String(), "over its policy's notification rate") {
