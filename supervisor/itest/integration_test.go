@@ -174,8 +174,10 @@ func TestIntegrationConcurrentThreads(t *testing.T) {
 		}
 		ch.mustExitZero()
 		c := srv.waitContainer(ids[i], "stopped", func(c control.ContainerInfo) bool { return c.Status == registry.StatusStopped })
-		if c.Notifications != n*m {
-			t.Errorf("container %d: supervisor counted %d notifications, want %d", i, c.Notifications, n*m)
+		// A call a signal interrupted in its wait is notified again
+		// when the kernel restarts it: a few more, never fewer.
+		if c.Notifications < n*m || c.Notifications > n*m+n*m/100 {
+			t.Errorf("container %d: supervisor counted %d notifications, want %d (or a few more)", i, c.Notifications, n*m)
 		}
 	}
 }
