@@ -38,7 +38,23 @@ func TestSuperblockAlive(t *testing.T) {
 			// with the goroutine.
 			runtime.LockOSThread()
 			var m made
-			defer func() { ch <- m }()
+			// Back to the test's namespace before the goroutine ends:
+			// the runtime may not end the thread (the main thread is
+			// kept), and one left in the private namespace would keep
+			// its tmpfs alive.
+			home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				m.err = err
+				ch <- m
+				return
+			}
+			defer func() {
+				if err := unix.Setns(home, unix.CLONE_NEWNS); err != nil && m.err == nil {
+					m.err = err
+				}
+				unix.Close(home)
+				ch <- m
+			}()
 			if m.err = unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); m.err != nil {
 				return
 			}
@@ -89,13 +105,12 @@ func TestSuperblockAlive(t *testing.T) {
 	if held.err != nil {
 		t.Fatal(held.err)
 	}
-	time.Sleep(50 * time.Millisecond) // the thread has exited
 	if !SuperblockAlive(held.maj, held.min) {
 		t.Errorf("a tmpfs (%d:%d) in a namespace an fd holds reads as dead", held.maj, held.min)
 	}
 	unix.Close(held.nsfd)
 	dead := false
-	for deadline := time.Now().Add(2 * time.Second); !dead && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !dead && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		dead = !SuperblockAlive(held.maj, held.min)
 	}
 	if !dead {
