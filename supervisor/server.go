@@ -232,6 +232,7 @@ const collectEvery = 30 * time.Second
 // listener left to tell us). A fresh record not yet running is spared:
 // between the lease and runc's state file, a create is in flight.
 func (s *Server) collect() {
+	prune := s.protectionPruner()
 	for _, c := range s.reg.List() {
 		rec := c.Snapshot()
 		// Live listeners prove the container exists, whatever the state
@@ -249,19 +250,23 @@ func (s *Server) collect() {
 		if rec.Status == registry.StatusRunning && c.Listeners.Load() == 0 && rec.InitPid > 0 {
 			if !initAlive(rec) {
 				s.reg.Update(rec.ID, func(r *registry.Record) { r.Status = registry.StatusStopped })
+				continue
 			}
 		}
+		if rec.Status == registry.StatusRunning {
+			prune(c)
+		}
 	}
-	s.pruneProtected()
 }
 
-// pruneProtected drops from running containers' records the protection of
-// mounts whose superblock is gone: the masks of every procfs and sysfs an
-// inner container mounted (a dozen each) would otherwise stay for the
-// container's life. One ustat(2) per distinct device per pass for the
-// first look (it walks the kernel's list of superblocks); a fresh one
-// under the registry's lock for each signature found stale.
-func (s *Server) pruneProtected() {
+// protectionPruner returns what drops, from a running container's record,
+// the protection of mounts whose superblock is gone: the masks of every
+// procfs and sysfs an inner container mounted (a dozen each) would
+// otherwise stay for the container's life. One ustat(2) per distinct
+// device per collection for the first look (it walks the kernel's list of
+// superblocks); a fresh one under the registry's lock for each signature
+// found stale.
+func (s *Server) protectionPruner() func(c *registry.Container) {
 	cache := map[[2]uint32]bool{}
 	cached := func(maj, min uint32) bool {
 		k := [2]uint32{maj, min}
@@ -274,10 +279,7 @@ func (s *Server) pruneProtected() {
 	}
 	seen := func(sig string) bool { return handlers.StaleSignature(sig, cached) }
 	fresh := func(sig string) bool { return handlers.StaleSignature(sig, mountinfo.SuperblockAlive) }
-	for _, c := range s.reg.List() {
-		if c.Snapshot().Status != registry.StatusRunning {
-			continue
-		}
+	return func(c *registry.Container) {
 		n, err := c.PruneProtected(seen, fresh)
 		if err != nil {
 			s.log.Warn("cannot prune protected mounts", "container", c.ID(), "error", err)
@@ -341,10 +343,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); s.link.keep(holderDone) }()
 	}
-	s.wg.Add(6)
-	go func() { defer s.wg.Done(); every(ctx, returnMemoryEvery, s.returnMemory) }()
+	s.wg.Add(5)
 	s.trim.log = s.log
-	go func() { defer s.wg.Done(); every(ctx, returnMemoryEvery, s.trim.tick) }()
+	go func() {
+		defer s.wg.Done()
+		every(ctx, returnMemoryEvery, func() { s.returnMemory(); s.trim.tick() })
+	}()
 	go func() {
 		defer s.wg.Done()
 		every(ctx, procview.LoadFreq, func() {
