@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/google/gops v0.3.28
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/hcl/v2 v2.25.0
 	github.com/opencontainers/runtime-spec v1.3.0
