@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/linux/statefile"
+	"github.com/sysvisor/sysvisor/supervisor/control"
 )
 
 // ContainerDir is where the runtime keeps a container's host-side mounts:
@@ -212,28 +213,59 @@ const engineFile = "engine.json"
 type engineMount struct {
 	Rootfs  string  `json:"rootfs"`
 	Overlay Overlay `json:"overlay"`
-	// ViewUp: our view replaced the engine's overlay. If the path is empty
+	// ViewUp: our view replaced the engine's overlay (and sysvisord may
+	// have replaced the view with its engine view). If the path is empty
 	// after that, the engine unmounted it and nothing may come back.
 	ViewUp bool `json:"viewUp"`
 }
 
-// restoreEngineRootfs swaps our read-only view at the engine's rootfs path
-// back for the engine's overlay, or puts the engine's overlay back where a
-// create failed after taking it down. Only a mount that is our view is
-// replaced: if the engine has already unmounted its path after our view
-// went up, or something else is there, nothing is done.
-func restoreEngineRootfs(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, engineFile))
+// readEngineMount reads dir's engine.json; nil without one (no overlay was
+// replaced).
+func readEngineMount(dir string) (*engineMount, error) {
+	p := filepath.Join(dir, engineFile)
+	b, err := os.ReadFile(p)
 	if os.IsNotExist(err) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var em engineMount
 	if err := json.Unmarshal(b, &em); err != nil {
-		return fmt.Errorf("%s: %w", filepath.Join(dir, engineFile), err)
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
+	return &em, nil
+}
+
+// engineViewRequest is the request that has sysvisord put its engine view
+// at the engine's rootfs path in place of our read-only view, so the engine
+// can write into the running container (docker cp): only when that path
+// holds our view (an overlay was replaced). dir is the container's
+// directory (ContainerDir).
+func engineViewRequest(id, dir string, em *engineMount) (control.Request, bool) {
+	if em == nil || !em.ViewUp || em.Rootfs == "" {
+		return control.Request{}, false
+	}
+	// sysvisord serves only this path, and compares it as it is spelt.
+	rootfs := filepath.Join(dir, "rootfs")
+	if abs, err := filepath.Abs(rootfs); err == nil {
+		rootfs = abs
+	}
+	return control.Request{Op: control.OpEngineView, ID: id, Rootfs: rootfs, EnginePath: em.Rootfs}, true
+}
+
+// restoreEngineRootfs swaps our view at the engine's rootfs path (the
+// read-only one, or sysvisord's bind of its engine view) back for the
+// engine's overlay, or puts the engine's overlay back where a create failed
+// after taking it down. Only a mount that is our view is replaced: if the
+// engine has already unmounted its path after our view went up, or
+// something else is there, nothing is done.
+func restoreEngineRootfs(dir string) error {
+	pem, err := readEngineMount(dir)
+	if pem == nil || err != nil {
+		return err
+	}
+	em := *pem
 	top, err := topMount(em.Rootfs)
 	if err != nil {
 		return err
@@ -254,9 +286,14 @@ func restoreEngineRootfs(dir string) error {
 }
 
 // isView tells whether top, the mount at the engine's rootfs path, is our
-// view: marked by its source, or, as views made before the mark were, an
-// overlay without upper whose first layer is the engine's upper.
+// view: a bind of sysvisord's engine view (which replaced the read-only
+// view; live, or dead after sysvisord stopped), or the read-only view,
+// marked by its source, or, as views made before the mark were, an overlay
+// without upper whose first layer is the engine's upper.
 func isView(top *MountEntry, em *engineMount) bool {
+	if top.FSType == engineViewFSType {
+		return true
+	}
 	if top.FSType != "overlay" {
 		return false
 	}

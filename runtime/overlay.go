@@ -320,6 +320,15 @@ func mountIdmappedOverlay(p *overlayPlan, base uint32) error {
 // release that the mount at the engine's path is sysvisor's.
 const viewSource = "sysvisor-view"
 
+// engineViewFSType is the fstype mountinfo gives sysvisord's engine view
+// and every bind of it (enginefs.FSType): what replaces our view at the
+// engine's path while the container runs. Spelt here, not imported:
+// enginefs links go-fuse, whose package init would take file descriptors
+// (fd 3 among them, which --preserve-fds hands to runc) and probe the
+// kernel at every call the engine makes to sysvisor-runc. A test checks
+// that the two agree.
+const engineViewFSType = "fuse.sysvisor-engine"
+
 // engineViewMount is a read-only overlay of the container's upper layer
 // over its lowers, all as they are on disk, for the engine's rootfs path.
 // The engine (docker diff, commit, export, cp out of a running container)

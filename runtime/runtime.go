@@ -372,6 +372,8 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		return 1, err
 	}
 	r.phases.mark("mounts")
+	r.engineView()
+	r.phases.mark("engine-view")
 	// After setupMounts: the view files are bound as they are, not idmapped.
 	addViews(spec, resp.Views, resp.ViewFiles, r.log)
 	b, err := json.Marshal(spec)
@@ -392,6 +394,43 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		r.phases.mark("ready")
 	}
 	return code, err
+}
+
+// engineView asks sysvisord to serve the container's overlay at the
+// engine's rootfs path in place of the read-only view setupMounts left
+// there. Optional: without it the engine still reads the container (docker
+// cp out, diff, export) but cannot write into it while it runs. At delete,
+// release puts the engine's overlay back in place of either view.
+func (r *runner) engineView() {
+	dir := ContainerDir(r.runDir, r.inv.ID)
+	em, err := readEngineMount(dir)
+	if err != nil {
+		r.log.Warnf("container %s: engine view: %v; docker cp into the running container will fail", r.inv.ID, err)
+		return
+	}
+	req, ok := engineViewRequest(r.inv.ID, dir, em)
+	if !ok {
+		return
+	}
+	if _, err := control.Call(r.runDir, req, controlTimeout); err != nil {
+		r.log.Warnf("container %s: engine view: %v; docker cp into the running container will fail", r.inv.ID, err)
+	}
+}
+
+// dropEngineView has sysvisord let go of the container's overlay before
+// cleanupMounts puts the engine's overlay back on the same upper directory:
+// an fd sysvisord still held would keep the old overlay's superblock, and
+// the upper directory would be in use twice (overlayfs warns; with index=on
+// the mount fails). Only where a view went up; a sysvisord that is down
+// holds nothing.
+func (r *runner) dropEngineView() {
+	em, err := readEngineMount(ContainerDir(r.runDir, r.inv.ID))
+	if err != nil || em == nil || !em.ViewUp {
+		return
+	}
+	if _, err := control.Call(r.runDir, control.Request{Op: control.OpEngineViewDrop, ID: r.inv.ID}, controlTimeout); err != nil {
+		r.log.Warnf("container %s: engine view: %v", r.inv.ID, err)
+	}
 }
 
 // phases times the steps of a create, for --debug: where the time goes
@@ -416,6 +455,7 @@ func (p *phases) String() string { return strings.Join(p.steps, ", ") }
 
 // release undoes what create set up on the host. Safe to repeat.
 func (r *runner) release() {
+	r.dropEngineView()
 	if err := cleanupMounts(ContainerDir(r.runDir, r.inv.ID)); err != nil {
 		r.log.Errorf("container %s: clean up mounts: %v", r.inv.ID, err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/sysvisor/sysvisor/linux/notify"
 	"github.com/sysvisor/sysvisor/policy"
 	"github.com/sysvisor/sysvisor/supervisor/control"
+	"github.com/sysvisor/sysvisor/supervisor/enginefs"
 	"github.com/sysvisor/sysvisor/supervisor/handoff"
 	"github.com/sysvisor/sysvisor/supervisor/lease"
 	"github.com/sysvisor/sysvisor/supervisor/notifyloop"
@@ -84,6 +85,15 @@ type Server struct {
 	views  *viewfs.Server // nil: no views served
 	// viewSlots numbers the containers on the views mount; under mu.
 	viewSlots *viewSlots
+	// engine serves the containers' overlays at the engine's rootfs
+	// paths; nil when it could not be mounted (engineErr says why).
+	// Set before the control socket is served and unmounted after it.
+	engine    *enginefs.Server
+	engineErr error
+	// engineMu orders engine-view requests with deletes, so that no
+	// tree is served again for a container deleted meanwhile. Control
+	// path only.
+	engineMu sync.Mutex
 	// policies are the active policies a create can name; they change
 	// only on ReloadPolicies.
 	policies *policy.Store
@@ -328,10 +338,14 @@ func (s *Server) Run(ctx context.Context) error {
 			s.views = nil
 		}
 	}
+	s.startEngine()
 	attached, lost := s.reattach(held)
 	s.reattached.Store(int64(attached))
 	s.lost.Store(int64(lost))
 	s.collect()
+	// After collect: containers deleted while sysvisord was down are
+	// forgotten, not served again.
+	s.restoreEngineViews()
 	s.log.Info("sysvisord serving", "run_dir", s.cfg.RunDir, "state_dir", s.cfg.StateDir,
 		"pool_start", s.leases.Pool().Start, "pool_size", s.leases.Pool().Size, "version", Version,
 		"reattached_listeners", attached, "lost_listeners", lost, "holder", s.link != nil)
@@ -389,6 +403,7 @@ func (s *Server) Run(ctx context.Context) error {
 	} else if s.views != nil {
 		s.views.Unmount()
 	}
+	s.stopEngine()
 	s.log.Info("sysvisord stopped")
 	return nil
 }
@@ -642,6 +657,14 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		return control.Response{Containers: cs}
 	case control.OpReady:
 		return s.ready(req.ID)
+	case control.OpEngineView:
+		return s.engineView(req)
+	case control.OpEngineViewDrop:
+		if err := registry.ValidID(req.ID); err != nil {
+			return control.Response{Error: err.Error()}
+		}
+		s.dropEngineView(req.ID)
+		return control.Response{}
 	case control.OpLogLevel:
 		level := hclog.LevelFromString(req.Level)
 		if level == hclog.NoLevel || level == hclog.Off {
@@ -729,6 +752,7 @@ func (s *Server) forget(id string) error {
 	if s.views != nil {
 		s.views.Remove(id)
 	}
+	s.dropEngineView(id)
 	s.forgotten.Add(1)
 	if err != nil {
 		return err

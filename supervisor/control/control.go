@@ -53,6 +53,16 @@ const (
 	// registered the container's init and finished the setup it does in
 	// the container (/proc/sys), so runc start runs a finished container.
 	OpReady = "ready"
+	// OpEngineView (runtime, after its mounts): serve the container's
+	// overlay (Rootfs) to the engine, ID-translated, in place of the
+	// read-only view at the engine's rootfs path (EnginePath), so that
+	// the engine can write into the running container (docker cp).
+	OpEngineView = "engine-view"
+	// OpEngineViewDrop (runtime, at delete, before it unmounts the
+	// container's overlay): stop serving it. sysvisord's fd of the overlay
+	// would keep its superblock, and so its upper directory, in use when
+	// the engine's overlay is mounted on the same upper again.
+	OpEngineViewDrop = "engine-view-drop"
 )
 
 // Request is one control call.
@@ -76,6 +86,12 @@ type Request struct {
 	Level string `json:"level,omitempty"`
 	// Syscall (trace): only this syscall's notifications.
 	Syscall string `json:"syscall,omitempty"`
+	// Rootfs (engine-view) is the container's own overlay on the host,
+	// <run-dir>/containers/<id>/rootfs: sysvisord serves no other path.
+	// EnginePath is the engine's rootfs path (…/overlay2/<id>/merged),
+	// which must hold the read-only view.
+	Rootfs     string `json:"rootfs,omitempty"`
+	EnginePath string `json:"enginePath,omitempty"`
 }
 
 // MaxRequestSize bounds one request. The largest, a create, carries the

@@ -76,6 +76,13 @@ type Record struct {
 	// (path under /proc/sys → value as the file shows it); a sysctl it
 	// never wrote reads as the host's.
 	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// EngineRootfs and EnginePath are set once sysvisord serves the
+	// container's overlay (EngineRootfs) to the engine at its rootfs path
+	// (EnginePath). Nothing but sysvisord's FUSE server keeps that bind
+	// alive: a restarted sysvisord finds the bind dead and must know
+	// which tree to serve again, and where.
+	EngineRootfs string `json:"engineRootfs,omitempty"`
+	EnginePath   string `json:"enginePath,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:

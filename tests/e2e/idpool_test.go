@@ -174,8 +174,15 @@ func TestIDPoolExhausted(t *testing.T) {
 	if ents, _ := os.ReadDir(runcRoot); len(ents) > 0 {
 		t.Errorf("runc state left for the refused create: %v", ents)
 	}
-	if m := append(mountsUnder(runDir), mountsUnder(bun)...); len(m) > 0 {
-		t.Errorf("mounts left after the refused create: %v", m)
+	var left []string
+	for _, m := range append(mountsUnder(runDir), mountsUnder(bun)...) {
+		// sysvisord's own engine-view mount is there from its start.
+		if m != filepath.Join(runDir, "engine") {
+			left = append(left, m)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("mounts left after the refused create: %v", left)
 	}
 	if _, err := control.Call(runDir, control.Request{Op: control.OpDelete, ID: "full-" + tag + "-0"}, 10*time.Second); err != nil {
 		t.Fatal(err)

@@ -167,8 +167,9 @@ func checkOverlayKind(t *testing.T, runtime string, appendKernel bool) {
 	}
 	t.Logf("%s: lowerdir+ %v: %.200s", runtime, appendKernel, ours)
 	root := mustDocker(t, "inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", id)
-	if view := hostMountOf(root); !strings.Contains(view, " sysvisor-view ") {
-		t.Errorf("engine's path holds %q, want the view", view)
+	// sysvisord's engine view replaced the runtime's read-only view.
+	if view := hostMountOf(root); !strings.Contains(view, " fuse.sysvisor-engine ") {
+		t.Errorf("engine's path holds %q, want the engine view", view)
 	}
 	// Writes go through the overlay (copy-up with the mounter's
 	// credentials).
