@@ -97,20 +97,8 @@ func TestReleaseEngineViewBind(t *testing.T) {
 			e := newEngineHome(t, 3)
 			e.mountDocker(t)
 			before := e.checkEngineOverlay(t, "before")
-			dir := filepath.Join(e.home, "run", "containers", "c1")
-			if err := os.MkdirAll(dir, 0o711); err != nil {
-				t.Fatal(err)
-			}
 			const base = 1 << 30
-			nsfd, err := UsernsFd(base, 65536)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(nsfd)
-			target := filepath.Join(dir, "rootfs")
-			if _, err := idmapRootfs(e.rootfs, target, dir, nsfd, base); err != nil {
-				t.Fatalf("idmapRootfs: %v", err)
-			}
+			dir, target, _ := e.idmapContainer(t, "c1", base)
 			eng, err := enginefs.Mount(filepath.Join(t.TempDir(), "engine"), hclog.NewNullLogger())
 			if err != nil {
 				t.Fatal(err)

@@ -189,6 +189,28 @@ func (e *engineHome) mountAppend(t *testing.T) {
 
 // checkEngineOverlay checks that the engine's own writable overlay is at
 // its path with every layer.
+// idmapContainer sets container id up on the engine's rootfs as create
+// does (idmapRootfs with a range at base) and returns its directory, its
+// overlay's path and the engine's overlay as parsed.
+func (e *engineHome) idmapContainer(t *testing.T, id string, base uint32) (string, string, *Overlay) {
+	t.Helper()
+	dir := filepath.Join(e.home, "run", "containers", id)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	nsfd, err := UsernsFd(base, 65536)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nsfd)
+	target := filepath.Join(dir, "rootfs")
+	o, err := idmapRootfs(e.rootfs, target, dir, nsfd, base)
+	if err != nil {
+		t.Fatalf("idmapRootfs: %v", err)
+	}
+	return dir, target, o
+}
+
 func (e *engineHome) checkEngineOverlay(t *testing.T, when string) *MountEntry {
 	t.Helper()
 	top, err := topMount(e.rootfs)
@@ -272,21 +294,8 @@ func TestIdmapRootfsManyLayers(t *testing.T) {
 				e.mountDocker(t)
 			}
 			before := e.checkEngineOverlay(t, "before")
-			dir := filepath.Join(e.home, "run", "containers", "c1")
-			if err := os.MkdirAll(dir, 0o711); err != nil {
-				t.Fatal(err)
-			}
 			const base = 1 << 30
-			nsfd, err := UsernsFd(base, 65536)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(nsfd)
-			target := filepath.Join(dir, "rootfs")
-			o, err := idmapRootfs(e.rootfs, target, dir, nsfd, base)
-			if err != nil {
-				t.Fatalf("idmapRootfs: %v", err)
-			}
+			dir, target, o := e.idmapContainer(t, "c1", base)
 			if len(o.Lower) != tc.layers {
 				t.Fatalf("parsed %d layers, want %d", len(o.Lower), tc.layers)
 			}

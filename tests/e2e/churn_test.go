@@ -17,15 +17,34 @@ import (
 
 // churnCycles is TestChurn's number of cycles: SYSVISOR_CHURN_CYCLES, else a
 // count make test affords (bench/churn.sh runs 1000 and records the figures).
-func churnCycles(t *testing.T) int {
-	if v := os.Getenv("SYSVISOR_CHURN_CYCLES"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("SYSVISOR_CHURN_CYCLES=%q: want a positive number", v)
-		}
-		return n
+func churnCycles(t *testing.T) int { return envCount(t, "SYSVISOR_CHURN_CYCLES", 40) }
+
+// envCount reads a positive count from the environment variable name,
+// def when it is unset.
+func envCount(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return 40
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return n
+}
+
+// waitInnerDockerd waits until the dockerd in system container name
+// answers.
+func waitInnerDockerd(name string) error {
+	var out string
+	var err error
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if out, err = dockerTimeout(30*time.Second, "exec", name, "docker", "info", "--format", "{{.Driver}}"); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("inner dockerd not answering: %v: %s", err, out)
 }
 
 // churnKinds are the cycles TestChurn mixes, one after another.
@@ -149,16 +168,9 @@ echo churn-ok`
 		if err := run("sysvisor-test/dind", "dockerd"); err != nil {
 			return err
 		}
-		var out string
-		var err error
-		for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-			if out, err = dockerTimeout(30*time.Second, "exec", name, "docker", "info", "--format", "{{.Driver}}"); err == nil {
-				break
-			}
-		}
-		if err != nil {
+		if err := waitInnerDockerd(name); err != nil {
 			rm()
-			return fmt.Errorf("inner dockerd not answering: %v: %s", err, out)
+			return err
 		}
 		return rm()
 	}

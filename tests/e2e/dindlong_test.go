@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A long-lived Docker-in-Docker container runs inner containers one after
+// another; each mounts a procfs and a sysfs whose masks sysvisord protects
+// in the system container's record. The record must stay bounded: once an
+// inner container is gone, its masks go (issue 18: they used to stay for
+// the system container's life, so its record grew with every inner
+// container).
+func TestDinDLongLived(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	// 20 in make test, 200 in bench/dind-long.sh.
+	n := envCount(t, "SYSVISOR_DIND_INNER", 20)
+	if out, err := envsh("dind-image"); err != nil {
+		t.Fatalf("tests/env.sh dind-image: %v\n%s", err, out)
+	}
+	id := mustDocker(t, "run", "-d", "--runtime=sysvisor-runc", "sysvisor-test/dind", "dockerd")
+	t.Cleanup(func() { dockerTimeout(60*time.Second, "rm", "-f", id) })
+	if err := waitInnerDockerd(id); err != nil {
+		t.Fatal(err)
+	}
+	load := exec.Command("sh", "-c", `/usr/bin/docker save sysvisor-test/busybox | /usr/bin/docker exec -i "$1" docker load`, "sh", id)
+	load.Env = append(os.Environ(), "DOCKER_HOST=unix://"+svDir+"/docker.sock")
+	if b, err := load.CombinedOutput(); err != nil {
+		t.Fatalf("docker load into the inner engine: %v\n%s", err, b)
+	}
+	inner := func() error {
+		_, err := dockerTimeout(60*time.Second, "exec", id, "docker", "run", "--rm", "sysvisor-test/busybox", "true")
+		return err
+	}
+	// A first inner container: what the inner engine mounts once (its
+	// first procfs for the inner runc, cgroup mounts) is baseline.
+	if err := inner(); err != nil {
+		t.Fatalf("first inner container: %v", err)
+	}
+	time.Sleep(6 * time.Second)
+	base := protectedCount(t, id)
+	peak, failed := base, 0
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		if err := inner(); err != nil {
+			failed++
+			t.Logf("inner container %d: %v", i, err)
+		}
+		peak = max(peak, protectedCount(t, id))
+	}
+	elapsed := time.Since(t0)
+	if failed > 0 {
+		t.Errorf("%d of %d inner containers failed", failed, n)
+	}
+	if peak <= base {
+		t.Fatalf("%d inner containers added no protected mounts (%d before): the test's premise fails", n, base)
+	}
+	// The collector (every 30 s) drops the masks of mounts that are gone.
+	now := peak
+	for deadline := time.Now().Add(75 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if now = protectedCount(t, id); now <= base {
+			break
+		}
+	}
+	// As in TestChurn: a few device numbers may be in use again by other
+	// mounts when the collector looks, and their signatures stay.
+	if kept := now - base; kept > (peak-base)/4 {
+		t.Errorf("after %d inner containers the record protects %d mounts, %d before and %d at the peak: the masks of gone inner containers were kept", n, now, base, peak)
+	}
+	// The protection of what is still mounted is intact: the system
+	// container's own procfs masks.
+	if out, err := dockerTimeout(30*time.Second, "exec", id, "sh", "-c", "umount /proc/kcore 2>&1 && echo unmasked; true"); err != nil || strings.Contains(out, "unmasked") {
+		t.Errorf("a live mask could be removed after pruning: %v %q", err, out)
+	}
+	t.Logf("dind long-lived: %d inner containers in %v (%s each), %d failed; protected mounts: %d before, %d at the peak, %d after",
+		n, elapsed.Round(time.Millisecond), fmt.Sprint((elapsed / time.Duration(n)).Round(time.Millisecond)), failed, base, peak, now)
+}
