@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -348,8 +349,14 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	if err != nil {
 		return 1, err
 	}
+	var askedOOM *int
+	if spec.Process != nil && spec.Process.OOMScoreAdj != nil {
+		v := *spec.Process.OOMScoreAdj
+		askedOOM = &v
+	}
+	oomMin := hostOOMScoreAdjMin()
 	err = Rewrite(spec, RewriteOptions{
-		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(),
+		ContainerID: r.inv.ID, IDBase: l.Start, IDSize: l.Size, HostCaps: caps, Rlimits: hostRlimits(), OOMScoreAdjMin: oomMin,
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
 		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd, Engine: engine,
 		AppArmor:   aa,
@@ -357,6 +364,9 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	})
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	if askedOOM != nil && *spec.Process.OOMScoreAdj != *askedOOM {
+		r.log.Warnf("container %s: process.oomScoreAdj %d raised to %d: this host does not give the runtime CAP_SYS_RESOURCE, without which no process may go below its own oom_score_adj", r.inv.ID, *askedOOM, *spec.Process.OOMScoreAdj)
 	}
 	r.phases.mark("rewrite")
 	if err := setupMounts(spec, bundle, ContainerDir(r.runDir, r.inv.ID), l.Start, l.Size, engine, r.log); err != nil {
@@ -549,6 +559,28 @@ var rlimitNums = map[string]int{
 	"RLIMIT_NOFILE": unix.RLIMIT_NOFILE, "RLIMIT_NPROC": unix.RLIMIT_NPROC, "RLIMIT_RSS": unix.RLIMIT_RSS,
 	"RLIMIT_RTPRIO": unix.RLIMIT_RTPRIO, "RLIMIT_RTTIME": unix.RLIMIT_RTTIME, "RLIMIT_SIGPENDING": unix.RLIMIT_SIGPENDING,
 	"RLIMIT_STACK": unix.RLIMIT_STACK,
+}
+
+// hostOOMScoreAdjMin is the lowest oom_score_adj the runtime can give a
+// process: nil with CAP_SYS_RESOURCE (any), else its own. The kernel lets
+// a process without the capability lower its value only down to the
+// lowest a privileged process set for it, which is at most its current
+// one: the current value is always allowed.
+func hostOOMScoreAdjMin() *int {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if unix.Capget(&hdr, &data[0]) == nil && data[unix.CAP_SYS_RESOURCE/32].Effective&(1<<(unix.CAP_SYS_RESOURCE%32)) != 0 {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return nil
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil
+	}
+	return &v
 }
 
 // hostRlimits is the runtime's own hard limits. Go raises its soft NOFILE at

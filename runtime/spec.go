@@ -31,6 +31,11 @@ type RewriteOptions struct {
 	HostCaps []string
 	// Rlimits maps RLIMIT_* names to the runtime's own hard limit.
 	Rlimits map[string]uint64
+	// OOMScoreAdjMin, when set, is the lowest oom_score_adj the runtime
+	// can give the container: its own, where it lacks CAP_SYS_RESOURCE
+	// (the kernel refuses to go lower, and runc dies with "can't get
+	// final child's PID from pipe"). The CRI asks -998 for every pod.
+	OOMScoreAdjMin *int
 	// Policy and the syscalls it traps.
 	Policy string
 	Notify []string
@@ -164,6 +169,7 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 	}
 	rewriteCaps(s.Process, o.HostCaps)
 	clampRlimits(s.Process, o.Rlimits)
+	clampOOMScoreAdj(s.Process, o.OOMScoreAdjMin)
 	rewriteAppArmor(s, o.AppArmor)
 	if err := rewriteSeccomp(s, o); err != nil {
 		return err
@@ -216,6 +222,16 @@ func clampRlimits(p *specs.Process, host map[string]uint64) {
 			r.Soft = r.Hard
 		}
 	}
+}
+
+// clampOOMScoreAdj raises an oom_score_adj below what the runtime may set
+// to that floor, as clampRlimits lowers what it cannot raise.
+func clampOOMScoreAdj(p *specs.Process, floor *int) {
+	if floor == nil || p.OOMScoreAdj == nil || *p.OOMScoreAdj >= *floor {
+		return
+	}
+	v := *floor
+	p.OOMScoreAdj = &v
 }
 
 // clampPingGroupRange keeps net.ipv4.ping_group_range inside the container's

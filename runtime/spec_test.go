@@ -602,6 +602,43 @@ func TestClampRlimits(t *testing.T) {
 	}
 }
 
+func TestClampOOMScoreAdj(t *testing.T) {
+	n := func(v int) *int { return &v }
+	for _, tc := range []struct {
+		asked, floor, want *int
+	}{
+		{n(-998), n(0), n(0)},       // the CRI's sandbox value on a host without CAP_SYS_RESOURCE
+		{n(-998), n(-999), n(-998)}, // the runtime runs lower already
+		{n(500), n(0), n(500)},      // raising needs nothing
+		{n(-998), nil, n(-998)},     // with CAP_SYS_RESOURCE: as asked
+		{nil, n(0), nil},            // not asked: inherited, nothing to clamp
+	} {
+		p := &specs.Process{OOMScoreAdj: tc.asked}
+		clampOOMScoreAdj(p, tc.floor)
+		if !reflect.DeepEqual(p.OOMScoreAdj, tc.want) {
+			t.Errorf("asked %v, floor %v: got %v, want %v", deref(tc.asked), deref(tc.floor), deref(p.OOMScoreAdj), deref(tc.want))
+		}
+	}
+	// Through Rewrite.
+	s := dockerSpec(t)
+	s.Process.OOMScoreAdj = n(-998)
+	o := testOptions()
+	o.OOMScoreAdjMin = n(-10)
+	if err := Rewrite(s, o); err != nil {
+		t.Fatal(err)
+	}
+	if *s.Process.OOMScoreAdj != -10 {
+		t.Errorf("Rewrite: oomScoreAdj %d, want the floor -10", *s.Process.OOMScoreAdj)
+	}
+}
+
+func deref(p *int) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
 func TestClampPingGroupRange(t *testing.T) {
 	tests := []struct {
 		name string
