@@ -73,6 +73,11 @@ type Options struct {
 	SubUID     string
 	SubGID     string
 	DaemonJSON string // Docker's daemon.json
+	// ContainerdConfig is containerd's config.toml (default
+	// /etc/containerd/config.toml), and Containerd its binary, asked for
+	// its version (default: containerd from PATH).
+	ContainerdConfig string
+	Containerd       string
 	// IdmapDir is where the idmapped-mount probe clones a mount from
 	// (default /var/lib: where engines keep their layers).
 	IdmapDir string

@@ -22,6 +22,18 @@ import (
 
 var errNotExist = fs.ErrNotExist
 
+// containerdMajor asks the containerd binary its version; 0 when it is
+// not installed or does not answer.
+func containerdMajor(bin string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return 0
+	}
+	return ContainerdMajor(string(out))
+}
+
 func (o *Options) defaults() {
 	if o.Runc == "" {
 		o.Runc = os.Getenv("SYSVISOR_RUNC")
@@ -41,6 +53,12 @@ func (o *Options) defaults() {
 	}
 	if o.DaemonJSON == "" {
 		o.DaemonJSON = "/etc/docker/daemon.json"
+	}
+	if o.ContainerdConfig == "" {
+		o.ContainerdConfig = "/etc/containerd/config.toml"
+	}
+	if o.Containerd == "" {
+		o.Containerd = "containerd"
 	}
 	if o.IdmapDir == "" {
 		o.IdmapDir = "/var/lib"
@@ -98,6 +116,8 @@ func Run(o Options) []Result {
 	rs = append(rs, probeHolder(o.RunDir, root))
 	dj, derr := os.ReadFile(o.DaemonJSON)
 	rs = append(rs, DockerRegistration(o.DaemonJSON, dj, derr, executable))
+	cc, cerr := os.ReadFile(o.ContainerdConfig)
+	rs = append(rs, ContainerdRegistration(o.ContainerdConfig, cc, cerr, containerdMajor(o.Containerd), executable))
 	if derr != nil {
 		dj = nil
 	}

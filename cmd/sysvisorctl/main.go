@@ -318,11 +318,12 @@ func doctorCmd(runDir, policyDir string, args []string) int {
 	o := doctor.Options{RunDir: runDir, PolicyDir: policyDir}
 	fs.StringVar(&o.Runc, "runc", "", "runc binary (default $SYSVISOR_RUNC, else runc from PATH)")
 	fs.StringVar(&o.DaemonJSON, "daemon-json", "", "Docker's daemon.json (default /etc/docker/daemon.json)")
+	fs.StringVar(&o.ContainerdConfig, "containerd-config", "", "containerd's config (default /etc/containerd/config.toml)")
 	fs.StringVar(&o.SubUID, "subuid", "", "subordinate uid file (default /etc/subuid)")
 	fs.StringVar(&o.SubGID, "subgid", "", "subordinate gid file (default /etc/subgid)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		fmt.Fprint(os.Stderr, "usage: sysvisorctl doctor [--runc PATH] [--daemon-json FILE] [--subuid FILE] [--subgid FILE] [--json]\n")
+		fmt.Fprint(os.Stderr, "usage: sysvisorctl doctor [--runc PATH] [--daemon-json FILE] [--containerd-config FILE] [--subuid FILE] [--subgid FILE] [--json]\n")
 		return 2
 	}
 	rs := doctor.Run(o)
