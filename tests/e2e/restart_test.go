@@ -74,6 +74,10 @@ func TestRestartKeepsContainers(t *testing.T) {
 	id := mustDocker(t, "run", "-d", "--runtime=sysvisor-runc", "--memory", "96m", image, "survivor")
 	t.Cleanup(func() { docker(t, "rm", "-f", id) })
 	_, up0 := waitRounds(t, id, 3, 30*time.Second)
+	payload := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(payload, []byte("restart-payload\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGKILL} {
 		stopSysvisord(t, sig)
 		// The loop waits (its trapped mount, its view reads), it does
@@ -91,6 +95,14 @@ func TestRestartKeepsContainers(t *testing.T) {
 		ready := time.Since(start)
 		n, _ := waitRounds(t, id, paused+1, 5*time.Second)
 		t.Logf("%v: paused at round %d; sysvisord up again in %v; round %d %v later", sig, paused, ready.Round(time.Millisecond), n, time.Since(start).Round(time.Millisecond))
+		// The engine's view of the container is served again (it failed,
+		// ENOTCONN, while sysvisord was away): docker cp into it works.
+		dst := "/tmp/cp-after-" + strings.ToLower(strings.ReplaceAll(sig.String(), " ", "-"))
+		if _, err := docker(t, "cp", payload, id+":"+dst); err != nil {
+			t.Errorf("after %v: docker cp into the running container: %v", sig, err)
+		} else if got := mustDocker(t, "exec", id, "sh", "-c", "cat "+dst+"; stat -c %u "+dst); got != "restart-payload\n0" {
+			t.Errorf("after %v: the copied file reads %q", sig, got)
+		}
 		_, up := waitRounds(t, id, n+5, 10*time.Second)
 		if up < up0 {
 			t.Errorf("uptime went back: %d then %d", up0, up)
