@@ -15,6 +15,7 @@ PKGS=(
 	apparmor                   # apparmor_parser: apparmor/ compiles sysvisor-default with it (no kernel AppArmor needed)
 	qemu-system-x86 qemu-utils # tests/hosts: the VM matrix (qemu-img for overlays)
 	e2fsprogs                  # tests/hosts: mkfs.ext4 -d makes the VM disk from a directory
+	containernetworking-plugins # tests/cri.sh: pod networking for the CRI tests (bridge, host-local, loopback)
 )
 
 if [ "$(id -u)" != 0 ]; then
