@@ -463,15 +463,21 @@ func childThreads() error {
 		tids     = map[int]bool{}
 		calls    int
 		wg       sync.WaitGroup
+		ready    sync.WaitGroup
 		start    = make(chan struct{})
 	)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
+		ready.Add(1)
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			tid := unix.Gettid()
+			// Every thread locked before any starts: a goroutine that
+			// started after another finished could run on that one's
+			// unlocked thread, and the threads would be fewer than n.
+			ready.Done()
 			<-start
 			var local []string
 			for j := 0; j < m; j++ {
@@ -495,6 +501,7 @@ func childThreads() error {
 			mu.Unlock()
 		}()
 	}
+	ready.Wait()
 	close(start)
 	wg.Wait()
 	if len(failures) > 10 {
