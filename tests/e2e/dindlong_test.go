@@ -46,13 +46,18 @@ func TestDinDLongLived(t *testing.T) {
 	time.Sleep(6 * time.Second)
 	base := protectedCount(t, id)
 	peak, failed := base, 0
+	var series []string
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		if err := inner(); err != nil {
 			failed++
 			t.Logf("inner container %d: %v", i, err)
 		}
-		peak = max(peak, protectedCount(t, id))
+		p := protectedCount(t, id)
+		peak = max(peak, p)
+		if (i+1)%max(n/10, 1) == 0 {
+			series = append(series, fmt.Sprintf("%d@%d(%.0fs)", p, i+1, time.Since(t0).Seconds()))
+		}
 	}
 	elapsed := time.Since(t0)
 	if failed > 0 {
@@ -80,4 +85,5 @@ func TestDinDLongLived(t *testing.T) {
 	}
 	t.Logf("dind long-lived: %d inner containers in %v (%s each), %d failed; protected mounts: %d before, %d at the peak, %d after",
 		n, elapsed.Round(time.Millisecond), fmt.Sprint((elapsed / time.Duration(n)).Round(time.Millisecond)), failed, base, peak, now)
+	t.Logf("protected mounts during the run (count@inner containers(time)): %s", strings.Join(series, " "))
 }
