@@ -48,6 +48,8 @@ type Container interface {
 	// Protected reports whether a mount signature names one of the mounts
 	// the container may not unmount, move or make writable.
 	Protected(sig string) bool
+	// ProtectedSigs is that set, to read and not to change.
+	ProtectedSigs() []string
 	// Protect adds signatures to that set, persistently.
 	Protect(sigs []string) error
 }

@@ -190,7 +190,7 @@ func (mountHandler) Handle(req *Request) Response {
 			if !root {
 				return unix.EINVAL
 			}
-			if fs.locked(m, c.Protected) && loosens(m, flags) {
+			if fs.locked(m, c) && loosens(m, flags) {
 				return unix.EPERM
 			}
 			return fs.act(req, func() error { return unix.Mount("", fdPath(tfd), "", flags, data) })
@@ -231,15 +231,22 @@ func (mountHandler) Handle(req *Request) Response {
 			if err != nil {
 				return err
 			}
-			copyLocked := fs.locked(sm, c.Protected)
+			copyLocked := fs.locked(sm, c)
 			if err := fs.act(req, func() error { return unix.Mount(fdPath(sfd), fdPath(tfd), "", flags, "") }); err != nil {
 				return err
 			}
+			// A copy of a protected mount keeps its flags: it may go
+			// away, but not become writable or suid. Its superblock and
+			// root lie within the protected one's, which locks it
+			// (lockCovers) with no signature of its own: a DinD
+			// container's inner containers copy the cgroup and storage
+			// mounts every time, and their signatures would pile up (the
+			// device numbers in them are reused at once, so the collector
+			// seldom finds them dead while the inner containers churn).
+			// A copy the rule does not cover gets one, as before.
 			if copyLocked {
-				// A copy of a protected mount keeps its flags: it may
-				// go away, but not become writable or suid.
-				if sig, err := fs.topAt(tfd); err == nil {
-					newLocks = append(newLocks, lockedPrefix+sig)
+				if top, err := fs.topEntryAt(tfd); err == nil && !lockCovers(c.ProtectedSigs(), top) {
+					newLocks = append(newLocks, lockedPrefix+sigOf(top, fs.parentOf(top)))
 				}
 			}
 			return nil
@@ -352,14 +359,17 @@ func mayBeSysctl(m *mountinfo.Entry, p string) bool {
 const lockedPrefix = "flags:"
 
 // locked reports whether m's flags may not be loosened: a protected mount,
-// or a bind copy of one.
-func (fs *callerFS) locked(m *mountinfo.Entry, isProtected func(string) bool) bool {
+// or a bind copy of one (by its own signature, or lying within one).
+func (fs *callerFS) locked(m *mountinfo.Entry, c Container) bool {
+	if lockCovers(c.ProtectedSigs(), m) {
+		return true
+	}
 	p := fs.parentOf(m)
 	if p == nil {
 		return fs.unknownParent(m)
 	}
 	sig := sigOf(m, p)
-	return isProtected(sig) || isProtected(lockedPrefix+sig)
+	return c.Protected(sig) || c.Protected(lockedPrefix+sig)
 }
 
 // loosens reports whether a remount with flags would clear read-only,
@@ -379,19 +389,28 @@ func loosens(m *mountinfo.Entry, flags uintptr) bool {
 // topAt returns the signature of the topmost mount on fd's dentry: the one
 // a mount call just put there.
 func (fs *callerFS) topAt(fd int) (string, error) {
-	under, _, err := fs.mountOf(fd)
+	top, err := fs.topEntryAt(fd)
 	if err != nil {
 		return "", err
 	}
+	return sigOf(top, fs.parentOf(top)), nil
+}
+
+// topEntryAt returns the topmost mount on fd's dentry.
+func (fs *callerFS) topEntryAt(fd int) (*mountinfo.Entry, error) {
+	under, _, err := fs.mountOf(fd)
+	if err != nil {
+		return nil, err
+	}
 	at, err := fs.nsPath(fd)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	cur := under
 	for {
 		kids, err := fs.childrenOf(cur)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		var next *mountinfo.Entry
 		for i := range kids {
@@ -405,9 +424,9 @@ func (fs *callerFS) topAt(fd int) (string, error) {
 		cur = next
 	}
 	if cur == under {
-		return "", errors.New("no mount on top")
+		return nil, errors.New("no mount on top")
 	}
-	return sigOf(cur, fs.parentOf(cur)), nil
+	return cur, nil
 }
 
 // readMountString copies a mount(2) fstype or source as the kernel does

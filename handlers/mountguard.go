@@ -3,6 +3,7 @@ package handlers
 import (
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/sysvisor/sysvisor/linux/mountinfo"
@@ -87,6 +88,49 @@ func hasProtectedBelow(m *mountinfo.Entry, children []mountinfo.Entry, dir strin
 		}
 	}
 	return false
+}
+
+// lockCovers reports whether m's superblock and root lie within those of a
+// mount a signature in sigs names (protected, or a locked copy): m is then
+// a copy of it, made by a bind of it or of what lies below it, and keeps
+// its flags. The container reaches a superblock of the host's, or one the
+// runtime or sysvisord made for it, only through those mounts, so every
+// such mount is such a copy; a superblock it makes itself (tmpfs, its
+// procfs) has a device of its own.
+//
+// The root ends at the signature's first '@'. A root that holds '@' is cut
+// short, to a prefix of itself, which covers more, never less.
+func lockCovers(sigs []string, m *mountinfo.Entry) bool {
+	for _, sig := range sigs {
+		maj, min, root, ok := sigRoot(strings.TrimPrefix(sig, lockedPrefix))
+		if !ok || maj != m.Major || min != m.Minor {
+			continue
+		}
+		if root == "/" || m.Root == root || strings.HasPrefix(m.Root, root+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// sigRoot parses the leading "M:N<root>@" of a signature.
+func sigRoot(sig string) (major, minor uint32, root string, ok bool) {
+	at := strings.IndexByte(sig, '@')
+	colon := strings.IndexByte(sig, ':')
+	slash := strings.IndexByte(sig, '/')
+	if at < 0 || colon < 1 || slash < colon || slash > at {
+		return 0, 0, "", false
+	}
+	ma, err1 := strconv.ParseUint(sig[:colon], 10, 32)
+	mi, err2 := strconv.ParseUint(sig[colon+1:slash], 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, "", false
+	}
+	root = sig[slash:at]
+	if root != "/" {
+		root = strings.TrimSuffix(root, "/")
+	}
+	return uint32(ma), uint32(mi), root, true
 }
 
 // StaleSignature reports whether sig (from sigOf, with or without

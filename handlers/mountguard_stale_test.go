@@ -37,3 +37,40 @@ func TestStaleSignature(t *testing.T) {
 		}
 	}
 }
+
+// A bind copy lies within the mount it copies: same superblock, root at or
+// below. lockCovers locks it by that, without a signature of its own.
+func TestLockCovers(t *testing.T) {
+	sigs := []string{
+		"0:29/sysvisor/abc@/sys/fs/cgroup/cpu<0:60/",
+		"flags:254:0/var/lib/x/storage@/var/lib/docker<0:58/",
+		"0:70/@/dev/shm<0:58/",
+		"0:6/null@/proc/kcore<0:61/",
+		"0:99/we@ird/dir@/mnt<0:58/", // a root holding '@': cut to "/we"
+		"garbage",
+		"1:x/@/a<0:1/",
+	}
+	m := func(maj, min uint32, root string) *mountinfo.Entry {
+		return &mountinfo.Entry{Major: maj, Minor: min, Root: root}
+	}
+	for _, tc := range []struct {
+		e    *mountinfo.Entry
+		want bool
+	}{
+		{m(0, 29, "/sysvisor/abc"), true},              // the protected mount itself
+		{m(0, 29, "/sysvisor/abc/docker/inner"), true}, // an inner container's bind of its cgroup
+		{m(0, 29, "/sysvisor/abcd"), false},            // a sibling, not below
+		{m(0, 29, "/sysvisor"), false},                 // above
+		{m(0, 30, "/sysvisor/abc"), false},             // another superblock
+		{m(254, 0, "/var/lib/x/storage/containers/1/hosts"), true},
+		{m(0, 70, "/anything"), true}, // root "/" covers all of the superblock
+		{m(0, 6, "/null"), true},
+		{m(0, 6, "/zero"), false},
+		{m(0, 99, "/we"), true},
+		{m(0, 99, "/weird"), false},
+	} {
+		if got := lockCovers(sigs, tc.e); got != tc.want {
+			t.Errorf("lockCovers(%d:%d %s) = %v, want %v", tc.e.Major, tc.e.Minor, tc.e.Root, got, tc.want)
+		}
+	}
+}

@@ -215,6 +215,10 @@ func (c *Container) Protected(sig string) bool {
 	return false
 }
 
+// ProtectedSigs implements handlers.Container. Updates replace the slice,
+// never change one a reader holds.
+func (c *Container) ProtectedSigs() []string { return c.rec.Load().Protected }
+
 // Protect implements handlers.Container.
 func (c *Container) Protect(sigs []string) error {
 	if c.reg == nil {

@@ -11,10 +11,10 @@ import (
 
 // A long-lived Docker-in-Docker container runs inner containers one after
 // another; each mounts a procfs and a sysfs whose masks sysvisord protects
-// in the system container's record. The record must stay bounded: once an
-// inner container is gone, its masks go (issue 18: they used to stay for
-// the system container's life, so its record grew with every inner
-// container).
+// in the system container's record, and copies of its protected mounts.
+// The record must stay bounded while they run, and come back once they are
+// gone (issue 18: it grew with every inner container for the system
+// container's life).
 func TestDinDLongLived(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
@@ -63,8 +63,14 @@ func TestDinDLongLived(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%d of %d inner containers failed", failed, n)
 	}
-	if peak <= base {
-		t.Fatalf("%d inner containers added no protected mounts (%d before): the test's premise fails", n, base)
+	// Bounded while the inner containers come and go, not only after: the
+	// copies inner runc makes of the protected mounts each time (twelve:
+	// cgroups, the engine's storage) add no signature, and an inner
+	// container's procfs and sysfs masks carry device numbers the kernel
+	// hands the next one, so they are the same strings. Room for a few
+	// inner containers' worth in flight.
+	if bound := base + 60; peak > bound {
+		t.Errorf("the record grew to %d protected mounts while %d inner containers ran (%d before, bound %d)", peak, n, base, bound)
 	}
 	// The collector (every 30 s) drops the masks of mounts that are gone.
 	now := peak
@@ -73,9 +79,7 @@ func TestDinDLongLived(t *testing.T) {
 			break
 		}
 	}
-	// As in TestChurn: a few device numbers may be in use again by other
-	// mounts when the collector looks, and their signatures stay.
-	if kept := now - base; kept > (peak-base)/4 {
+	if now > base+12 {
 		t.Errorf("after %d inner containers the record protects %d mounts, %d before and %d at the peak: the masks of gone inner containers were kept", n, now, base, peak)
 	}
 	// The protection of what is still mounted is intact: the system
