@@ -386,17 +386,8 @@ func loosens(m *mountinfo.Entry, flags uintptr) bool {
 	return false
 }
 
-// topAt returns the signature of the topmost mount on fd's dentry: the one
-// a mount call just put there.
-func (fs *callerFS) topAt(fd int) (string, error) {
-	top, err := fs.topEntryAt(fd)
-	if err != nil {
-		return "", err
-	}
-	return sigOf(top, fs.parentOf(top)), nil
-}
-
-// topEntryAt returns the topmost mount on fd's dentry.
+// topEntryAt returns the topmost mount on fd's dentry: the one a mount
+// call just put there.
 func (fs *callerFS) topEntryAt(fd int) (*mountinfo.Entry, error) {
 	under, _, err := fs.mountOf(fd)
 	if err != nil {
