@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -342,5 +344,36 @@ func TestRemove(t *testing.T) {
 	}
 	if _, err := s.Add("c2", filepath.Join(other, "g"), testBase); err == nil {
 		t.Errorf("Add of a file as rootfs accepted")
+	}
+}
+
+// go-fuse's idle readers, each with a buffer, are at their most from the
+// mount on, so a busy phase leaves sysvisord's goroutines and heap where
+// they were.
+func TestReadersPrimed(t *testing.T) {
+	s, backing, dir := setup(t)
+	want := fmt.Sprintf("readers: %d", max(runtime.GOMAXPROCS(0), 2)+1)
+	if got := s.srv.DebugData(); got != want {
+		t.Fatalf("after the mount: %s, want %s", got, want)
+	}
+	write(t, filepath.Join(backing, "f"), "x", testBase)
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 50; j++ {
+				os.ReadFile(filepath.Join(dir, "f"))
+				os.Stat(filepath.Join(dir, fmt.Sprintf("absent%d", j)))
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(100 * time.Millisecond)
+	if got := s.srv.DebugData(); got != want {
+		t.Errorf("after concurrent requests: %s, want %s", got, want)
+	}
+	if _, err := s.Add(primePrefix+"0", backing, testBase); err == nil {
+		t.Errorf("a container id with the priming prefix was accepted")
 	}
 }

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,9 +35,55 @@ type impl struct {
 // allow_other), and only sysvisord binds from it.
 type rootNode struct {
 	fs.Inode
+	prime atomic.Pointer[primer]
 }
 
-var _ = (fs.NodeGetattrer)((*rootNode)(nil))
+var (
+	_ = (fs.NodeGetattrer)((*rootNode)(nil))
+	_ = (fs.NodeLookuper)((*rootNode)(nil))
+)
+
+// primePrefix names the lookups primeReaders holds in flight together.
+const primePrefix = ".sysvisor-prime-"
+
+// primer holds lookups of primePrefix names until n are in flight.
+type primer struct {
+	n       int
+	mu      sync.Mutex
+	waiting int
+	release chan struct{}
+}
+
+func (p *primer) wait() {
+	p.mu.Lock()
+	p.waiting++
+	if p.waiting == p.n {
+		close(p.release)
+	}
+	p.mu.Unlock()
+	select {
+	case <-p.release:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// Lookup finds a container's directory, put in the tree by add; the
+// priming names wait for each other (see primeReaders).
+func (r *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if ch := r.GetChild(name); ch != nil {
+		if n, ok := ch.Operations().(*node); ok {
+			var a fuse.AttrOut
+			if n.Getattr(ctx, nil, &a) == 0 {
+				out.Attr = a.Attr
+			}
+		}
+		return ch, 0
+	}
+	if p := r.prime.Load(); p != nil && strings.HasPrefix(name, primePrefix) {
+		p.wait()
+	}
+	return nil, syscall.ENOENT
+}
 
 func (r *rootNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = unix.S_IFDIR | 0o700
@@ -63,9 +113,11 @@ func mount(dir string, log hclog.Logger) (*Server, error) {
 			// The kernel checks the caller against the (translated)
 			// attributes; host root passes, as on the engine's overlay.
 			Options: []string{"default_permissions"},
-			// Large writes: docker cp streams whole files.
-			MaxWrite:     1 << 20,
-			MaxReadAhead: 1 << 20,
+			// Each idle reader keeps a buffer of this size: 128 KiB
+			// (the kernel's own read-ahead) is plenty for the
+			// engine's copies.
+			MaxWrite:     128 << 10,
+			MaxReadAhead: 128 << 10,
 		},
 		// The container changes its tree behind our back: the kernel
 		// asks again every time rather than trust a cached entry.
@@ -81,7 +133,33 @@ func mount(dir string, log hclog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("engine views: mount %s: %w", dir, err)
 	}
 	s.srv = srv
+	s.primeReaders()
 	return s, nil
+}
+
+// primeReaders brings go-fuse's reader goroutines to their most at once.
+// go-fuse starts a reader whenever the last idle one takes a request, and
+// keeps up to GOMAXPROCS+1 (at least 3) idle for good: left alone, their
+// number (each with a MaxWrite buffer) would grow with the first
+// concurrent requests an engine makes, long after start, and sysvisord's
+// goroutines and heap would not be back where they were after a busy
+// phase. Held in flight together, that many lookups leave exactly that
+// many readers.
+func (s *impl) primeReaders() {
+	n := max(runtime.GOMAXPROCS(0), 2) + 1
+	s.root.prime.Store(&primer{n: n, release: make(chan struct{})})
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Distinct names: lookups of one name wait for each other
+			// in the kernel.
+			os.Lstat(filepath.Join(s.dir, primePrefix+strconv.Itoa(i)))
+		}()
+	}
+	wg.Wait()
+	s.root.prime.Store(nil)
 }
 
 func (s *impl) unmount() error {
@@ -103,7 +181,7 @@ func (s *impl) unmount() error {
 
 // validID refuses what could not be one directory name on the mount.
 func validID(id string) error {
-	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 255 {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 255 || strings.HasPrefix(id, primePrefix) {
 		return fmt.Errorf("engine views: bad container id %q", id)
 	}
 	return nil
