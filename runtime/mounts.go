@@ -59,6 +59,7 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, engine bo
 		if err != nil || !(st.IsDir() || st.Mode().IsRegular()) {
 			continue
 		}
+		keepLockedFlags(m)
 		dst := filepath.Join(dir, "mounts", fmt.Sprint(i))
 		atime, setAtime := bindAtime(m.Options)
 		if err := idmapCloneAtime(m.Source, dst, nsfd, slices.Contains(m.Options, "rbind"), unix.MS_SLAVE, atime, setAtime); err != nil {
@@ -74,6 +75,32 @@ func setupMounts(s *specs.Spec, bundle, dir string, base, size uint32, engine bo
 		addStorage(s, o, dir, nsfd, log)
 	}
 	return nil
+}
+
+// keepLockedFlags adds to a read-only bind's options the nosuid, nodev and
+// noexec its source's mount has. In the container's user namespace the
+// kernel locks those flags on every mount copied from the host's, and
+// runc's read-only remount asks for exactly the options given: without
+// them it would clear locked flags, which fails with EPERM. containerd's
+// CRI binds each pod's /dev/shm (a nosuid,nodev,noexec tmpfs) that way
+// with only "rbind", "ro".
+func keepLockedFlags(m *specs.Mount) {
+	if !slices.Contains(m.Options, "ro") {
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.Source, &st); err != nil {
+		return
+	}
+	for _, f := range []struct {
+		flag     int64
+		opt, neg string
+	}{{unix.ST_NOSUID, "nosuid", "suid"}, {unix.ST_NODEV, "nodev", "dev"}, {unix.ST_NOEXEC, "noexec", "exec"}} {
+		if st.Flags&f.flag != 0 && !slices.Contains(m.Options, f.opt) {
+			m.Options = slices.DeleteFunc(m.Options, func(o string) bool { return o == f.neg })
+			m.Options = append(m.Options, f.opt)
+		}
+	}
 }
 
 func isBind(m *specs.Mount) bool {

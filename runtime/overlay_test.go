@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/kernel"
@@ -449,3 +451,30 @@ func sameOptions(super string) string { return strings.TrimSuffix(super, ",uuid=
 
 // tail is the end of mount options, where they differ.
 func tail(s string) string { return s[max(0, len(s)-160):] }
+
+// A read-only bind of a host mount with nosuid, nodev or noexec keeps them:
+// in the container's user namespace they are locked, and runc's remount
+// with fewer flags fails (containerd's CRI binds each pod's /dev/shm so).
+func TestKeepLockedFlags(t *testing.T) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/proc", &st); err != nil || st.Flags&(unix.ST_NOSUID|unix.ST_NODEV|unix.ST_NOEXEC) != unix.ST_NOSUID|unix.ST_NODEV|unix.ST_NOEXEC {
+		t.Skipf("/proc is not nosuid,nodev,noexec here (%v)", err)
+	}
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"rbind", "ro"}, []string{"rbind", "ro", "nosuid", "nodev", "noexec"}},
+		{[]string{"rbind", "ro", "nodev"}, []string{"rbind", "ro", "nodev", "nosuid", "noexec"}},
+		{[]string{"bind", "ro", "suid", "exec"}, []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
+		// No remount: runc's bind copies the flags as they are.
+		{[]string{"rbind", "rw"}, []string{"rbind", "rw"}},
+	} {
+		m := specs.Mount{Type: "bind", Source: "/proc", Destination: "/x", Options: slices.Clone(tc.in)}
+		keepLockedFlags(&m)
+		if !slices.Equal(m.Options, tc.want) {
+			t.Errorf("%v: %v, want %v", tc.in, m.Options, tc.want)
+		}
+	}
+	m := specs.Mount{Type: "bind", Source: "/nonexistent", Destination: "/x", Options: []string{"ro"}}
+	if keepLockedFlags(&m); !slices.Equal(m.Options, []string{"ro"}) {
+		t.Errorf("missing source: %v", m.Options)
+	}
+}
