@@ -2,9 +2,6 @@ package runtime
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"slices"
 	"strings"
 	"time"
 
@@ -33,11 +30,6 @@ func (r *runner) awaitReady() error {
 	if err == nil {
 		return nil
 	}
-	args := append(slices.Clone(r.inv.Global.Pass), "delete", "--force", r.inv.ID)
-	cmd := exec.Command(r.runc, args...)
-	cmd.Stderr = os.Stderr
-	if derr := cmd.Run(); derr != nil {
-		r.log.Warnf("container %s: runc delete after a failed setup: %v", r.inv.ID, derr)
-	}
+	r.deleteHalfMade()
 	return fmt.Errorf("setup by sysvisord: %w", err)
 }

@@ -278,6 +278,11 @@ func (r *runner) create() int {
 		r.log.Errorf("%s: %v", cfgPath, err)
 		return 1
 	}
+	pod, err := podOf(spec.Annotations)
+	if err != nil {
+		r.log.Errorf("%s: %v", cfgPath, err)
+		return 1
+	}
 	feat, err := runcFeatures(r.runc, r.runDir)
 	if err != nil {
 		r.log.Errorf("%v", err)
@@ -293,7 +298,7 @@ func (r *runner) create() int {
 	// it leases anything: an unknown or invalid policy leaves nothing
 	// behind.
 	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root,
-		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir}
+		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir, Pod: pod.Sandbox}
 	if spec.Linux != nil {
 		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
 		// The rewrite adds these; sysvisord masks them in the procfs and
@@ -313,7 +318,7 @@ func (r *runner) create() int {
 	}
 	pol := resp.Policy
 	r.phases.mark("lease")
-	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, resp, feat)
+	code, err := r.createLeased(spec, mode, cfgPath, bundle, pol, resp, feat, pod)
 	if err != nil {
 		r.log.Errorf("container %s: %v", inv.ID, err)
 	}
@@ -323,8 +328,12 @@ func (r *runner) create() int {
 	return code
 }
 
-func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol *policy.Policy, resp *control.Response, feat *seccompFeatures) (int, error) {
+func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundle string, pol *policy.Policy, resp *control.Response, feat *seccompFeatures, pod pod) (int, error) {
 	l := *resp.Lease
+	podOpts, criNet, err := r.podOptions(spec, pod, l.Start)
+	if err != nil {
+		return 1, err
+	}
 	caps, err := HostBoundingSet()
 	if err != nil {
 		return 1, err
@@ -360,6 +369,7 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 		Policy: pol.Name, Notify: pol.Notify(), ListenerPath: filepath.Join(r.runDir, control.SeccompSocket),
 		SeccompFlags: flags, AllowUnsafe: r.inv.Global.AllowUnsafe, Self: self, Systemd: systemd, Engine: engine,
 		AppArmor:   aa,
+		Pod:        podOpts,
 		LeafInHook: r.inv.Command == "run",
 	})
 	if err != nil {
@@ -398,6 +408,9 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	code, err := r.runRunc()
 	r.phases.mark("runc")
 	if code == 0 && err == nil && r.inv.Command == "create" {
+		if err := r.movePodNetwork(criNet); err != nil {
+			return 1, err
+		}
 		if err := r.awaitReady(); err != nil {
 			return 1, err
 		}

@@ -53,6 +53,8 @@ type RewriteOptions struct {
 	// AppArmor: the profile in place of the engine's default, and when
 	// (runtime/apparmor.go).
 	AppArmor AppArmorOptions
+	// Pod: the container's place in a Kubernetes pod (runtime/pod.go).
+	Pod PodOptions
 	// LeafInHook: the delegation hook moves the container's processes
 	// into their leaf cgroup itself (`run`: no `start` follows).
 	LeafInHook bool
@@ -150,6 +152,7 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 	if o.IDSize == 0 {
 		return fmt.Errorf("rewrite: empty ID range")
 	}
+	rewritePodNamespaces(s, o.Pod)
 	for _, t := range []specs.LinuxNamespaceType{specs.UserNamespace, specs.CgroupNamespace} {
 		if !hasNamespace(s, t) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: t})

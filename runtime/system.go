@@ -144,29 +144,15 @@ func delegateCgroups(paths cgroup.Paths, mounts cgroup.Mounts, id int, leaf bool
 // runc recorded, the cgroup and the ID base come from the kernel
 // (/proc/<pid>/cgroup, uid_map).
 func leafOnStart(runcRoot, id string, forceUnified bool) error {
-	b, err := os.ReadFile(filepath.Join(runcRoot, id, "state.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // no such container: runc start says so
-	}
-	if err != nil {
-		return fmt.Errorf("runc state: %w", err)
-	}
-	var st struct {
-		Pid   int    `json:"init_process_pid"`
-		Start uint64 `json:"init_process_start"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil || st.Pid <= 0 {
-		return fmt.Errorf("runc state of %s: no init pid (%v)", id, err)
-	}
-	if start, err := procStartTime(st.Pid); err != nil || start != st.Start {
-		// Init is gone (runc start will say so): nothing to move.
-		return nil
+	pid, err := runcInit(runcRoot, id)
+	if err != nil || pid == 0 {
+		return err
 	}
 	mounts, err := cgroup.HostMounts()
 	if err != nil {
 		return err
 	}
-	paths, err := cgroup.Of(st.Pid, mounts)
+	paths, err := cgroup.Of(pid, mounts)
 	if err != nil {
 		return err
 	}
@@ -177,11 +163,35 @@ func leafOnStart(runcRoot, id string, forceUnified bool) error {
 	if !ok || filepath.Base(dir) == cgroup.Leaf {
 		return nil
 	}
-	base, err := idBase(st.Pid)
+	base, err := idBase(pid)
 	if err != nil {
 		return err
 	}
 	return cgroup.DelegateUnified(dir, mounts[""], base, base)
+}
+
+// runcInit is the pid of a container's init from runc's state, checked
+// against the start time runc recorded: 0 where there is no such container
+// or its init is gone (a pid reused since is not it).
+func runcInit(runcRoot, id string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(runcRoot, id, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("runc state: %w", err)
+	}
+	var st struct {
+		Pid   int    `json:"init_process_pid"`
+		Start uint64 `json:"init_process_start"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.Pid <= 0 {
+		return 0, fmt.Errorf("runc state of %s: no init pid (%v)", id, err)
+	}
+	if start, err := procStartTime(st.Pid); err != nil || start != st.Start {
+		return 0, nil
+	}
+	return st.Pid, nil
 }
 
 // procStartTime is field 22 of /proc/<pid>/stat, the start time runc

@@ -116,6 +116,9 @@ type Server struct {
 	seen      int64
 	// trim gives back the threads a burst of work left idle.
 	trim threadTrimmer
+	// podMu orders a pod member's create (the sandbox's lease given, the
+	// record added) against the release of a pod's lease in forget.
+	podMu sync.Mutex
 
 	mu        sync.Mutex
 	listeners map[string]map[*notify.Fd]string // container id -> live listener fds -> held name
@@ -226,7 +229,7 @@ func New(cfg Config) (*Server, error) {
 // listeners back from the holder in Run (reattach).
 func (s *Server) reconcile() {
 	for _, l := range s.leases.List() {
-		if _, ok := s.reg.Get(l.ID); !ok {
+		if !s.podLeaseHeld(l.ID) {
 			s.log.Info("releasing lease without a container record", "container", l.ID)
 			s.leases.Release(l.ID)
 		}
@@ -594,7 +597,13 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		l, err := s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
+		// Until the record is in: a pod's last container leaving in
+		// between would release the lease this one is given.
+		s.podMu.Lock()
+		l, err := s.createLease(req)
+		if err != nil {
+			s.podMu.Unlock()
+		}
 		if errors.Is(err, lease.ErrExhausted) {
 			return control.Response{Error: fmt.Sprintf("%v; grow the pool: raise the count of the %q line in %s and %s (a multiple of %d, the same in both) and restart sysvisord, or remove containers",
 				err, lease.Owner, s.cfg.SubUID, s.cfg.SubGID, lease.BlockSize)}
@@ -606,12 +615,15 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		// the policy of a container that exists.
 		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
-			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths})
+			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths, Pod: req.Pod})
+		s.podMu.Unlock()
 		if err != nil {
-			s.leases.Release(req.ID)
+			if req.Pod == "" {
+				s.leases.Release(req.ID)
+			}
 			return control.Response{Error: err.Error()}
 		}
-		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", pol.Name, "policy_source", pol.Source)
+		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", pol.Name, "policy_source", pol.Source, "pod", req.Pod)
 		resp := control.Response{Lease: &l.Range, Policy: pol}
 		if s.views != nil && pol.Views {
 			// Views are optional: the container is created without them.
@@ -693,6 +705,49 @@ func (s *Server) handleControl(req control.Request) control.Response {
 	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 }
 
+// createLease is a create's lease: its own, or its pod's. An app container
+// of a Kubernetes pod shares the sandbox's user namespace, so its IDs are
+// the sandbox's; the lease stays the sandbox's, held while any container
+// of the pod is known (podLeaseHeld).
+func (s *Server) createLease(req control.Request) (lease.Lease, error) {
+	if req.Pod == "" {
+		return s.leases.Acquire(req.ID, req.RuncRoot, req.Bundle)
+	}
+	if err := registry.ValidID(req.Pod); err != nil {
+		return lease.Lease{}, fmt.Errorf("pod: %w", err)
+	}
+	if req.Pod == req.ID {
+		return lease.Lease{}, fmt.Errorf("pod %s: a container cannot be its own pod's sandbox", req.Pod)
+	}
+	c, ok := s.reg.Get(req.Pod)
+	if !ok {
+		return lease.Lease{}, fmt.Errorf("pod sandbox %s: not a container of this sysvisord (the sandbox must run under sysvisor-runc too)", req.Pod)
+	}
+	sb := c.Snapshot()
+	if sb.Pod != "" {
+		return lease.Lease{}, fmt.Errorf("pod sandbox %s: is itself an app container of pod %s", req.Pod, sb.Pod)
+	}
+	l, ok := s.leases.Get(req.Pod)
+	if !ok {
+		return lease.Lease{}, fmt.Errorf("pod sandbox %s: holds no lease", req.Pod)
+	}
+	return l, nil
+}
+
+// podLeaseHeld says whether a container of pod (the sandbox's id) is
+// still known: its lease, the pod's user namespace's IDs, stays leased.
+func (s *Server) podLeaseHeld(pod string) bool {
+	if _, ok := s.reg.Get(pod); ok {
+		return true
+	}
+	for _, c := range s.reg.List() {
+		if c.Snapshot().Pod == pod {
+			return true
+		}
+	}
+	return false
+}
+
 // createPolicy resolves a create's policy among the active ones.
 func (s *Server) createPolicy(req control.Request) (*policy.Policy, error) {
 	name, from := req.Policy, req.PolicySource
@@ -739,6 +794,10 @@ func (s *Server) ReloadPolicies() (*policy.Report, error) {
 func (s *Server) forget(id string) error {
 	// The record goes under s.mu, as attach checks it under s.mu: no
 	// listener can join a container once it is forgotten.
+	owner := id
+	if c, ok := s.reg.Get(id); ok && c.Snapshot().Pod != "" {
+		owner = c.Snapshot().Pod
+	}
 	s.mu.Lock()
 	fds := s.listeners[id]
 	delete(s.listeners, id)
@@ -757,12 +816,18 @@ func (s *Server) forget(id string) error {
 	if err != nil {
 		return err
 	}
-	released, err := s.leases.Release(id)
+	s.podMu.Lock()
+	defer s.podMu.Unlock()
+	if s.podLeaseHeld(owner) {
+		s.log.Info("container deleted, its pod keeps the lease", "container", id, "pod", owner)
+		return nil
+	}
+	released, err := s.leases.Release(owner)
 	if err != nil {
 		return err
 	}
 	if released {
-		s.log.Info("container deleted, lease released", "container", id)
+		s.log.Info("container deleted, lease released", "container", id, "lease", owner)
 	}
 	return nil
 }

@@ -347,3 +347,71 @@ func TestOlderRecordRead(t *testing.T) {
 		t.Errorf("rewritten record lacks the format:\n%s", b)
 	}
 }
+
+// A Kubernetes pod's app containers share the sandbox's user namespace, so
+// they get the sandbox's lease; it is released when the last container of
+// the pod is gone, in whatever order they go, also across a restart.
+func TestPodSharesLease(t *testing.T) {
+	e := newEnv(t)
+	s := e.start(t)
+	create := func(id, pod string) control.Response {
+		return s.handleControl(control.Request{Op: control.OpCreate, ID: id, RuncRoot: e.runcRoot, Policy: "default", Pod: pod})
+	}
+	del := func(s *Server, id string) {
+		t.Helper()
+		if r := s.handleControl(control.Request{Op: control.OpDelete, ID: id}); r.Error != "" {
+			t.Fatalf("delete %s: %s", id, r.Error)
+		}
+	}
+	if r := create("sb", ""); r.Error != "" || *r.Lease != block(0) {
+		t.Fatalf("sandbox: %+v", r)
+	}
+	for _, id := range []string{"app1", "app2"} {
+		if r := create(id, "sb"); r.Error != "" || r.Lease == nil || *r.Lease != block(0) {
+			t.Fatalf("member %s: %+v, want the sandbox's lease %v", id, r, block(0))
+		}
+	}
+	if r := create("other", ""); r.Error != "" || *r.Lease != block(1) {
+		t.Fatalf("another pod: %+v, want its own block", r)
+	}
+	for _, tc := range []struct{ id, pod, want string }{
+		{"x1", "nosuch", "not a container of this sysvisord"},
+		{"x2", "app1", "is itself an app container of pod sb"},
+		{"x3", "x3", "its own pod's sandbox"},
+		{"x4", "../sb", "pod:"},
+	} {
+		r := create(tc.id, tc.pod)
+		if !strings.Contains(r.Error, tc.want) || r.Lease != nil {
+			t.Errorf("create %s in pod %q: %+v, want an error with %q", tc.id, tc.pod, r, tc.want)
+		}
+		if _, ok := s.reg.Get(tc.id); ok {
+			t.Errorf("refused %s left a record", tc.id)
+		}
+	}
+	if r := create("app1", "sb"); r.Lease == nil || *r.Lease != block(0) {
+		t.Errorf("retried create of a member: %+v", r)
+	}
+
+	// The sandbox first: its members keep the lease.
+	del(s, "app1")
+	del(s, "sb")
+	if _, ok := s.leases.Get("sb"); !ok {
+		t.Fatal("the pod's lease went with its sandbox while app2 lives")
+	}
+	if r := create("new", ""); *r.Lease != block(2) {
+		t.Errorf("a new container got %v while the pod holds block 0", r.Lease)
+	}
+	// A restart keeps it too: app2's record holds it.
+	s.lock.Close()
+	s2 := e.start(t)
+	if _, ok := s2.leases.Get("sb"); !ok {
+		t.Fatal("a restart released the lease of a pod with a member left")
+	}
+	del(s2, "app2")
+	if _, ok := s2.leases.Get("sb"); ok {
+		t.Error("the pod's lease outlived its last container")
+	}
+	if r := s2.handleControl(control.Request{Op: control.OpCreate, ID: "last", RuncRoot: e.runcRoot, Policy: "default"}); *r.Lease != block(0) {
+		t.Errorf("the freed block: %+v", r.Lease)
+	}
+}

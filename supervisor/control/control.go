@@ -92,6 +92,9 @@ type Request struct {
 	// which must hold the read-only view.
 	Rootfs     string `json:"rootfs,omitempty"`
 	EnginePath string `json:"enginePath,omitempty"`
+	// Pod (create) is the sandbox's id for an app container of a
+	// Kubernetes pod: the container shares the sandbox's lease.
+	Pod string `json:"pod,omitempty"`
 }
 
 // MaxRequestSize bounds one request. The largest, a create, carries the

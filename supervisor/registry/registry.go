@@ -83,6 +83,10 @@ type Record struct {
 	// which tree to serve again, and where.
 	EngineRootfs string `json:"engineRootfs,omitempty"`
 	EnginePath   string `json:"enginePath,omitempty"`
+	// Pod is the sandbox's id for an app container of a Kubernetes pod.
+	// Its Lease is the sandbox's, which is leased under the sandbox's id
+	// and released when the last container of the pod is gone.
+	Pod string `json:"pod,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
