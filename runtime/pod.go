@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/linux/netmove"
 )
@@ -159,8 +160,12 @@ func (r *runner) movePodNetwork(cri string) error {
 		err = fmt.Errorf("init is gone")
 	}
 	if err == nil {
+		own := fmt.Sprintf("/proc/%d/ns/net", pid)
 		var moved []string
-		moved, err = netmove.Move(cri, fmt.Sprintf("/proc/%d/ns/net", pid))
+		moved, err = netmove.Move(cri, own)
+		if err == nil {
+			err = repointNetns(cri, own)
+		}
 		if err == nil {
 			r.log.Debugf("container %s: pod network: moved %v from %s", r.inv.ID, moved, cri)
 			return nil
@@ -168,6 +173,23 @@ func (r *runner) movePodNetwork(cri string) error {
 	}
 	r.deleteHalfMade()
 	return fmt.Errorf("pod network from %s: %w", cri, err)
+}
+
+// repointNetns puts the pod's own network namespace where the CRI's was
+// mounted (an nsfs bind at path). Whatever enters the pod's network by the
+// CRI's path later then finds the pod and its links: containerd's port
+// forwarding, CNI's DEL (which removes the veth and releases the address
+// while the namespace lives), CNI's CHECK. containerd unmounts and removes
+// the path with the pod, which frees the namespace. The CRI's namespace,
+// left with its loopback, goes once nothing holds it.
+func repointNetns(path, own string) error {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount the CRI's network namespace at %s: %w", path, err)
+	}
+	if err := unix.Mount(own, path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the pod's network namespace at %s: %w", path, err)
+	}
+	return nil
 }
 
 // deleteHalfMade removes runc's container after a create that failed past
