@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/sysvisor/sysvisor/handlers/catalog"
 )
@@ -107,9 +108,12 @@ func Validate(s *specs.Spec, allowUnsafe bool) error {
 	if allowUnsafe {
 		return nil
 	}
-	for _, t := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.NetworkNamespace} {
+	// The host's IPC namespace too: its owner is the host's user
+	// namespace, so the container's root could not even mount its
+	// /dev/mqueue, and it would share the host's SysV IPC.
+	for _, t := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.NetworkNamespace, specs.IPCNamespace} {
 		if !hasNamespace(s, t) {
-			return &SpecError{"linux.namespaces", fmt.Sprintf("no %s namespace: host %s namespace (--%s=host) is refused for system containers (runtime argument --allow-unsafe overrides)", t, t, map[specs.LinuxNamespaceType]string{specs.PIDNamespace: "pid", specs.NetworkNamespace: "net"}[t])}
+			return &SpecError{"linux.namespaces", fmt.Sprintf("no %s namespace: host %s namespace (--%s=host) is refused for system containers (runtime argument --allow-unsafe overrides)", t, t, map[specs.LinuxNamespaceType]string{specs.PIDNamespace: "pid", specs.NetworkNamespace: "net", specs.IPCNamespace: "ipc"}[t])}
 		}
 	}
 	if privileged(s) {
@@ -189,13 +193,19 @@ func Rewrite(s *specs.Spec, o RewriteOptions) error {
 // inside the container's user namespace. A non-root process keeps its engine
 // sets (as a non-root user would on any host) within that bounding set.
 func rewriteCaps(p *specs.Process, host []string) {
-	if p.Capabilities == nil {
+	given := p.Capabilities != nil
+	if !given {
 		p.Capabilities = &specs.LinuxCapabilities{}
 	}
 	c := p.Capabilities
 	all := slices.Clone(host)
+	// An empty list is left out of config.json: a capabilities object with
+	// no bounding set is a drop of all (runc gives such a process none).
+	if given {
+		all = slices.DeleteFunc(all, func(n string) bool { return droppedCap(c.Bounding, n) })
+	}
 	within := func(l []string) []string {
-		return slices.DeleteFunc(slices.Clone(l), func(n string) bool { return !slices.Contains(host, n) })
+		return slices.DeleteFunc(slices.Clone(l), func(n string) bool { return !slices.Contains(all, n) })
 	}
 	c.Bounding = all
 	if p.User.UID == 0 {
@@ -207,6 +217,26 @@ func rewriteCaps(p *specs.Process, host []string) {
 	}
 	c.Inheritable = within(c.Inheritable)
 	c.Ambient = within(c.Ambient)
+}
+
+// engineDefaultCaps is the capability set Docker and containerd (the CRI
+// too) give a container that asks for no change: the same fourteen.
+var engineDefaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// droppedCap says whether the engine's bounding set shows name dropped on
+// purpose (--cap-drop, a pod's capabilities.drop): an empty set drops all
+// (drop ALL), and a capability of the engines' default set that is missing
+// was dropped. Everything else the container's root gets, whatever the
+// engine's set: root of a system container holds every capability in its
+// own user namespace.
+func droppedCap(bounding []string, name string) bool {
+	if len(bounding) == 0 {
+		return true
+	}
+	return slices.Contains(engineDefaultCaps, name) && !slices.Contains(bounding, name)
 }
 
 // clampRlimits lowers limits above the runtime's hard limits: without
@@ -277,6 +307,28 @@ func allowsOutright(sc *specs.LinuxSeccomp, name string) bool {
 	return found || sc.DefaultAction == specs.ActAllow
 }
 
+// deniedOnPurpose are the syscalls the profile refuses by a rule of its
+// own, whatever the arguments: a profile written to forbid sethostname or
+// mount (Kubernetes' localhost profiles) keeps forbidding them, and they
+// are neither re-allowed nor trapped. An engine's default profile refuses
+// what sysvisor re-allows by leaving it out, or with ENOSYS for a newer
+// call that callers retry the old way (clone3): neither counts.
+func deniedOnPurpose(sc *specs.LinuxSeccomp) map[string]bool {
+	denied := map[string]bool{}
+	for _, r := range sc.Syscalls {
+		if r.Action == specs.ActAllow || r.Action == specs.ActLog || len(r.Args) > 0 {
+			continue
+		}
+		if r.Action == specs.ActErrno && r.ErrnoRet != nil && *r.ErrnoRet == uint(unix.ENOSYS) {
+			continue
+		}
+		for _, n := range r.Names {
+			denied[n] = true
+		}
+	}
+	return denied
+}
+
 // Metadata is the listenerMetadata sysvisord receives with each listener.
 type Metadata struct {
 	ID     string `json:"id"`
@@ -304,13 +356,17 @@ func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
 	if sc.ListenerPath != "" {
 		return &SpecError{"linux.seccomp.listenerPath", fmt.Sprintf("already set to %q; sysvisor owns the listener", sc.ListenerPath)}
 	}
+	denied := deniedOnPurpose(sc)
 	take := map[string]bool{}
 	for _, n := range Reallowed {
-		take[n] = true
+		take[n] = !denied[n]
 	}
 	var notify []string
 	var narrow []specs.LinuxSyscall
 	for _, n := range o.Notify {
+		if denied[n] {
+			continue
+		}
 		if e, ok := catalog.Lookup(n); ok && e.When != nil {
 			// Trapped for some arguments only. An unconditional rule
 			// for the syscall would shadow an argument rule (libseccomp
@@ -335,12 +391,13 @@ func rewriteSeccomp(s *specs.Spec, o RewriteOptions) error {
 	}
 	rules := sc.Syscalls[:0]
 	for _, r := range sc.Syscalls {
-		r.Names = slices.DeleteFunc(slices.Clone(r.Names), func(n string) bool { return take[n] })
+		// A syscall denied on purpose keeps only its deny rule.
+		r.Names = slices.DeleteFunc(slices.Clone(r.Names), func(n string) bool { return take[n] || (denied[n] && r.Action == specs.ActAllow) })
 		if len(r.Names) > 0 {
 			rules = append(rules, r)
 		}
 	}
-	allow := slices.DeleteFunc(slices.Clone(Reallowed), func(n string) bool { return slices.Contains(o.Notify, n) })
+	allow := slices.DeleteFunc(slices.Clone(Reallowed), func(n string) bool { return slices.Contains(o.Notify, n) || denied[n] })
 	if sc.DefaultAction != specs.ActAllow && len(allow) > 0 {
 		rules = append(rules, specs.LinuxSyscall{Names: allow, Action: specs.ActAllow})
 	}

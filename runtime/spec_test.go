@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -125,6 +126,7 @@ func TestValidate(t *testing.T) {
 		{name: "host pid namespace, allow-unsafe", mutate: func(s *specs.Spec) { removeNamespace(s, specs.PIDNamespace) }, unsafe: true},
 		{name: "host network namespace", mutate: func(s *specs.Spec) { removeNamespace(s, specs.NetworkNamespace) }, field: "linux.namespaces", msg: "--net=host"},
 		{name: "host network namespace, allow-unsafe", mutate: func(s *specs.Spec) { removeNamespace(s, specs.NetworkNamespace) }, unsafe: true},
+		{name: "host IPC namespace", mutate: func(s *specs.Spec) { removeNamespace(s, specs.IPCNamespace) }, field: "linux.namespaces", msg: "--ipc=host"},
 		{name: "privileged", mutate: makePrivileged, field: "linux.maskedPaths", msg: "--privileged"},
 		{name: "privileged, allow-unsafe", mutate: makePrivileged, unsafe: true},
 		{
@@ -458,6 +460,39 @@ func TestRewriteErrors(t *testing.T) {
 	}
 }
 
+var enosys = uint(unix.ENOSYS)
+
+// A profile that refuses a syscall by a rule of its own (a Kubernetes
+// localhost profile blocking sethostname) keeps refusing it: not re-allowed,
+// not trapped. The engine's ENOSYS for clone3 is still overridden.
+func TestRewriteKeepsDeniedOnPurpose(t *testing.T) {
+	s := dockerSpec(t)
+	s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls,
+		specs.LinuxSyscall{Names: []string{"sethostname", "sysinfo"}, Action: specs.ActErrno},
+		specs.LinuxSyscall{Names: []string{"mount"}, Action: specs.ActKillProcess},
+		specs.LinuxSyscall{Names: []string{"unshare"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 0, Value: 1, Op: specs.OpEqualTo}}})
+	if err := Rewrite(s, testOptions()); err != nil {
+		t.Fatal(err)
+	}
+	by := syscallRules(s.Linux.Seccomp)
+	action := func(n string) []specs.LinuxSeccompAction {
+		var a []specs.LinuxSeccompAction
+		for _, i := range by[n] {
+			a = append(a, s.Linux.Seccomp.Syscalls[i].Action)
+		}
+		return a
+	}
+	for n, want := range map[string]specs.LinuxSeccompAction{
+		"sethostname": specs.ActErrno, "sysinfo": specs.ActErrno, "mount": specs.ActKillProcess,
+		// Conditional or ENOSYS: the engine's kind, overridden.
+		"unshare": specs.ActAllow, "clone3": specs.ActAllow, "setns": specs.ActAllow,
+	} {
+		if got := action(n); len(got) != 1 || got[0] != want {
+			t.Errorf("%s: rules with actions %v, want one %s", n, got, want)
+		}
+	}
+}
+
 func TestRewriteNoDuplicates(t *testing.T) {
 	s := dockerSpec(t)
 	// The engine already asked for a user and a cgroup namespace, a flag
@@ -466,7 +501,7 @@ func TestRewriteNoDuplicates(t *testing.T) {
 	s.Linux.Seccomp.Flags = []specs.LinuxSeccompFlag{"SECCOMP_FILTER_FLAG_LOG", waitKillable}
 	s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls,
 		specs.LinuxSyscall{Names: []string{"mount", "setns", "sysinfo"}, Action: specs.ActAllow},
-		specs.LinuxSyscall{Names: []string{"unshare", "sysinfo"}, Action: specs.ActErrno})
+		specs.LinuxSyscall{Names: []string{"unshare", "sysinfo"}, Action: specs.ActErrno, ErrnoRet: &enosys})
 	if err := Rewrite(s, testOptions()); err != nil {
 		t.Fatal(err)
 	}
@@ -528,13 +563,32 @@ func TestRewriteCaps(t *testing.T) {
 		{
 			name: "root gets the host bounding set",
 			caps: &specs.LinuxCapabilities{
-				Bounding:    []string{"CAP_CHOWN", "CAP_MKNOD"},
-				Effective:   []string{"CAP_CHOWN", "CAP_MKNOD"},
-				Permitted:   []string{"CAP_CHOWN", "CAP_MKNOD"},
+				Bounding:    engineDefaultCaps,
+				Effective:   engineDefaultCaps,
+				Permitted:   engineDefaultCaps,
 				Inheritable: []string{"CAP_MKNOD", "CAP_KILL"},
 				Ambient:     []string{"CAP_SYS_MODULE"},
 			},
 			want: &specs.LinuxCapabilities{Bounding: host, Effective: host, Permitted: host, Inheritable: []string{"CAP_KILL"}},
+		},
+		{
+			// --cap-drop, a pod's capabilities.drop: missing from the
+			// engines' default set.
+			name: "root keeps dropped capabilities dropped",
+			caps: &specs.LinuxCapabilities{
+				Bounding:  slices.DeleteFunc(slices.Clone(engineDefaultCaps), func(n string) bool { return n == "CAP_KILL" || n == "CAP_SETUID" }),
+				Effective: []string{"CAP_CHOWN"},
+				Ambient:   []string{"CAP_KILL"},
+			},
+			want: func() *specs.LinuxCapabilities {
+				l := []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_SETGID"}
+				return &specs.LinuxCapabilities{Bounding: l, Effective: l, Permitted: l}
+			}(),
+		},
+		{
+			name: "root with all dropped",
+			caps: &specs.LinuxCapabilities{},
+			want: &specs.LinuxCapabilities{Bounding: []string{}, Effective: []string{}, Permitted: []string{}},
 		},
 		{
 			name: "root without capabilities in the spec",
@@ -550,7 +604,8 @@ func TestRewriteCaps(t *testing.T) {
 				Ambient:   []string{"CAP_NET_BIND_SERVICE", "CAP_BPF"},
 			},
 			want: &specs.LinuxCapabilities{
-				Bounding:  host,
+				// The defaults it lacks count as dropped.
+				Bounding:  []string{"CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN"},
 				Effective: []string{"CAP_NET_BIND_SERVICE"},
 				Permitted: []string{"CAP_NET_BIND_SERVICE"},
 				Ambient:   []string{"CAP_NET_BIND_SERVICE"},
