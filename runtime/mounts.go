@@ -103,6 +103,29 @@ func keepLockedFlags(m *specs.Mount) {
 	}
 }
 
+// dropBindSources detaches the idmapped bind sources once runc's create
+// has bound them into the container, whose mount namespace keeps its own
+// copies. Left in the host's mount namespace they would pin what is below
+// them there: the host could not remove a directory that was a mount point
+// under a bind source, for as long as the container lives (critest's
+// non-recursive read-only mount; under runc the only copy is in the
+// container's namespace, where the kernel lets it go lazily).
+func dropBindSources(dir string, log *Logger) {
+	mounts := filepath.Join(dir, "mounts")
+	if err := detachUnder(mounts); err != nil {
+		log.Warnf("bind sources under %s stay mounted until delete: %v", mounts, err)
+		return
+	}
+	// Never RemoveAll: a mount point still there (one that propagated in
+	// meanwhile) would take the host's files with it. Mount points are
+	// empty directories or empty files; anything else stays.
+	entries, _ := os.ReadDir(mounts)
+	for _, e := range entries {
+		os.Remove(filepath.Join(mounts, e.Name()))
+	}
+	os.Remove(mounts)
+}
+
 func isBind(m *specs.Mount) bool {
 	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
 }

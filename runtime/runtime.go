@@ -408,6 +408,7 @@ func (r *runner) createLeased(spec *specs.Spec, mode os.FileMode, cfgPath, bundl
 	code, err := r.runRunc()
 	r.phases.mark("runc")
 	if code == 0 && err == nil && r.inv.Command == "create" {
+		dropBindSources(ContainerDir(r.runDir, r.inv.ID), r.log)
 		if err := r.movePodNetwork(criNet); err != nil {
 			return 1, err
 		}

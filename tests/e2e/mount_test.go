@@ -865,3 +865,40 @@ func TestBindOfSysctlIsTheContainers(t *testing.T) {
 	expect(t, r, "umount-shmmax", "EPERM")
 	expect(t, r, "net-still-writable", "yes")
 }
+
+// A bind source's submounts stay the host's to remove while the container
+// runs: sysvisor-runc's idmapped copy of the source leaves the host's mount
+// namespace once runc has bound it (the container keeps its own copy), so
+// the host can unmount and remove a directory below it, as under runc.
+func TestBindSourceReleased(t *testing.T) {
+	src := t.TempDir()
+	sub := filepath.Join(src, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("none", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(sub, syscall.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(sub, "f"), []byte("on tmpfs\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id := startDetached(t, "sysvisor-runc", "-v", src+":/data:ro")
+	if left := mountsUnder(filepath.Join(svDir, "run", "containers", id, "mounts")); len(left) > 0 {
+		t.Errorf("bind sources still mounted on the host after create: %v", left)
+	}
+	if out, err := docker(t, "exec", id, "cat", "/data/sub/f"); err != nil || strings.TrimSpace(out) != "on tmpfs" {
+		t.Errorf("the container's bind: %q, %v", out, err)
+	}
+	if err := syscall.Unmount(sub, syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(sub); err != nil {
+		t.Errorf("the host cannot remove a directory below a running container's bind source: %v", err)
+	}
+	// What the host's unmount does to the container's copy is the
+	// propagation the engine asked for, as under runc; the bind stays.
+	if out, err := docker(t, "exec", id, "ls", "/data"); err != nil {
+		t.Errorf("the container's bind after the host's unmount: %q, %v", out, err)
+	}
+}
