@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -217,7 +218,15 @@ func TestCRIPods(t *testing.T) {
 		t.Errorf("pod uid_map %+v", mapA)
 	}
 	same("user namespace", "readlink", "/proc/self/ns/user")
-	same("network namespace", "readlink", "/proc/self/ns/net")
+	netns := same("network namespace", "readlink", "/proc/self/ns/net")
+	// The CRI's path to the pod's network (port forwarding, CNI's DEL)
+	// holds the pod's own namespace.
+	criNet := lastLine(c.must("inspectp", "-o", "go-template", "--template",
+		`{{range .info.runtimeSpec.linux.namespaces}}{{if eq .type "network"}}{{.path}}{{end}}{{end}}`, podA))
+	var st syscall.Stat_t
+	if err := syscall.Stat(criNet, &st); err != nil || fmt.Sprintf("net:[%d]", st.Ino) != netns {
+		t.Errorf("the CRI's network namespace path %q: inode %d (%v), the pod's is %s", criNet, st.Ino, err, netns)
+	}
 	same("interfaces", "ls", "/sys/class/net")
 	same("eth0's MAC", "cat", "/sys/class/net/eth0/address")
 	if out, err := c.exec(app, "ip", "-4", "addr", "show", "eth0"); err != nil || ip == "" || !strings.Contains(out, " "+ip+"/") {
