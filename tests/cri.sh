@@ -12,6 +12,7 @@
 #                                     sigs.k8s.io/cri-tools' validation suite
 #                                     with --runtime-handler=HANDLER (see
 #                                     critest() below); ARGS go to critest
+#   SV_DIR=... tests/cri.sh crictl-bin  build crictl if missing, print its path
 #   SV_DIR=... tests/cri.sh down      stop it, remove its pods, mounts, bridge,
 #                                     cgroups and directory
 #
@@ -41,15 +42,21 @@ crictl() {
 	"$CRI_TOOLS/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s "$@"
 }
 
-ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
-
-up() {
-	mkdir -p "$CRI_DIR"/{bin,cni,ipam,logs,root,state}
+# crictl_bin builds crictl once into CRI_TOOLS and prints its path.
+crictl_bin() {
 	if [ ! -x "$CRI_TOOLS/crictl" ]; then
 		say "building crictl $CRICTL_VERSION into $CRI_TOOLS"
 		mkdir -p "$CRI_TOOLS"
 		GOBIN=$CRI_TOOLS GOFLAGS= go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 	fi
+	echo "$CRI_TOOLS/crictl"
+}
+
+ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
+
+up() {
+	mkdir -p "$CRI_DIR"/{bin,cni,ipam,logs,root,state}
+	crictl_bin >/dev/null
 	(cd "$ROOT" && go build -o "$CRI_DIR/bin/runc-clamp" ./tests/cri/runc-clamp)
 	# The shim runs BinaryName with the engine's arguments only: the
 	# environment's run and policy directories go in through a wrapper.
@@ -254,5 +261,6 @@ down) down ;;
 crictl) shift; crictl "$@" ;;
 critest) shift; critest "$@" ;;
 cgroup-parent) echo "/$CGROUP_PARENT" ;;
-*) echo "usage: $0 up|down|crictl ARGS...|critest HANDLER [ARGS...]|cgroup-parent" >&2; exit 2 ;;
+crictl-bin) crictl_bin ;;
+*) echo "usage: $0 up|down|crictl ARGS...|critest HANDLER [ARGS...]|cgroup-parent|crictl-bin" >&2; exit 2 ;;
 esac

@@ -33,8 +33,9 @@ CHECKS=(
 	dind-dockerd dind-memory dind-cpus dind-pids dind-cpuset
 	systemd-init systemd-dind systemd-stop
 	containerd-ctr
+	cri-pod
 	apparmor restart
-	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-viewfs go-holder go-runtime go-doctor
+	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-viewfs go-holder go-runtime go-doctor go-netmove
 	demo e2e-suite
 )
 
@@ -45,6 +46,7 @@ limit() {
 	e2e-suite) echo "${E2E_LIMIT:-7200}" ;;
 	demo) echo 1200 ;;
 	dind-dockerd | systemd-init) echo 400 ;;
+	cri-pod) echo 600 ;;
 	apparmor) echo 1500 ;;
 	restart) echo 600 ;;
 	*) echo 300 ;;
@@ -615,6 +617,122 @@ c_containerd-ctr() {
 	pass "ctr run --runc-binary: uid_map 0 $2 65536"
 }
 
+# cri-pod: a Kubernetes pod as the CRI makes it (docs/kubernetes.md) on a
+# private containerd (the image's, with its CRI plugin) whose handler sysvisor
+# runs the installed sysvisor-runc against sysvisord.service, under the host's
+# cgroup v2 and AppArmor. crictl and the CNI plugins come in the job
+# ($JOB/cri). Two containers share the pod's user namespace, range, network
+# namespace, address and hostname; stopp and rmp leave no lease. Busybox
+# only: importing the DinD image into containerd takes ~150 s under TCG, more
+# than CI's budget (systemd in a pod: TestCRIPods on the dev host, and this
+# check with HOSTS_CRI_POD_SYSTEMD=1 given to tests/hosts/matrix).
+CRI=/run/hc-cri CRI_ROOT=/var/lib/hc-cri
+cri_down() {
+	if [ -f $CRI/containerd.pid ]; then
+		"$JOB/cri/crictl" --runtime-endpoint unix://$CRI/c.sock rmp -fa >/dev/null 2>&1
+		kill "$(cat $CRI/containerd.pid)" 2>/dev/null
+		sleep 2
+	fi
+	pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $CRI/c.sock" 2>/dev/null
+	grep -e " $CRI" -e " $CRI_ROOT" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+	ip link del hccri0 2>/dev/null
+	[ ! -d /sys/fs/cgroup/hc-cri ] || find /sys/fs/cgroup/hc-cri -depth -type d -exec rmdir {} \; 2>/dev/null
+	rm -rf /run/hc-cri /var/lib/hc-cri
+	return 0
+}
+# cri_crictl ARGS...: crictl on the private containerd; errors to crictl.err.
+cri_crictl() {
+	"$JOB/cri/crictl" --runtime-endpoint unix://$CRI/c.sock --image-endpoint unix://$CRI/c.sock --timeout 120s "$@" 2>>$CRI/crictl.err
+}
+cri_err() { last "$(cat $CRI/crictl.err 2>/dev/null)"; }
+c_cri-pod() {
+	needs_create
+	[ -x "$JOB/cri/crictl" ] || skip "no crictl in the job"
+	cri_down
+	trap cri_down EXIT
+	mkdir -p $CRI/cni $CRI/logs
+	printf '%s\n' '{"cniVersion": "0.4.0", "name": "hccri", "plugins": [{"type": "bridge", "bridge": "hccri0", "isGateway": false, "ipMasq": false,' \
+		' "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.221.0.0/24"}]], "dataDir": "'$CRI'/ipam"}}]}' >$CRI/cni/10-hc.conflist
+	cat >$CRI/config.toml <<-TOML
+		version = 2
+		root = "$CRI_ROOT"
+		state = "$CRI/state"
+		[grpc]
+		  address = "$CRI/c.sock"
+		[plugins."io.containerd.grpc.v1.cri"]
+		  sandbox_image = "docker.io/sysvisor-test/pause:1"
+		  [plugins."io.containerd.grpc.v1.cri".cni]
+		    bin_dir = "$JOB/cri/cni"
+		    conf_dir = "$CRI/cni"
+		  [plugins."io.containerd.grpc.v1.cri".containerd]
+		    default_runtime_name = "sysvisor"
+		    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sysvisor]
+		      runtime_type = "io.containerd.runc.v2"
+		      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.sysvisor.options]
+		        BinaryName = "/usr/local/bin/sysvisor-runc"
+	TOML
+	setsid containerd --config $CRI/config.toml >$CRI/containerd.log 2>&1 </dev/null &
+	echo $! >$CRI/containerd.pid
+	wait_for 60 ctr --address $CRI/c.sock version || { tail -20 $CRI/containerd.log; fail "containerd did not start"; }
+	local out c i
+	c=$(D create --entrypoint /bin/pause $IMG) || fail "docker create of the pause image"
+	D commit -c 'ENTRYPOINT ["/bin/pause"]' -c 'CMD []' "$c" sysvisor-test/pause:1 >/dev/null
+	D rm "$c" >/dev/null
+	local images="sysvisor-test/pause:1 $IMG"
+	[ -z "${CRI_POD_SYSTEMD:-}" ] || images+=" $DIND"
+	for i in $images; do
+		out=$(D save "$i" | ctr --address $CRI/c.sock -n k8s.io images import - 2>&1) || fail "import $i: $(last "$out")"
+	done
+	D rmi sysvisor-test/pause:1 >/dev/null 2>&1
+	printf '{"metadata": {"name": "hc", "namespace": "default", "uid": "hc-uid", "attempt": 1}, "hostname": "hc", "log_directory": "%s", "linux": {"cgroup_parent": "/hc-cri/hc"}}\n' \
+		$CRI/logs >$CRI/pod.json
+	# The kubelet's default PID namespace, the container's own: systemd is PID 1.
+	if [ -n "${CRI_POD_SYSTEMD:-}" ]; then
+		printf '{"metadata": {"name": "sys"}, "image": {"image": "docker.io/%s:latest"}, "command": ["/sbin/init"], "log_path": "sys.log", "linux": {"security_context": {"namespace_options": {"pid": 1}}}}\n' \
+			"$DIND" >$CRI/sys.json
+	else
+		printf '{"metadata": {"name": "sys"}, "image": {"image": "docker.io/%s:latest"}, "command": ["sleep", "3600"], "log_path": "sys.log", "linux": {"security_context": {"namespace_options": {"pid": 1}}}}\n' \
+			"$IMG" >$CRI/sys.json
+	fi
+	printf '{"metadata": {"name": "app"}, "image": {"image": "docker.io/%s:latest"}, "command": ["sleep", "3600"], "log_path": "app.log", "linux": {"security_context": {"namespace_options": {"pid": 1}}}}\n' \
+		"$IMG" >$CRI/app.json
+	local pod ip sys app what=busybox
+	[ -z "${CRI_POD_SYSTEMD:-}" ] || what=systemd
+	pod=$(cri_crictl runp --runtime=sysvisor $CRI/pod.json) || fail "crictl runp: $(cri_err)"
+	ip=$(cri_crictl inspectp -o go-template --template '{{.status.network.ip}}' "$pod")
+	sys=$(cri_crictl create "$pod" $CRI/sys.json $CRI/pod.json) || fail "crictl create ($what): $(cri_err)"
+	cri_crictl start "$sys" >/dev/null || fail "crictl start ($what): $(cri_err)"
+	app=$(cri_crictl create "$pod" $CRI/app.json $CRI/pod.json) || fail "crictl create (busybox): $(cri_err)"
+	cri_crictl start "$app" >/dev/null || fail "crictl start (busybox): $(cri_err)"
+	local ms ma ns na
+	ms=$(cri_crictl exec "$sys" cat /proc/self/uid_map)
+	ma=$(cri_crictl exec "$app" cat /proc/self/uid_map)
+	ns=$(cri_crictl exec "$sys" readlink /proc/self/ns/net)
+	na=$(cri_crictl exec "$app" readlink /proc/self/ns/net)
+	echo "uid_map: $ms / $ma; net: $ns / $na; pod ip $ip"
+	[ -n "$ms" ] && [ "$ms" = "$ma" ] || fail "uid_map differs in one pod: '$ms' and '$ma' $(cri_err)"
+	[ -n "$ns" ] && [ "$ns" = "$na" ] || fail "network namespace differs in one pod: '$ns' and '$na'"
+	out=$(cri_crictl exec "$app" ip -4 addr show eth0)
+	echo "$out" | grep -q " $ip/" || fail "eth0 in the pod lacks the pod's address $ip: $out"
+	cri_crictl exec "$app" hostname renamed >/dev/null || fail "hostname in the pod: $(cri_err)"
+	[ "$(cri_crictl exec "$sys" hostname)" = renamed ] || fail "the pod's containers do not share UTS"
+	local st=running
+	[ -z "${CRI_POD_SYSTEMD:-}" ] || for i in $(seq 150); do
+		st=$(cri_crictl exec "$sys" systemctl is-system-running)
+		case $st in running | degraded) break ;; esac
+		sleep 2
+	done
+	[ "$st" = running ] || fail "systemd in a pod: '$st'; failed units: $(cri_crictl exec "$sys" systemctl --failed --no-legend | tr '\n' ' ')"
+	set -- $ms
+	local base=${2:-}
+	cri_crictl stopp "$pod" >/dev/null && cri_crictl rmp "$pod" >/dev/null || fail "stopp/rmp: $(cri_err)"
+	out=$(sysvisorctl ps 2>&1)
+	echo "$out"
+	! echo "$out" | grep -qe "${pod:0:12}" -e "${sys:0:12}" -e "${app:0:12}" || fail "sysvisorctl ps lists the removed pod's containers"
+	! grep -q "\"$pod\"" /var/lib/sysvisor/leases.json || fail "the pod's lease is left after rmp"
+	pass "pod: $what and busybox share uid_map (base $base), netns and $ip; rmp left nothing"
+}
+
 # ---- AppArmor: tests/hosts/checks-apparmor.sh on the system engine, with
 # AppArmor as the cell's kernel command line asked (on: the profile, what it
 # allows and refuses in system and inner containers, bookworm's and trixie's
@@ -660,6 +778,7 @@ c_go-viewfs() { needs_create_go; gotest supervisor/viewfs; }
 c_go-holder() { needs_create_go; gotest holder; }
 c_go-runtime() { needs_create_go; gotest runtime; }
 c_go-doctor() { needs_create_go; gotest doctor; }
+c_go-netmove() { needs_create_go; gotest linux/netmove; }
 needs_create_go() { :; } # unit tests run below the floor too
 
 # ---- README's first command on this host: tests/demo.sh (what `make demo`
