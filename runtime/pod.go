@@ -126,7 +126,13 @@ func (r *runner) podOptions(s *specs.Spec, p pod, base uint32) (PodOptions, stri
 		if r.inv.Command == "run" {
 			return PodOptions{}, "", fmt.Errorf("pod sandbox: `run` is not supported, the CRI's network moves in between create and start")
 		}
-		return PodOptions{Sandbox: true}, nsPath(s, specs.NetworkNamespace), nil
+		cri := nsPath(s, specs.NetworkNamespace)
+		if cri != "" {
+			if err := criNetns(cri); err != nil {
+				return PodOptions{}, "", err
+			}
+		}
+		return PodOptions{Sandbox: true}, cri, nil
 	case podMember:
 		pid, err := runcInit(r.root, p.Sandbox)
 		if err != nil {
@@ -173,6 +179,27 @@ func (r *runner) movePodNetwork(cri string) error {
 	}
 	r.deleteHalfMade()
 	return fmt.Errorf("pod network from %s: %w", cri, err)
+}
+
+// criNetns checks that path is what a CRI makes for a pod: a network
+// namespace bound on a file of its own (/var/run/netns/cni-...), not
+// another process's namespace by /proc/<pid>/ns/net (a magic link, as
+// Docker's --network=container: gives). The annotations that make a spec a
+// sandbox can be set by whoever writes the spec; the links of another
+// container's network must never be taken.
+func criNetns(path string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fmt.Errorf("the CRI's network namespace %s: %w", path, err)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return fmt.Errorf("the CRI's network namespace %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK || fs.Type != unix.NSFS_MAGIC {
+		return fmt.Errorf("the CRI's network namespace %s: not a namespace bound on a file of its own (a pod sandbox's spec names the one its CRI made)", path)
+	}
+	return nil
 }
 
 // repointNetns puts the pod's own network namespace where the CRI's was

@@ -1,10 +1,13 @@
 package runtime
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 func TestPodOf(t *testing.T) {
@@ -137,5 +140,30 @@ func TestPodWithUserNamespaceRefused(t *testing.T) {
 	err = Rewrite(m, withPod(PodOptions{UserNS: "/proc/7/ns/user", NetNS: "/proc/7/ns/net"}))
 	if err == nil || !strings.Contains(err.Error(), "linux.namespaces") {
 		t.Errorf("member joining a user namespace of its own: %v", err)
+	}
+}
+
+// Only a namespace bound on a file of its own is taken as the CRI's: not
+// another process's by /proc/<pid>/ns/net, not a plain file.
+func TestCRINetns(t *testing.T) {
+	if err := criNetns("/proc/self/ns/net"); err == nil {
+		t.Error("/proc/self/ns/net taken as a CRI's network namespace")
+	}
+	f := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := criNetns(f); err == nil {
+		t.Error("a plain file taken as a CRI's network namespace")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("binding a namespace needs root")
+	}
+	if err := unix.Mount("/proc/self/ns/net", f, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(f, unix.MNT_DETACH)
+	if err := criNetns(f); err != nil {
+		t.Errorf("a bound network namespace: %v", err)
 	}
 }

@@ -298,7 +298,7 @@ func (r *runner) create() int {
 	// it leases anything: an unknown or invalid policy leaves nothing
 	// behind.
 	req := control.Request{Op: control.OpCreate, ID: inv.ID, Bundle: bundle, RuncRoot: r.root,
-		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir, Pod: pod.Sandbox}
+		Policy: name, PolicySource: source, PolicyDir: inv.Global.PolicyDir, Pod: pod.Sandbox, Sandbox: pod.Role == podSandbox}
 	if spec.Linux != nil {
 		req.MaskedPaths, req.ReadonlyPaths = spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths
 		// The rewrite adds these; sysvisord masks them in the procfs and

@@ -615,7 +615,7 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		// the policy of a container that exists.
 		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
 			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
-			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths, Pod: req.Pod})
+			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths, Pod: req.Pod, Sandbox: req.Sandbox && req.Pod == ""})
 		s.podMu.Unlock()
 		if err != nil {
 			if req.Pod == "" {
@@ -726,6 +726,11 @@ func (s *Server) createLease(req control.Request) (lease.Lease, error) {
 	sb := c.Snapshot()
 	if sb.Pod != "" {
 		return lease.Lease{}, fmt.Errorf("pod sandbox %s: is itself an app container of pod %s", req.Pod, sb.Pod)
+	}
+	// Another container's user namespace and IDs are not for the taking:
+	// only a container created as a pod's sandbox is joined.
+	if !sb.Sandbox {
+		return lease.Lease{}, fmt.Errorf("pod sandbox %s: was not created as a pod's sandbox", req.Pod)
 	}
 	l, ok := s.leases.Get(req.Pod)
 	if !ok {

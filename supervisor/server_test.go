@@ -363,7 +363,7 @@ func TestPodSharesLease(t *testing.T) {
 			t.Fatalf("delete %s: %s", id, r.Error)
 		}
 	}
-	if r := create("sb", ""); r.Error != "" || *r.Lease != block(0) {
+	if r := s.handleControl(control.Request{Op: control.OpCreate, ID: "sb", RuncRoot: e.runcRoot, Policy: "default", Sandbox: true}); r.Error != "" || *r.Lease != block(0) {
 		t.Fatalf("sandbox: %+v", r)
 	}
 	for _, id := range []string{"app1", "app2"} {
@@ -379,6 +379,8 @@ func TestPodSharesLease(t *testing.T) {
 		{"x2", "app1", "is itself an app container of pod sb"},
 		{"x3", "x3", "its own pod's sandbox"},
 		{"x4", "../sb", "pod:"},
+		// Not created as a sandbox: its namespaces are not for joining.
+		{"x5", "other", "was not created as a pod's sandbox"},
 	} {
 		r := create(tc.id, tc.pod)
 		if !strings.Contains(r.Error, tc.want) || r.Lease != nil {

@@ -93,8 +93,10 @@ type Request struct {
 	Rootfs     string `json:"rootfs,omitempty"`
 	EnginePath string `json:"enginePath,omitempty"`
 	// Pod (create) is the sandbox's id for an app container of a
-	// Kubernetes pod: the container shares the sandbox's lease.
-	Pod string `json:"pod,omitempty"`
+	// Kubernetes pod: the container shares the sandbox's lease. Sandbox
+	// (create) marks a pod's sandbox, the only container others may join.
+	Pod     string `json:"pod,omitempty"`
+	Sandbox bool   `json:"sandbox,omitempty"`
 }
 
 // MaxRequestSize bounds one request. The largest, a create, carries the

@@ -87,6 +87,9 @@ type Record struct {
 	// Its Lease is the sandbox's, which is leased under the sandbox's id
 	// and released when the last container of the pod is gone.
 	Pod string `json:"pod,omitempty"`
+	// Sandbox: the container is a pod's sandbox, which app containers may
+	// join (no other container's namespaces and IDs can be joined).
+	Sandbox bool `json:"sandbox,omitempty"`
 }
 
 // Container is a live record plus counters. Handlers read it without locks:
