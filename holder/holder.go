@@ -182,6 +182,12 @@ func (h *Holder) Serve() {
 			continue
 		}
 		h.mu.Lock()
+		if h.closed {
+			// Accepted just before Close shut the socket.
+			h.mu.Unlock()
+			conn.Close()
+			break
+		}
 		prev, prevDone := h.conn, h.connDone
 		h.conn, h.connDone, h.connPid = conn, make(chan struct{}), int(cred.Pid)
 		h.setAnswering(false)
@@ -223,6 +229,10 @@ func (h *Holder) Close() {
 		return
 	}
 	h.closed = true
+	// The socket first: a sysvisord that lost its connection below
+	// redials at once, and must not reach a holder that is going (it would
+	// deposit its listeners here and believe them held).
+	h.ln.Close()
 	for name, fd := range h.held {
 		unix.Close(fd)
 		delete(h.held, name)
@@ -232,7 +242,6 @@ func (h *Holder) Close() {
 		h.conn.Close()
 	}
 	h.mu.Unlock()
-	h.ln.Close()
 	h.lock.Close()
 	// watch wakes within its poll period and sees closed.
 }
