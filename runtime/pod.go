@@ -161,24 +161,31 @@ func (r *runner) movePodNetwork(cri string) error {
 	if cri == "" {
 		return nil
 	}
+	moved, err := r.adoptPodNetwork(cri)
+	if err != nil {
+		r.deleteHalfMade()
+		return fmt.Errorf("pod network from %s: %w", cri, err)
+	}
+	r.log.Debugf("container %s: pod network: moved %v from %s", r.inv.ID, moved, cri)
+	return nil
+}
+
+// adoptPodNetwork moves the CRI's links into the created sandbox's network
+// namespace and binds that namespace at the CRI's path.
+func (r *runner) adoptPodNetwork(cri string) ([]string, error) {
 	pid, err := runcInit(r.root, r.inv.ID)
-	if err == nil && pid == 0 {
-		err = fmt.Errorf("init is gone")
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		own := fmt.Sprintf("/proc/%d/ns/net", pid)
-		var moved []string
-		moved, err = netmove.Move(cri, own)
-		if err == nil {
-			err = repointNetns(cri, own)
-		}
-		if err == nil {
-			r.log.Debugf("container %s: pod network: moved %v from %s", r.inv.ID, moved, cri)
-			return nil
-		}
+	if pid == 0 {
+		return nil, fmt.Errorf("init is gone")
 	}
-	r.deleteHalfMade()
-	return fmt.Errorf("pod network from %s: %w", cri, err)
+	own := fmt.Sprintf("/proc/%d/ns/net", pid)
+	moved, err := netmove.Move(cri, own)
+	if err != nil {
+		return moved, err
+	}
+	return moved, repointNetns(cri, own)
 }
 
 // criNetns checks that path is what a CRI makes for a pod: a network

@@ -597,30 +597,12 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		if err != nil {
 			return control.Response{Error: err.Error()}
 		}
-		// Until the record is in: a pod's last container leaving in
-		// between would release the lease this one is given.
-		s.podMu.Lock()
-		l, err := s.createLease(req)
-		if err != nil {
-			s.podMu.Unlock()
-		}
+		l, c, err := s.register(req, pol)
 		if errors.Is(err, lease.ErrExhausted) {
 			return control.Response{Error: fmt.Sprintf("%v; grow the pool: raise the count of the %q line in %s and %s (a multiple of %d, the same in both) and restart sysvisord, or remove containers",
 				err, lease.Owner, s.cfg.SubUID, s.cfg.SubGID, lease.BlockSize)}
 		}
 		if err != nil {
-			return control.Response{Error: err.Error()}
-		}
-		// The record keeps the rules themselves: a reload never changes
-		// the policy of a container that exists.
-		c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
-			Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
-			MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths, Pod: req.Pod, Sandbox: req.Sandbox && req.Pod == ""})
-		s.podMu.Unlock()
-		if err != nil {
-			if req.Pod == "" {
-				s.leases.Release(req.ID)
-			}
 			return control.Response{Error: err.Error()}
 		}
 		s.log.Info("container created", "container", req.ID, "id_base", l.Start, "id_size", l.Size, "policy", pol.Name, "policy_source", pol.Source, "pod", req.Pod)
@@ -703,6 +685,27 @@ func (s *Server) handleControl(req control.Request) control.Response {
 		return resp
 	}
 	return control.Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+}
+
+// register leases a create's IDs and records the container. The lock
+// holds until the record is in: a pod's last container leaving in between
+// would release the lease a member is given.
+func (s *Server) register(req control.Request, pol *policy.Policy) (lease.Lease, *registry.Container, error) {
+	s.podMu.Lock()
+	defer s.podMu.Unlock()
+	l, err := s.createLease(req)
+	if err != nil {
+		return l, nil, err
+	}
+	// The record keeps the rules themselves: a reload never changes
+	// the policy of a container that exists.
+	c, err := s.reg.Add(registry.Record{ID: req.ID, Bundle: req.Bundle, RuncRoot: req.RuncRoot, Policy: pol.Name, Rules: pol.Rules, Limits: pol.Limits,
+		Lease: l.Range, Status: registry.StatusCreated, Created: time.Now().UTC(),
+		MaskedPaths: req.MaskedPaths, ReadonlyPaths: req.ReadonlyPaths, Pod: req.Pod, Sandbox: req.Sandbox && req.Pod == ""})
+	if err != nil && req.Pod == "" {
+		s.leases.Release(req.ID)
+	}
+	return l, c, err
 }
 
 // createLease is a create's lease: its own, or its pod's. An app container
@@ -800,8 +803,10 @@ func (s *Server) forget(id string) error {
 	// The record goes under s.mu, as attach checks it under s.mu: no
 	// listener can join a container once it is forgotten.
 	owner := id
-	if c, ok := s.reg.Get(id); ok && c.Snapshot().Pod != "" {
-		owner = c.Snapshot().Pod
+	if c, ok := s.reg.Get(id); ok {
+		if pod := c.Snapshot().Pod; pod != "" {
+			owner = pod
+		}
 	}
 	s.mu.Lock()
 	fds := s.listeners[id]
