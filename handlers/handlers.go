@@ -213,6 +213,16 @@ type Handler interface {
 	Handle(req *Request) Response
 }
 
+// Inline marks a Handler that never blocks: a few system calls on files
+// and the caller's memory, no namespace switch, no helper process, no
+// lock held by slow work. sysvisord runs it on the notify thread that
+// received the notification (no hand-off to a goroutine); any other
+// handler runs on a goroutine of its own, holding up only its listener.
+type Inline interface {
+	Handler
+	Inline()
+}
+
 // WriteMem copies b into the caller's memory at addr. The memory file is
 // opened first and the notification re-validated after, so a recycled pid can
 // never receive the data.

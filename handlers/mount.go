@@ -54,6 +54,8 @@ type enosysHandler struct{}
 
 func (enosysHandler) Handle(*Request) Response { return Fail(unix.ENOSYS) }
 
+func (enosysHandler) Inline() {}
+
 const propagationFlags = unix.MS_SHARED | unix.MS_PRIVATE | unix.MS_SLAVE | unix.MS_UNBINDABLE
 
 // attrFlags are the per-mount flags mount(2) takes for a new mount, but

@@ -65,6 +65,8 @@ func ContainerSysinfo(host unix.Sysinfo_t, uptime time.Duration, mem cgroup.Memo
 	return si
 }
 
+func (sysinfoHandler) Inline() {}
+
 func (sysinfoHandler) Handle(req *Request) Response {
 	addr := req.Arg(0)
 	var host unix.Sysinfo_t

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -52,6 +53,9 @@ type Config struct {
 	Log      hclog.Logger
 	// NoSyncWakeUp disables SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (for benchmarks).
 	NoSyncWakeUp bool
+	// NotifyThreads is how many OS threads wait for and answer the
+	// notifications of every container (0: one per CPU).
+	NotifyThreads int
 	// NoViews disables the FUSE /proc and /sys views.
 	NoViews bool
 	// PolicyDir holds the operators' policy files (default policy.Dir("")).
@@ -116,6 +120,8 @@ type Server struct {
 	seen      int64
 	// trim gives back the threads a burst of work left idle.
 	trim threadTrimmer
+	// notify serves every listener; made by Run.
+	notify *notify.Pool
 	// podMu orders a pod member's create (the sandbox's lease given, the
 	// record added) against the release of a pod's lease in forget.
 	podMu sync.Mutex
@@ -332,6 +338,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer stopMetrics()
 	s.loadAppArmor(ctx)
+	threads := s.cfg.NotifyThreads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	if s.notify, err = notify.NewPool(threads); err != nil {
+		ctl.Close()
+		sec.Close()
+		return fmt.Errorf("notify threads: %w", err)
+	}
 	held := s.startHolder()
 	if s.cfg.NoViews {
 		s.dropViews(held)
@@ -364,7 +379,15 @@ func (s *Server) Run(ctx context.Context) error {
 	s.trim.log = s.log
 	go func() {
 		defer s.wg.Done()
-		every(ctx, returnMemoryEvery, func() { s.returnMemory(); s.trim.tick() })
+		grown := int64(0)
+		every(ctx, returnMemoryEvery, func() {
+			s.returnMemory()
+			s.trim.tick()
+			if g := s.notify.Grown(); g != grown {
+				s.log.Warn("notify threads added: an inline handler was stuck in a caller's memory", "added", g-grown)
+				grown = g
+			}
+		})
 	}()
 	go func() {
 		defer s.wg.Done()
@@ -394,6 +417,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.notify.Stop()
 	if s.journal != nil {
 		s.journal.Close()
 	}
@@ -1045,9 +1069,8 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts notifyloop.Ac
 	c.Listeners.Add(1)
 	obs := notifyloop.NewObserver(id, s.stats.NewShard(id), &s.trace, c.Snapshot().Limits, log)
 	s.wg.Add(1)
-	go func() {
+	ended := func(error) {
 		defer s.wg.Done()
-		notifyloop.Serve(c, fd, n, acts, obs, log)
 		s.stats.Retire(obs.Shard())
 		c.Listeners.Add(-1)
 		s.mu.Lock()
@@ -1073,7 +1096,13 @@ func (s *Server) attach(c *registry.Container, fd *notify.Fd, acts notifyloop.Ac
 				log.Info("container init's listener closed: container stopped")
 			}
 		}
-	}()
+	}
+	l := notifyloop.NewListener(c, fd, acts, obs, log, ended)
+	if err := s.notify.Add(fd, n, l, l.Pending(n)); err != nil {
+		// Closed meanwhile (the container forgotten, shutdown).
+		log.Debug("seccomp listener not served", "error", err)
+		ended(err)
+	}
 	return true
 }
 

@@ -21,9 +21,8 @@ import (
 // protocol and answers every notification by writing a zeroed struct
 // sysinfo into the caller (handlers.Request.WriteMem: open
 // /proc/<pid>/mem, NOTIF_ID_VALID, the writability check, pwrite) and
-// returning 0. Receive, WriteMem and the send are the code sysvisord's
-// notify loop runs (linux/notify on Go's poller, one goroutine for the
-// listener), so gosup over csup at the same work is the cost of that
+// returning 0. The pool, WriteMem and the send are the code sysvisord's
+// notify path runs (a notify.Pool thread receives and answers inline), so gosup over csup at the same work is the cost of that
 // mechanism in Go, without sysvisord's policy, statistics and cgroup reads.
 // It prints notifications=N on stderr when the listener hangs up.
 func gosup(args []string) error {
@@ -61,32 +60,52 @@ func gosup(args []string) error {
 			return fmt.Errorf("sync wake-up: %w", err)
 		}
 	}
-	var si unix.Sysinfo_t
-	answer := unsafe.Slice((*byte)(unsafe.Pointer(&si)), unsafe.Sizeof(si))
-	var n notify.Notif
-	count := 0
-	for {
-		err := fd.Receive(&n)
-		switch {
-		case errors.Is(err, notify.ErrClosed):
-			fmt.Fprintf(os.Stderr, "notifications=%d\n", count)
-			return nil
-		case errors.Is(err, notify.ErrGone):
-			continue
-		case err != nil:
-			return fmt.Errorf("receive: %w", err)
-		}
-		count++
-		req := handlers.Request{Notif: n, Fd: fd}
-		werr := req.WriteMem(n.Data.Args[0], answer)
-		req.Close()
-		if werr != nil {
-			err = fd.Errno(n.ID, unix.EFAULT)
-		} else {
-			err = fd.Return(n.ID, 0)
-		}
-		if err != nil && !errors.Is(err, notify.ErrGone) {
-			return fmt.Errorf("send: %w", err)
-		}
+	pool, err := notify.NewPool(1)
+	if err != nil {
+		return err
+	}
+	defer pool.Stop()
+	gl := &gosupListener{fd: fd, ended: make(chan error, 1)}
+	gl.answer = unsafe.Slice((*byte)(unsafe.Pointer(&gl.si)), unsafe.Sizeof(gl.si))
+	if err := pool.Add(fd, new(notify.Notif), gl, false); err != nil {
+		return err
+	}
+	if err := <-gl.ended; err != nil && !errors.Is(err, notify.ErrClosed) {
+		return err
+	}
+	if gl.err != nil {
+		return gl.err
+	}
+	fmt.Fprintf(os.Stderr, "notifications=%d\n", gl.count)
+	return nil
+}
+
+// gosupListener is gosup's work on sysvisord's notify pool.
+type gosupListener struct {
+	fd     *notify.Fd
+	si     unix.Sysinfo_t
+	answer []byte
+	count  int
+	err    error
+	ended  chan error
+}
+
+func (l *gosupListener) Inline(*notify.Notif) bool { return true }
+
+func (l *gosupListener) Ended(err error) { l.ended <- err }
+
+func (l *gosupListener) Handle(n *notify.Notif) {
+	l.count++
+	req := handlers.Request{Notif: *n, Fd: l.fd}
+	werr := req.WriteMem(n.Data.Args[0], l.answer)
+	req.Close()
+	var err error
+	if werr != nil {
+		err = l.fd.Errno(n.ID, unix.EFAULT)
+	} else {
+		err = l.fd.Return(n.ID, 0)
+	}
+	if err != nil && !errors.Is(err, notify.ErrGone) && l.err == nil {
+		l.err = fmt.Errorf("send: %w", err)
 	}
 }

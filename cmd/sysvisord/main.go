@@ -31,6 +31,7 @@ func main() {
 	subgid := fs.String("subgid", "/etc/subgid", "subordinate gid file holding the sysvisor pool")
 	gops := fs.Bool("gops", false, "run a gops agent on loopback for debugging (port file under <run-dir>/gops); any local user can reach it")
 	noSync := fs.Bool("no-sync-wakeup", false, "do not set SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP on listeners")
+	notifyThreads := fs.Int("notify-threads", 0, "OS threads that receive and answer every container's trapped syscalls (0: one per CPU)")
 	fallbacks := fs.String("kernel-fallbacks", "", "force the fallbacks of these kernel features: all, or names separated by commas (added to $"+kernel.EnvFallbacks+"; sysvisorctl doctor lists them)")
 	noViews := fs.Bool("no-views", false, "serve no FUSE /proc and /sys views (containers see the host's files)")
 	noHolder := fs.Bool("no-holder", false, "keep nothing in sysvisor-holder: running containers then do not survive a restart of sysvisord (throwaway instances, benchmarks)")
@@ -88,7 +89,7 @@ func main() {
 		log.Error("sysvisord must run as root")
 		os.Exit(1)
 	}
-	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NoViews: *noViews, NoHolder: *noHolder, PolicyDir: *policyDir, MetricsAddr: *metricsAddr,
+	srv, err := supervisor.New(supervisor.Config{RunDir: *runDir, StateDir: *stateDir, SubUID: *subuid, SubGID: *subgid, Log: log, NoSyncWakeUp: *noSync, NotifyThreads: *notifyThreads, NoViews: *noViews, NoHolder: *noHolder, PolicyDir: *policyDir, MetricsAddr: *metricsAddr,
 		// A predecessor killed a moment ago may still hold the state lock.
 		LockWait: 10 * time.Second})
 	if err != nil {

@@ -6,8 +6,7 @@ package notify
 import (
 	"errors"
 	"fmt"
-	"os"
-	"syscall"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -58,108 +57,106 @@ func init() {
 // interrupted by a signal. It is not an error of the supervisor.
 var ErrGone = errors.New("seccomp notification no longer valid")
 
-// Fd is a seccomp listener fd registered with Go's network poller, so that a
-// goroutine waiting for notifications holds no OS thread.
+// Fd is a seccomp listener fd. It is not registered with Go's network
+// poller: a Pool waits for many of them in one epoll set, on its own
+// threads. Close may race with any other method; the number stays open
+// until the last method using it returns.
 type Fd struct {
-	f *os.File
-	// rc is f's, made once: os.File.SyscallConn allocates per call and
-	// every notification takes three.
-	rc syscall.RawConn
-	// recv is Receive's callback, made once with its in and out values
-	// below: only the one goroutine that receives uses them.
-	recv    func(fd uintptr) bool
-	recvReq *Notif
-	recvErr error
-	pfd     [1]unix.PollFd
+	fd   int
+	name string
+	// state counts the uses of fd in units of 2 (NewFd's lasts until
+	// Close) and has bit 0 set once Close was called; fd is closed when
+	// the count drops to zero.
+	state atomic.Int64
+	// onClose is called once by Close, before the number can be closed
+	// (set by the Pool that serves fd, before fd is shared).
+	onClose atomic.Pointer[func()]
 }
 
 // NewFd takes ownership of a listener fd.
 func NewFd(fd int, name string) (*Fd, error) {
+	// Non-blocking as every sysvisord has left it (the holder's copies
+	// share the flag). NOTIF_RECV does not look at it: see Recv.
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set nonblock on %s: %w", name, err)
 	}
-	n := &Fd{f: os.NewFile(uintptr(fd), name)}
-	rc, err := n.f.SyscallConn()
-	if err != nil {
-		n.f.Close()
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	n.rc = rc
-	n.recv = n.receiveOnce
+	n := &Fd{fd: fd, name: name}
+	n.state.Store(2) // NewFd's use, until Close
 	return n, nil
+}
+
+// Name is what NewFd was given.
+func (n *Fd) Name() string { return n.name }
+
+// acquire marks fd in use; false once Close was called.
+func (n *Fd) acquire() bool {
+	for {
+		v := n.state.Load()
+		if v&1 != 0 {
+			return false
+		}
+		if n.state.CompareAndSwap(v, v+2) {
+			return true
+		}
+	}
+}
+
+func (n *Fd) release() {
+	if n.state.Add(-2) == 1 {
+		unix.Close(n.fd)
+	}
 }
 
 // SetSyncWakeUp asks the kernel (6.6+) to wake the target on the responder's
 // CPU, which cuts round-trip latency when supervisor and target ping-pong.
 func (n *Fd) SetSyncWakeUp() error {
-	var ierr error
-	if err := n.rc.Control(func(fd uintptr) {
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
-		if e != 0 {
-			ierr = e
-		}
-	}); err != nil {
-		return err
-	}
-	return ierr
-}
-
-// ErrClosed is returned by Receive once the filter has no more users (every
-// task that carried it has exited) or the Fd was closed.
-var ErrClosed = errors.New("seccomp listener closed")
-
-// Receive waits for the next notification. It parks the goroutine in the
-// poller; Close from another goroutine wakes it with ErrClosed.
-func (n *Fd) Receive(req *Notif) error {
-	n.recvReq, n.recvErr = req, nil
-	if err := n.rc.Read(n.recv); err != nil {
+	if !n.acquire() {
 		return ErrClosed
 	}
-	return n.recvErr
+	defer n.release()
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(n.fd), unix.SECCOMP_IOCTL_NOTIF_SET_FLAGS, unix.SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
-// receiveOnce is Receive's attempt, run by the poller: false waits for the
-// next readiness.
-func (n *Fd) receiveOnce(fd uintptr) bool {
-	// Level check first: the poller is edge-triggered and a RECV on an
-	// empty queue would block this OS thread.
-	pfd := n.pfd[:]
-	pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	if _, e := unix.Poll(pfd, 0); e != nil {
-		if e == unix.EINTR {
-			return false
-		}
-		n.recvErr = e
-		return true
+// ErrClosed is returned once the filter has no more users (every task
+// that carried it has exited) or the Fd was closed.
+var ErrClosed = errors.New("seccomp listener closed")
+
+// Recv receives a notification into req. It blocks while none is
+// pending, whatever O_NONBLOCK says: call it only when fd polled readable
+// (a notification withdrawn meanwhile leaves the kernel's count up, so
+// the call then fails with ErrGone instead of blocking).
+//
+// req is cleared only once fd is known open: it may be a journal slot
+// holding a notification whose answer failed because fd was closed, which
+// the next sysvisord must find.
+func (n *Fd) Recv(req *Notif) error {
+	if !n.acquire() {
+		return ErrClosed
 	}
-	if pfd[0].Revents&unix.POLLIN == 0 {
-		if pfd[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0 {
-			n.recvErr = ErrClosed
-			return true
-		}
-		return false
-	}
-	*n.recvReq = Notif{}
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(n.recvReq)))
+	*req = Notif{}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(n.fd), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(req)))
+	n.release()
 	switch e {
 	case 0:
+		return nil
 	case unix.ENOENT, unix.EINTR:
 		// The target was interrupted between poll and receive.
-		n.recvErr = ErrGone
-	default:
-		n.recvErr = e
+		return ErrGone
 	}
-	return true
+	return e
 }
 
 func (n *Fd) ioctl(op uintptr, arg unsafe.Pointer) error {
-	var e unix.Errno
-	if err := n.rc.Control(func(fd uintptr) {
-		_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, op, uintptr(arg))
-	}); err != nil {
+	if !n.acquire() {
 		return ErrClosed
 	}
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(n.fd), op, uintptr(arg))
+	n.release()
 	if e != 0 {
 		return e
 	}
@@ -197,15 +194,32 @@ func (n *Fd) send(r *Resp) error {
 	return err
 }
 
-// Close releases the fd; a goroutine blocked in Receive returns ErrClosed.
-func (n *Fd) Close() error { return n.f.Close() }
+// Close releases the fd: methods called from now on fail with ErrClosed,
+// and the number is closed when those running return. Only the first
+// call does anything.
+func (n *Fd) Close() error {
+	for {
+		v := n.state.Load()
+		if v&1 != 0 {
+			return nil
+		}
+		if n.state.CompareAndSwap(v, v|1) {
+			break
+		}
+	}
+	if f := n.onClose.Load(); f != nil {
+		(*f)()
+	}
+	n.release() // NewFd's
+	return nil
+}
 
 // Control runs fn with the raw fd, which stays open until fn returns; it
 // fails without calling fn once the Fd is closed.
 func (n *Fd) Control(fn func(fd int) error) error {
-	var ferr error
-	if err := n.rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+	if !n.acquire() {
 		return ErrClosed
 	}
-	return ferr
+	defer n.release()
+	return fn(n.fd)
 }

@@ -1,5 +1,5 @@
-// Package notifyloop answers the notifications of one seccomp listener:
-// the loop that receives them, the container's policy resolved into a
+// Package notifyloop answers the notifications of one seccomp listener
+// (received by a notify.Pool): the container's policy resolved into a
 // table of actions, and the observer (statistics, tracing, rate limit)
 // around each dispatch to a handler.
 package notifyloop
@@ -17,80 +17,109 @@ import (
 	"github.com/sysvisor/sysvisor/supervisor/registry"
 )
 
-// Serve is the notify loop of one listener fd, until the fd closes. It owns the fd's
-// notifications and never blocks other containers: waiting is done in the
-// poller, not on a thread.
-//
-// n is where notifications are received (the listener's journal slot). A
-// notification already in it is one a previous sysvisord received and
-// may not have answered: if the kernel still has it pending, it is
-// dispatched again before anything new is received.
-func Serve(c *registry.Container, fd *notify.Fd, n *notify.Notif, acts Actions, obs *Observer, log hclog.Logger) {
-	pending := n.ID != 0 && fd.Valid(n.ID)
-	if n.ID != 0 && !pending {
+// Listener answers the notifications of one listener fd of container c,
+// served by a notify.Pool: the policy's action for each, the observer
+// around it, and the journal of what is in flight. Its methods are called
+// for one notification at a time.
+type Listener struct {
+	c    *registry.Container
+	fd   *notify.Fd
+	acts Actions
+	obs  *Observer
+	log  hclog.Logger
+	lost lostAnswers
+	// ended is called once when the listener ends (notify.Listener's
+	// Ended).
+	ended func(error)
+}
+
+// NewListener serves fd for c. n is where notifications are received (the
+// listener's journal slot). A notification already in it is one a
+// previous sysvisord received and may not have answered: Pending reports
+// whether the kernel still has it, and the pool is then told to handle it
+// before anything new is received.
+func NewListener(c *registry.Container, fd *notify.Fd, acts Actions, obs *Observer, log hclog.Logger, ended func(error)) *Listener {
+	return &Listener{c: c, fd: fd, acts: acts, obs: obs, log: log, ended: ended}
+}
+
+// Pending reports whether n holds a notification still awaiting an
+// answer, clearing it otherwise.
+func (l *Listener) Pending(n *notify.Notif) bool {
+	if n.ID == 0 {
+		return false
+	}
+	if !l.fd.Valid(n.ID) {
+		n.ID = 0
+		return false
+	}
+	l.log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid, "acted", n.Flags&notify.FlagActing != 0)
+	return true
+}
+
+// Inline: allow, deny, log and the handlers that never block are answered
+// on the pool thread that received the notification; the rest (mounts,
+// helpers, namespace switches) on a goroutine, so that a slow call holds
+// up only its own listener.
+func (l *Listener) Inline(n *notify.Notif) bool {
+	a := l.acts.rule(n)
+	if a == nil || a.kind != policy.Emulate {
+		return true
+	}
+	_, ok := a.entry.Handler.(handlers.Inline)
+	return ok
+}
+
+// Ended implements notify.Listener.
+func (l *Listener) Ended(err error) {
+	if err != nil && !errors.Is(err, notify.ErrClosed) {
+		l.log.Error("seccomp listener", "error", err)
+	}
+	l.ended(err)
+}
+
+// Handle answers the notification in n.
+func (l *Listener) Handle(n *notify.Notif) {
+	c, fd, acts, obs, log := l.c, l.fd, l.acts, l.obs, l.log
+	c.Notified.Add(1)
+	if l.lost.restarted(n) {
+		// The same call again, from the same thread at the same
+		// instruction: the kernel restarted it after a signal took
+		// the caller away while its handler acted (no
+		// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV). Dispatched as a
+		// replay, as after a restart of sysvisord, so a handler that
+		// is not idempotent finds its action done (umount2: EINVAL
+		// answered 0).
+		n.Flags |= notify.FlagActing
+	}
+	ob := obs.begin(fd, n, acts)
+	var resp handlers.Response
+	if ob.limited {
+		resp = handlers.Fail(unix.EAGAIN)
+	} else {
+		resp = dispatch(c, fd, n, acts, log)
+	}
+	var serr error
+	switch resp.Kind {
+	case handlers.Continue:
+		serr = fd.Continue(n.ID)
+	case handlers.Errno:
+		serr = fd.Errno(n.ID, resp.Errno)
+	default:
+		serr = fd.Return(n.ID, resp.Val)
+	}
+	if serr != nil && !errors.Is(serr, notify.ErrGone) && !errors.Is(serr, notify.ErrClosed) {
+		log.Warn("seccomp respond", "error", serr)
+	}
+	if errors.Is(serr, notify.ErrGone) && n.Flags&notify.FlagActing != 0 {
+		l.lost.add(n)
+	}
+	if serr == nil || errors.Is(serr, notify.ErrGone) {
+		// Answered (or no longer awaited): nothing for a successor.
+		// After a failed send, e.g. our copy closed at shutdown, the
+		// id stays for the next sysvisord to answer.
 		n.ID = 0
 	}
-	if pending {
-		log.Info("notification in flight at the previous sysvisord's end: dispatched again", "id", n.ID, "nr", n.Data.Nr, "caller", n.Pid, "acted", n.Flags&notify.FlagActing != 0)
-	}
-	var lost lostAnswers
-	for {
-		var err error
-		if pending {
-			pending = false
-		} else {
-			err = fd.Receive(n)
-		}
-		switch {
-		case errors.Is(err, notify.ErrClosed):
-			return
-		case errors.Is(err, notify.ErrGone):
-			continue
-		case err != nil:
-			log.Error("seccomp receive", "error", err)
-			return
-		}
-		c.Notified.Add(1)
-		if lost.restarted(n) {
-			// The same call again, from the same thread at the same
-			// instruction: the kernel restarted it after a signal took
-			// the caller away while its handler acted (no
-			// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV). Dispatched as a
-			// replay, as after a restart of sysvisord, so a handler that
-			// is not idempotent finds its action done (umount2: EINVAL
-			// answered 0).
-			n.Flags |= notify.FlagActing
-		}
-		ob := obs.begin(fd, n, acts)
-		var resp handlers.Response
-		if ob.limited {
-			resp = handlers.Fail(unix.EAGAIN)
-		} else {
-			resp = dispatch(c, fd, n, acts, log)
-		}
-		var serr error
-		switch resp.Kind {
-		case handlers.Continue:
-			serr = fd.Continue(n.ID)
-		case handlers.Errno:
-			serr = fd.Errno(n.ID, resp.Errno)
-		default:
-			serr = fd.Return(n.ID, resp.Val)
-		}
-		if serr != nil && !errors.Is(serr, notify.ErrGone) {
-			log.Warn("seccomp respond", "error", serr)
-		}
-		if errors.Is(serr, notify.ErrGone) && n.Flags&notify.FlagActing != 0 {
-			lost.add(n)
-		}
-		if serr == nil || errors.Is(serr, notify.ErrGone) {
-			// Answered (or no longer awaited): nothing for a successor.
-			// After a failed send, e.g. our copy closed at shutdown, the
-			// id stays for the next sysvisord to answer.
-			n.ID = 0
-		}
-		obs.end(&ob, resp, serr)
-	}
+	obs.end(&ob, resp, serr)
 }
 
 // lostAnswers remembers the last notifications whose handler acted (a
