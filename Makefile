@@ -78,7 +78,7 @@ FALLBACK_TESTS ?= DockerInDocker|Mount|Sysfs|ProductUUID|Sysctl|Sysinfo|Views|UI
 test: deps build lint
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} $(GO) test -count=1 -timeout 30m ./...
 	SYSVISOR_E2E=$${SYSVISOR_E2E:-required} SYSVISOR_KERNEL_FALLBACKS=all \
-		$(GO) test -count=1 -timeout 10m -run '$(FALLBACK_TESTS)' ./tests/e2e/
+		$(GO) test -count=1 -timeout 20m -run '$(FALLBACK_TESTS)' ./tests/e2e/
 	GO='$(GO)' ./tests/fuzz.sh $(FUZZ_SMOKE_TIME)
 
 # Every fuzz target of the repository (tests/fuzz.sh finds them), FUZZTIME
