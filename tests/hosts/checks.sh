@@ -35,7 +35,7 @@ CHECKS=(
 	containerd-ctr
 	cri-pod
 	apparmor restart
-	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-viewfs go-holder go-runtime go-doctor go-netmove go-enginefs
+	go-kernel go-handlers go-itest go-mountinfo go-cgroup go-viewfs go-holder go-runtime go-doctor go-netmove go-enginefs go-notify
 	demo e2e-suite
 )
 
@@ -779,6 +779,7 @@ c_go-holder() { needs_create_go; gotest holder; }
 c_go-runtime() { needs_create_go; gotest runtime; }
 c_go-doctor() { needs_create_go; gotest doctor; }
 c_go-netmove() { needs_create_go; gotest linux/netmove; }
+c_go-notify() { needs_create_go; gotest linux/notify; }
 # -test.short: fewer rounds of TestRaceSymlinkSwap (75 s under TCG at full length).
 c_go-enginefs() { needs_create_go; GOTEST_ARGS="-test.short ${GOTEST_ARGS:-}" gotest supervisor/enginefs; }
 needs_create_go() { :; } # unit tests run below the floor too
