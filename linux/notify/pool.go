@@ -368,8 +368,17 @@ func (m *member) ready(events uint32, w *worker) {
 		return
 	}
 	if events&unix.EPOLLIN == 0 {
-		// EPOLLHUP: every task of the filter is gone.
-		m.finish(nil)
+		if events&unix.EPOLLHUP != 0 {
+			// Every task of the filter is gone.
+			m.finish(nil)
+			return
+		}
+		// EPOLLERR alone: the kernel's poll of a seccomp listener
+		// (seccomp_notify_poll) answers it when its interruptible wait
+		// for the filter's notify_lock fails, a signal pending on the
+		// polling thread (Go's preemption signal, here). Nothing is
+		// wrong with the listener: ask again.
+		m.done()
 		return
 	}
 	switch err := m.fd.Recv(m.n); {

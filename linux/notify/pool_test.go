@@ -24,7 +24,8 @@ import (
 const (
 	envChild     = "SYSVISOR_NOTIFY_POOL_CHILD"
 	envAnyAnswer = "SYSVISOR_NOTIFY_POOL_ANY"
-	envPar       = "SYSVISOR_NOTIFY_POOL_PAR" // calls made from this many threads at once
+	envPar       = "SYSVISOR_NOTIFY_POOL_PAR"   // calls made from this many threads at once
+	envDelay     = "SYSVISOR_NOTIFY_POOL_DELAY" // a pause before the first call
 	answerVal    = 7
 )
 
@@ -65,6 +66,9 @@ func poolChild(calls string) error {
 		return fmt.Errorf("send listener: %w", err)
 	}
 	unix.Close(int(fd))
+	if d, err := time.ParseDuration(os.Getenv(envDelay)); err == nil {
+		time.Sleep(d)
+	}
 	any := os.Getenv(envAnyAnswer) != ""
 	par := 1
 	if v := os.Getenv(envPar); v != "" {
@@ -477,5 +481,28 @@ func TestPoolStuckInlineHandler(t *testing.T) {
 			t.Fatalf("%d extra threads still there 10 s after the stuck handler returned", extra)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// An event with EPOLLERR and no EPOLLIN is what the kernel's poll of a
+// listener answers when a signal interrupts its lock (Go's preemption
+// signal does, on a pool thread): the listener is not over. The 7.x cell
+// of the host matrix ended listeners on it, and their callers got ENOSYS.
+func TestPoolErrEventKeepsListener(t *testing.T) {
+	p, err := NewPool(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	c := startChild(t, 50, false, envDelay+"=300ms")
+	l := newListener(t, c.fd, true)
+	if err := p.Add(c.fd, new(Notif), l, false); err != nil {
+		t.Fatal(err)
+	}
+	m := (*p.members.Load())[0]
+	m.ready(unix.EPOLLERR, &worker{})
+	c.wait(t)
+	if err := l.waitEnded(t); err != nil || l.handled.Load() < 50 {
+		t.Errorf("ended with %v after %d calls, want nil after 50", err, l.handled.Load())
 	}
 }
