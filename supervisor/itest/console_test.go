@@ -373,7 +373,14 @@ func TestIntegrationMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
+	// The statistics of a notification are counted just after its
+	// answer, which lets the caller go on: the last call's may come a
+	// moment after the child reports.
 	out := scrape()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out, fmt.Sprintf(`sysvisord_notifications_total{action="emulate",decision="return",syscall="sysinfo"} %d`, calls)) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		out = scrape()
+	}
 	value := func(series string) float64 {
 		t.Helper()
 		for _, l := range strings.Split(out, "\n") {
